@@ -1,0 +1,216 @@
+"""`facekd` command line: wires the stages (prepare, cache-teacher, train, eval, export, bench,
+report, fetch, demo). No ML logic lives here."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .config import RunConfig, load_config, save_config
+
+OWN_PACKAGES = {"facekd", "training", "export", "runtime_bench"}
+log = logging.getLogger("facekd")
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML run config (see configs/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+    parser.add_argument("--data", help="aligned faces root, or a folder holding data/lfw (else FACEKD_DATA/FACEKD_HOME)")
+    parser.add_argument("--teacher", help="teacher ONNX file (else FACEKD_TEACHER/FACEKD_HOME)")
+
+
+def run_config(args) -> RunConfig:
+    """Config file + overrides, with data/teacher paths filled from flags, env or the fetch cache."""
+    from .paths import resolve_resources
+
+    cfg = load_config(args.config, args.overrides)
+    needs_data = not cfg.data.aligned_root or not cfg.teacher.path
+    if needs_data:
+        res = resolve_resources(data=getattr(args, "data", None), teacher=getattr(args, "teacher", None))
+        cfg.data.aligned_root = cfg.data.aligned_root or str(res.aligned_root)
+        if not cfg.data.train_identities and res.train_identities:
+            cfg.data.train_identities = str(res.train_identities)
+        cfg.data.val_pairs = cfg.data.val_pairs or str(res.val_pairs)
+        cfg.data.val_images_root = cfg.data.val_images_root or str(res.val_images_root)
+        cfg.teacher.path = cfg.teacher.path or str(res.teacher)
+    return cfg
+
+
+def cmd_prepare(args) -> None:
+    from training.align import prepare_folder
+
+    report = prepare_folder(args.src, args.dst, args.detector, progress=not args.quiet)
+    print(json.dumps(report.to_dict(), indent=2))
+
+
+def cmd_cache_teacher(args) -> None:
+    from .stages import ensure_teacher_cache
+
+    cfg = run_config(args)
+    cache = ensure_teacher_cache(cfg, progress=not args.quiet)
+    print(f"teacher cache ready: {cache.cache_dir} ({len(cache.embeddings)} images)")
+
+
+def cmd_train(args) -> None:
+    from .stages import train_student
+
+    cfg = run_config(args)
+    result = train_student(cfg, Path(args.out), resume=args.resume, progress=not args.quiet)
+    val = result.metrics.get("val") or {}
+    summary = f" val accuracy {val['accuracy']:.4f}" if val else ""
+    print(f"student written to {result.student_path}{summary}")
+
+
+def cmd_eval(args) -> None:
+    from training.checkpoint import load_student
+    from training.evaluate import evaluate, student_embed_fn
+    from training.pairs import read_lfw_pairs
+    from training.preprocess import PreprocessSpec
+    from training.teacher import load_teacher
+
+    pairs = read_lfw_pairs(args.pairs, args.images)
+    if args.checkpoint:
+        model, spec, _ = load_student(args.checkpoint)
+        embed = student_embed_fn(model, spec)
+    else:
+        cfg = load_config(args.config, args.overrides)
+        teacher = load_teacher(args.teacher_model, cfg.teacher.preprocess)
+        embed = teacher.embed
+    result = evaluate(embed, pairs, flip_test=args.flip_test, progress=not args.quiet)
+    text = json.dumps(result.to_dict(), indent=2)
+    if args.json:
+        from training.io import atomic_write_text
+
+        atomic_write_text(args.json, text + "\n")
+    print(text)
+
+
+def cmd_export(args) -> None:
+    from .stages import export_student
+
+    cfg = run_config(args)
+    if args.formats:
+        cfg.export.formats = args.formats
+    records = export_student(cfg, Path(args.checkpoint), Path(args.out), progress=not args.quiet)
+    for record in records:
+        print(f"{record.format}-{record.precision}: {record.status}" + (f" ({record.reason})" if record.reason else ""))
+
+
+def cmd_bench(args) -> None:
+    from .stages import bench_export
+
+    cfg = run_config(args)
+    path = bench_export(cfg, Path(args.export_dir), Path(args.out), progress=not args.quiet)
+    print(f"results written to {path}")
+
+
+def cmd_report(args) -> None:
+    from runtime_bench.report import write_report
+
+    md, html = write_report([Path(p) for p in args.results], Path(args.out))
+    print(f"report: {html}\n        {md}")
+
+
+def cmd_fetch(args) -> None:
+    from .fetch import fetch_all
+
+    home = fetch_all(mirror=args.mirror, dest=args.dest, progress=not args.quiet)
+    print(f"data and models ready under {home}")
+
+
+def cmd_demo(args) -> None:
+    from .pipeline import run_demo
+
+    cfg = run_config(args)
+    run_demo(cfg, Path(args.out), config_path=args.config, progress=not args.quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from export.formats import format_help
+
+    parser = argparse.ArgumentParser(prog="facekd", description=__doc__)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="align raw photos (root/<identity>/<photo>) to 112×112 crops with YuNet")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--detector", required=True, help="YuNet ONNX file")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("cache-teacher", help="embed the training set with the teacher once (memory-mapped cache)")
+    _config_args(p)
+    p.set_defaults(func=cmd_cache_teacher)
+
+    p = sub.add_parser("train", help="distil the student from the cached teacher")
+    _config_args(p)
+    p.add_argument("--out", required=True, help="run directory (checkpoints, config.yaml, metrics, tensorboard)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="10-fold verification accuracy, TAR@FAR, AUC of a checkpoint or a teacher")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--checkpoint", help="student checkpoint (.pt)")
+    who.add_argument("--teacher-model", help="teacher ONNX file (preprocessing from --config teacher.preprocess)")
+    p.add_argument("--pairs", required=True, help="pairs file in LFW pairs.txt format")
+    p.add_argument("--images", required=True, help="root of the aligned images the pairs name")
+    p.add_argument("--flip-test", action="store_true", help="average the embeddings of image and mirror image")
+    p.add_argument("--json", help="also write the result here")
+    p.add_argument("--config", help="run config (for the teacher's preprocessing)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="convert a student to every format, with manifests and parity gates",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=format_help())
+    p.add_argument("checkpoint")
+    _config_args(p)
+    p.add_argument("--formats", nargs="+", metavar="FORMAT[-PRECISION]", help="default: all available here")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("bench", help="accuracy and latency of every artifact of an export folder on this host")
+    p.add_argument("export_dir")
+    _config_args(p)
+    p.add_argument("--out", required=True, help="result JSON")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("report", help="merge result JSONs into report.md + report.html")
+    p.add_argument("results", nargs="+")
+    p.add_argument("--out", required=True, help="report folder")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("fetch", help="download LFW + SFace/YuNet from public sources, verify, align")
+    p.add_argument("--mirror", help="base URL of a mirror (else FACEKD_MIRROR, else the public sources)")
+    p.add_argument("--dest", help="where to put them (default: the user cache, FACEKD_CACHE)")
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("demo", help="the whole chain: cache teacher, train, export, bench, report")
+    _config_args(p)
+    p.add_argument("--out", default="runs/demo", help="demo folder (re-running reuses finished stages)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("facekd: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] in OWN_PACKAGES and not args.verbose:
+            print(f"facekd: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""One typed run config: dataclass sections from each stage, loaded from YAML + `--set` overrides.
+
+    cfg = load_config("configs/demo.yaml", ["train.epochs=3", "loss.rad=0.5"])
+    save_config(cfg, run_dir / "config.yaml")
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+try:  # TEMP-DEV: until export/bench land
+    from export.build import ExportConfig
+    from runtime_bench.bench import BenchConfig
+except ImportError:
+    @dataclass
+    class ExportConfig:
+        pass
+    BenchConfig = ExportConfig
+from training.config import TrainingSection
+from training.io import atomic_write_text
+from training.preprocess import PreprocessSpec
+
+
+class ConfigError(ValueError):
+    """A config file or override a user wrote wrongly; the message names the key."""
+
+
+@dataclass
+class RunConfig(TrainingSection):
+    export: ExportConfig = field(default_factory=ExportConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+
+
+def _coerce(value, hint, key: str):
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is typing.Any:
+        return value
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _from_dict(hint, value, key)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        item = args[0] if args else typing.Any
+        items = [_coerce(v, item, f"{key}[]") for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(hint, type) and isinstance(value, hint):
+        return value
+    raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _from_dict(cls, data: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = prefix or "top level"
+        raise ConfigError(f"unknown config key(s) {', '.join(unknown)} in {where}; known: {', '.join(sorted(names))}")
+    kwargs = {name: _coerce(value, hints[name], f"{prefix}{name}") for name, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {exc}") from None
+
+
+def to_dict(cfg) -> dict:
+    """Plain nested dict (YAML-safe) of a config dataclass."""
+    if isinstance(cfg, PreprocessSpec):
+        return cfg.to_dict()
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def _set_path(tree: dict, dotted: str, value) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted!r}: {part!r} is not a config section")
+        node = child
+    if parts[-1] not in node:
+        raise ConfigError(f"override {dotted!r}: unknown key {parts[-1]!r}; known: {', '.join(sorted(node))}")
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Defaults <- YAML file <- `key.sub=value` overrides (values parsed as YAML scalars/lists)."""
+    tree = to_dict(RunConfig())
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections")
+        _merge(tree, loaded, "")
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_path(tree, key, value)
+    return _from_dict(RunConfig, tree)
+
+
+def _merge(base: dict, update: dict, prefix: str) -> None:
+    for key, value in update.items():
+        if key not in base:
+            raise ConfigError(f"unknown config key {prefix}{key}; known: {', '.join(sorted(base))}")
+        if isinstance(base[key], dict) and isinstance(value, dict) and key != "preprocess":
+            _merge(base[key], value, f"{prefix}{key}.")
+        elif isinstance(base[key], dict) and isinstance(value, dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+
+
+def save_config(cfg, path: str | Path) -> Path:
+    return atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def config_digest(cfg) -> str:
+    from training.io import sha256_text
+
+    return sha256_text(yaml.safe_dump(to_dict(cfg), sort_keys=True))

@@ -1,0 +1,213 @@
+"""Report: merge result files into ``report.md`` and a self-contained ``report.html``.
+
+Per device: a table of every row (status ✅ ok, ❎ unavailable or rejected, ❌ failed) and an
+accuracy-versus-latency scatter (PNG; embedded in the HTML as a base64 data URI) with the Pareto
+front marked: the rows no other row beats on both latency per image and accuracy.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from training.io import atomic_write_bytes, atomic_write_text
+
+from .latency import LOAD_PER_CORE_LIMIT, TAIL_RATIO_LIMIT
+from .results import DeviceRuns, Row, merge_results
+
+STATUS_MARKS = {"ok": "✅", "unavailable": "❎", "rejected": "❎", "failed": "❌"}
+COLUMNS = ("artifact", "runtime", "threads", "batch", "status", "size", "accuracy", "AUC", "TAR@FAR",
+           "flips", "worst cos", "p50 ms", "p90 ms", "p99 ms", "peak RSS", "notes")
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points (latency, accuracy) that no other point dominates, by latency.
+
+    ``q`` dominates ``p`` when ``q.latency <= p.latency`` and ``q.accuracy >= p.accuracy`` with at
+    least one strict; identical points are all kept.
+    """
+    front = []
+    for i, (latency, accuracy) in enumerate(points):
+        dominated = any(
+            other_latency <= latency and other_accuracy >= accuracy
+            and (other_latency < latency or other_accuracy > accuracy)
+            for j, (other_latency, other_accuracy) in enumerate(points) if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
+
+
+@dataclass
+class ScatterPoint:
+    label: str
+    latency_ms: float
+    accuracy: float
+
+
+def scatter_points(rows: Iterable[Row]) -> list[ScatterPoint]:
+    """Rows with both accuracy and latency: p50 (mean when absent) per image vs accuracy in %."""
+    points = []
+    for row in rows:
+        if row.status != "ok" or not row.accuracy or not row.latency:
+            continue
+        per_batch = row.latency["p50"] if row.latency.get("p50") is not None else row.latency["mean"]
+        label = f"{row.artifact} {row.runtime} t{row.threads} b{row.batch}"
+        points.append(ScatterPoint(label, per_batch / max(row.batch or 1, 1), 100.0 * row.accuracy["acc"]))
+    return points
+
+
+def scatter_png(points: Sequence[ScatterPoint], title: str) -> bytes:
+    """The accuracy-vs-latency scatter with the Pareto front drawn as a red step line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 5), dpi=110)
+    front = pareto_front([(p.latency_ms, p.accuracy) for p in points])
+    axes.scatter([p.latency_ms for p in points], [p.accuracy for p in points], color="tab:blue", zorder=2)
+    if front:
+        axes.step([points[i].latency_ms for i in front], [points[i].accuracy for i in front], where="post",
+                  color="tab:red", linewidth=1.2, zorder=1, label="Pareto front")
+        axes.scatter([points[i].latency_ms for i in front], [points[i].accuracy for i in front], s=90,
+                     facecolors="none", edgecolors="tab:red", linewidths=1.5, zorder=3)
+    for point in points:
+        axes.annotate(point.label, (point.latency_ms, point.accuracy), fontsize=7, xytext=(4, 3),
+                      textcoords="offset points")
+    axes.set_xlabel("p50 latency per image (ms, lower is better)")
+    axes.set_ylabel("10-fold verification accuracy (%)")
+    axes.set_title(title, fontsize=10)
+    axes.grid(alpha=0.3)
+    if front:
+        axes.legend(loc="lower right")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _number(value, digits: int = 2, suffix: str = "") -> str:
+    return "–" if value is None else f"{value:.{digits}f}{suffix}"
+
+
+def _tar_cell(accuracy: dict | None) -> str:
+    if not accuracy or not accuracy.get("tar_at_far"):
+        return "–"
+    far, tar = min(accuracy["tar_at_far"].items(), key=lambda item: float(item[0]))
+    return f"{100 * tar:.2f} % @ {far}"
+
+
+def row_cells(row: Row) -> list[str]:
+    """One table row as display strings, in COLUMNS order."""
+    accuracy, parity, latency, memory = row.accuracy, row.parity, row.latency or {}, row.memory or {}
+    notes = [row.reason] if row.reason else []
+    if row.disturbed:
+        notes.append(f"⚠ disturbed: {row.disturbed_reason}")
+    return [
+        row.artifact,
+        row.runtime,
+        str(row.threads) if row.threads is not None else "–",
+        str(row.batch) if row.batch is not None else "–",
+        f"{STATUS_MARKS[row.status]} {row.status}",
+        _number(row.size_bytes / 2**20, 2, " MiB") if row.size_bytes is not None else "–",
+        f"{100 * accuracy['acc']:.2f} ± {100 * accuracy['std']:.2f} %" if accuracy else "–",
+        _number(accuracy["auc"], 4) if accuracy else "–",
+        _tar_cell(accuracy),
+        _number(100 * parity["flip_rate"], 2, " %") if parity and parity.get("flip_rate") is not None else "–",
+        _number(parity["worst_cos"], 5) if parity else "–",
+        _number(latency.get("p50")),
+        _number(latency.get("p90")),
+        _number(latency.get("p99")),
+        _number(memory.get("peak_rss_mb"), 0, " MB"),
+        "; ".join(notes),
+    ]
+
+
+def _device_line(device: dict) -> str:
+    return (f"{device.get('cpu') or '?'}, {device.get('cores') or '?'} cores, {device.get('os') or '?'}, "
+            f"Python {device.get('python') or '–'}, load average {_number(device.get('load_before'))} before / "
+            f"{_number(device.get('load_after'))} after")
+
+
+METHOD_NOTE = (
+    "Latency: warm-up by count and time, then at least N runs and T seconds; p50/p90/p99 are linear "
+    "percentiles of per-run wall times of one batch. Accuracy: 10-fold verification accuracy (threshold "
+    "chosen on the other folds); flips: pairs whose same/different decision at the manifest threshold "
+    "differs from the torch-fp32 reference; worst cos: lowest cosine between an image's embedding and "
+    f"the reference's. ⚠ disturbed: load average above cores × {LOAD_PER_CORE_LIMIT} before or after, or "
+    f"p99/p50 > {TAIL_RATIO_LIMIT}."
+)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "device"
+
+
+def _markdown(devices: list[DeviceRuns], images: dict[str, str]) -> str:
+    lines = ["# facekd runtime benchmark", "", METHOD_NOTE, ""]
+    for runs in devices:
+        lines += [f"## {runs.label}", "", _device_line(runs.device), ""]
+        lines.append("| " + " | ".join(COLUMNS) + " |")
+        lines.append("|" + "---|" * len(COLUMNS))
+        for row in runs.rows:
+            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row_cells(row)) + " |")
+        lines.append("")
+        if runs.label in images:
+            lines += [f"![accuracy vs latency on {runs.label}]({images[runs.label]})", ""]
+        lines += [f"Sources: {', '.join(runs.sources)}", ""]
+    return "\n".join(lines)
+
+
+HTML_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; font-size: 0.85em; margin-bottom: 1em; }
+th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+td.notes { max-width: 28em; }
+p.small { font-size: 0.85em; color: #555; }
+"""
+
+
+def _html(devices: list[DeviceRuns], pngs: dict[str, bytes]) -> str:
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             "<title>facekd runtime benchmark</title>", f"<style>{HTML_STYLE}</style></head><body>",
+             "<h1>facekd runtime benchmark</h1>", f'<p class="small">{html.escape(METHOD_NOTE)}</p>']
+    for runs in devices:
+        parts += [f"<h2>{html.escape(runs.label)}</h2>", f"<p>{html.escape(_device_line(runs.device))}</p>",
+                  "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS) + "</tr>"]
+        for row in runs.rows:
+            cells = row_cells(row)
+            parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells[:-1])
+                         + f'<td class="notes">{html.escape(cells[-1])}</td></tr>')
+        parts.append("</table>")
+        if runs.label in pngs:
+            data = base64.b64encode(pngs[runs.label]).decode("ascii")
+            parts.append(f'<img alt="accuracy vs latency on {html.escape(runs.label)}" src="data:image/png;base64,{data}">')
+        parts.append(f'<p class="small">Sources: {html.escape(", ".join(runs.sources))}</p>')
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_report(result_paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``report.md`` (+ one scatter PNG per device) and a self-contained ``report.html``."""
+    devices = merge_results(result_paths)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pngs: dict[str, bytes] = {}
+    images: dict[str, str] = {}
+    for runs in devices:
+        points = scatter_points(runs.rows)
+        if points:
+            pngs[runs.label] = scatter_png(points, f"Accuracy vs latency — {runs.label}")
+            images[runs.label] = f"scatter-{_slug(runs.label)}.png"
+            atomic_write_bytes(out_dir / images[runs.label], pngs[runs.label])
+    md_path = atomic_write_text(out_dir / "report.md", _markdown(devices, images))
+    html_path = atomic_write_text(out_dir / "report.html", _html(devices, pngs))
+    return md_path, html_path

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test suite: Python tests, then the Android core's JVM tests against a freshly exported
+# student. Run through `make test` (which sets up .venv first).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+export PYTHONUNBUFFERED=1
+
+$PY -m pytest -q
+
+# The JVM tests need a real exported .tflite + golden vectors from a student trained on real faces.
+if [[ -n "${FACEKD_HOME:-}" ]]; then
+  # the whole chain in miniature: a small student trained on real faces, exported, benchmarked
+  .venv/bin/facekd demo --config configs/ci.yaml --out build/ci-demo
+  bash android_demo/run_tests.sh build/ci-demo/export
+else
+  echo "FACEKD_HOME is not set: JVM golden tests need real faces; running the JVM unit tests only"
+  bash android_demo/run_tests.sh
+fi

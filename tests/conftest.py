@@ -1,0 +1,46 @@
+"""Shared fixtures: real faces from FACEKD_HOME (CI points it at ../shared), tiny generated faces."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _home() -> Path | None:
+    env = os.environ.get("FACEKD_HOME")
+    candidate = Path(env) if env else REPO.parent / "shared"
+    return candidate if (candidate / "data" / "lfw" / "aligned_112").is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def facekd_home() -> Path:
+    home = _home()
+    if home is None:
+        pytest.skip("real faces not found: set FACEKD_HOME to a folder laid out like ../shared")
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_faces(tmp_path_factory) -> Path:
+    """A generated aligned-face folder: 6 identities × 4 images of 112×112 RGB JPEG.
+
+    Each identity has its own colour pattern plus noise, so a model can tell them apart.
+    """
+    import cv2
+
+    root = tmp_path_factory.mktemp("tiny_faces")
+    rng = np.random.default_rng(0)
+    for ident in range(6):
+        base = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+        base = cv2.resize(base, (112, 112), interpolation=cv2.INTER_CUBIC)
+        folder = root / f"person_{ident}"
+        folder.mkdir()
+        for k in range(4):
+            noise = rng.normal(0, 12, size=base.shape)
+            image = np.clip(base.astype(np.float64) + noise, 0, 255).astype(np.uint8)
+            cv2.imwrite(str(folder / f"person_{ident}_{k + 1:04d}.jpg"), image[..., ::-1])
+    return root

@@ -1,0 +1,144 @@
+"""Trainer: end-to-end on tiny generated faces with a tiny ONNX teacher; resume after a crash; DDP."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from facekd.config import load_config
+from facekd.stages import ensure_teacher_cache, train_student
+from training.checkpoint import load_checkpoint, load_student
+from training.preprocess import PreprocessSpec
+from training.trainer import Trainer, TrainingError, lr_factor, normalise_batch
+from training.data import FaceFolder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory) -> Path:
+    """A small random conv net as an ONNX teacher: [N,3,112,112] -> [N,16]."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 8, 8), torch.nn.ReLU(), torch.nn.AvgPool2d(7),
+                              torch.nn.Flatten(), torch.nn.Linear(32, 16)).eval()
+    path = tmp_path_factory.mktemp("teacher") / "teacher.onnx"
+    torch.onnx.export(net, (torch.randn(1, 3, 112, 112),), str(path), input_names=["data"], output_names=["fc1"],
+                      dynamic_axes={"data": {0: "n"}, "fc1": {0: "n"}}, dynamo=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_pairs(tiny_faces, tmp_path_factory) -> Path:
+    """10 folds × (1 positive + 1 negative) over the tiny faces, LFW pairs.txt format."""
+    lines = ["10\t1"]
+    for fold in range(10):
+        a = fold % 6
+        lines.append(f"person_{a}\t1\t{2 + fold % 3}")
+        lines.append(f"person_{a}\t1\tperson_{(a + 1) % 6}\t{1 + fold % 4}")
+    path = tmp_path_factory.mktemp("pairs") / "pairs.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def tiny_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, *extra):
+    return load_config(None, [
+        f"data.aligned_root={tiny_faces}", f"data.val_pairs={tiny_pairs}", f"teacher.path={tiny_teacher}",
+        f"teacher.cache_dir={tmp_path / 'cache'}", "teacher.batch_size=8",
+        "student.width=0.25", "data.identities_per_batch=3", "data.images_per_identity=2",
+        "train.epochs=2", "train.queue_size=16", "train.threads=1", "optim.lr=0.05",
+        "loss.fcd=1.0", "loss.rad=1.0", "loss.exclusivity=0.1", "loss.hard_fcd=0.5", *extra,
+    ])
+
+
+def test_normalise_batch_matches_preprocess_spec():
+    images = np.random.default_rng(1).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+    for spec in (PreprocessSpec(), PreprocessSpec(channel_order="BGR", mean=(1, 2, 3), std=(4, 5, 6))):
+        ours = normalise_batch(torch.from_numpy(images), spec).numpy()
+        np.testing.assert_allclose(ours, spec.apply(images), atol=1e-6)
+
+
+def test_lr_schedule_warmup_cosine_and_step():
+    assert lr_factor(0, 100, 10, "cosine", [], 0.1) == pytest.approx(0.1)
+    assert lr_factor(10, 100, 10, "cosine", [], 0.1) == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, "cosine", [], 0.1) == pytest.approx(0.5)
+    assert lr_factor(99, 100, 0, "step", [0.5, 0.9], 0.1) == pytest.approx(0.01)
+    with pytest.raises(TrainingError):
+        lr_factor(50, 100, 0, "linear", [], 0.1)
+
+
+def test_train_writes_student_config_and_metrics(tiny_faces, tiny_teacher, tiny_pairs, tmp_path):
+    cfg = tiny_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path)
+    result = train_student(cfg, tmp_path / "run", progress=False)
+    model, spec, state = load_student(result.student_path)
+    assert spec == cfg.student.preprocess
+    assert state["threshold"] == pytest.approx(result.metrics["val"]["threshold"])
+    assert 0.0 <= result.metrics["val"]["accuracy"] <= 1.0
+    assert (tmp_path / "run" / "config.yaml").is_file() and (tmp_path / "run" / "metrics.json").is_file()
+    assert load_config(tmp_path / "run" / "config.yaml") == cfg
+    assert model(torch.zeros(1, 3, 112, 112)).shape == (1, 128)
+    with pytest.raises(TrainingError, match="--resume"):
+        train_student(cfg, tmp_path / "run", progress=False)
+
+
+def test_crash_mid_epoch_resumes_to_identical_weights(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, monkeypatch):
+    cfg = tiny_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, "train.checkpoint_every_steps=1")
+    reference = train_student(cfg, tmp_path / "straight", progress=False)
+
+    real_step, calls = Trainer._step, {"n": 0}
+
+    def crashing_step(self, indices):
+        calls["n"] += 1
+        if calls["n"] == 6:  # 24 images / (3 identities × 2) = 4 steps per epoch: mid second epoch
+            raise RuntimeError("simulated kill")
+        return real_step(self, indices)
+
+    monkeypatch.setattr(Trainer, "_step", crashing_step)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        train_student(cfg, tmp_path / "crashed", progress=False)
+    saved = load_checkpoint(tmp_path / "crashed" / "checkpoints" / "last.pt")
+    assert (saved["epoch"], saved["step_in_epoch"]) == (1, 1)
+    monkeypatch.setattr(Trainer, "_step", real_step)
+    resumed = train_student(cfg, tmp_path / "crashed", resume=True, progress=False)
+
+    want = load_checkpoint(reference.student_path)["model"]
+    got = load_checkpoint(resumed.student_path)["model"]
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], msg=name)
+
+
+def test_resume_refuses_another_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path):
+    cfg = tiny_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, "train.epochs=1")
+    train_student(cfg, tmp_path / "run", progress=False)
+    other = tiny_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, "train.epochs=1", "optim.lr=0.5")
+    with pytest.raises(TrainingError, match="another config"):
+        train_student(other, tmp_path / "run", resume=True, progress=False)
+
+
+def test_zero_weight_terms_are_not_built(tiny_faces, tiny_teacher, tiny_pairs, tmp_path):
+    cfg = tiny_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, "loss.fcd=0", "loss.rad=0",
+                      "loss.hard_fcd=0", "loss.exclusivity=0")
+    folder = FaceFolder(cfg.data.aligned_root)
+    trainer = Trainer(cfg, tmp_path / "run", ensure_teacher_cache(cfg, folder, False), folder, progress=False)
+    assert set(trainer.suite.terms) == {"margin"}
+    assert "queue" not in trainer.suite.needs
+    batch = trainer._batch(list(range(6)))
+    assert batch[2] is None and batch[3] is None  # neither teacher rows nor a queue are gathered
+
+
+def test_ddp_two_gloo_processes(tiny_faces, tiny_teacher, tiny_pairs, tmp_path):
+    cfg_path = tmp_path / "cfg.yaml"
+    from facekd.config import save_config
+
+    save_config(tiny_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, "train.epochs=1"), cfg_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+           "-m", "facekd.cli", "--quiet", "train", "--config", str(cfg_path), "--out", str(tmp_path / "ddp")]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = load_checkpoint(tmp_path / "ddp" / "student.pt")
+    assert state["epoch"] == 1

@@ -1,0 +1,1 @@
+"""Training stage: data, teacher cache, student models, losses, trainer, verification metrics."""

@@ -1,0 +1,73 @@
+"""Typed configuration sections of the training stage (composed into the run config by `facekd`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .losses import LossConfig
+from .preprocess import PreprocessSpec
+
+
+@dataclass
+class DataConfig:
+    aligned_root: str = ""            # root/<identity>/<image>
+    train_identities: str = ""        # optional identity list restricting the training set
+    val_pairs: str = ""               # LFW pairs.txt-format file
+    val_images_root: str = ""         # images the pairs refer to (defaults to aligned_root)
+    identities_per_batch: int = 32    # P of the P×K identity-balanced sampler
+    images_per_identity: int = 4      # K
+    flip_prob: float = 0.5            # horizontal flip (teacher embedding of the flipped image is used)
+    skip_bad_images: bool = False     # count and skip unreadable images instead of stopping
+
+
+@dataclass
+class TeacherConfig:
+    path: str = ""                    # ONNX file of the teacher
+    preprocess: PreprocessSpec = field(default_factory=lambda: PreprocessSpec(mean=(0.0,) * 3, std=(1.0,) * 3))
+    cache_dir: str = ""               # defaults to <run dir>/../teacher_cache/<key>
+    with_flip: bool = True            # also cache embeddings of the flipped images
+    batch_size: int = 64
+
+
+@dataclass
+class StudentConfig:
+    width: float = 1.0
+    embedding_size: int = 128
+    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "sgd"            # sgd | adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    schedule: str = "cosine"          # cosine | step
+    step_milestones: list[float] = field(default_factory=lambda: [0.6, 0.85])  # fractions of training
+    step_gamma: float = 0.1
+    grad_clip: float = 5.0            # max grad norm; 0 disables
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    seed: int = 0
+    device: str = "auto"              # auto | cpu | cuda
+    amp: bool = True                  # mixed precision on CUDA only
+    queue_size: int = 4096            # cached teacher embeddings drawn per step for relation terms
+    eval_every: int = 1               # epochs between validations
+    flip_test: bool = False           # evaluate on image + flipped image
+    checkpoint_every_steps: int = 200 # mid-epoch checkpoints so a killed run loses little
+    max_steps_per_epoch: int = 0      # 0 = full epoch (small values for smoke runs)
+    threads: int = 0                  # torch CPU threads; 0 = torch default
+    log_every: int = 20
+
+
+@dataclass
+class TrainingSection:
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)

@@ -1,0 +1,172 @@
+"""Aligned-face folders laid out as ``root/<identity>/<image>`` and a torch view of them."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .preprocess import PreprocessSpec
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+class BadImageError(ValueError):
+    """An image file that is missing or cannot be decoded; the message names the file."""
+
+
+class DatasetError(ValueError):
+    """A dataset folder or identity list that cannot be used; the message says what to do."""
+
+
+def load_rgb_file(path: str | os.PathLike) -> np.ndarray:
+    """Decode one image file into a uint8 RGB array [H, W, 3]; raise BadImageError on failure."""
+    path = Path(path)
+    try:
+        encoded = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise BadImageError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    image = cv2.imdecode(encoded, cv2.IMREAD_COLOR) if encoded.size else None
+    if image is None:
+        raise BadImageError(f"cannot decode image {path}: the file is empty or not a JPEG/PNG image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_identity_list(path: str | os.PathLike) -> list[str]:
+    """Identity names, one per line; blank lines and ``#`` comments are ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"identity list {path} does not exist: pass a text file with one identity per line")
+    names: list[str] = []
+    seen: set[str] = set()
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        name = line.strip()
+        if not name or name.startswith("#"):
+            continue
+        if name in seen:
+            raise DatasetError(f"identity {name!r} is listed twice in {path} (line {number}): remove the duplicate")
+        seen.add(name)
+        names.append(name)
+    if not names:
+        raise DatasetError(f"identity list {path} is empty")
+    return names
+
+
+class FaceFolder:
+    """Images of ``root/<identity>/<image>``, labelled by the identity's position in ``classes``.
+
+    ``identities`` (default: every sub-folder, sorted) fixes which identities are used and their
+    label order. With ``skip_bad=True`` every image is decoded once up front and the unreadable
+    ones are left out and listed in ``skipped``; otherwise loading one raises BadImageError.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        identities: Sequence[str] | None = None,
+        extensions: Sequence[str] = IMAGE_EXTENSIONS,
+        skip_bad: bool = False,
+    ):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DatasetError(f"dataset folder {self.root} does not exist: pass a folder laid out as <identity>/<image>")
+        available = sorted(entry.name for entry in self.root.iterdir() if entry.is_dir())
+        if identities is None:
+            identities = available
+        else:
+            missing = sorted(set(identities) - set(available))
+            if missing:
+                shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+                raise DatasetError(f"{len(missing)} listed identities have no folder under {self.root}: {shown}")
+        self.classes: list[str] = list(identities)
+        suffixes = tuple(ext.lower() for ext in extensions)
+        samples: list[tuple[str, int]] = []
+        for label, identity in enumerate(self.classes):
+            files = sorted(
+                entry.name
+                for entry in (self.root / identity).iterdir()
+                if entry.is_file() and entry.suffix.lower() in suffixes
+            )
+            samples.extend((f"{identity}/{name}", label) for name in files)
+        self.skipped: list[str] = []
+        if skip_bad:
+            samples = self._drop_unreadable(samples)
+        if not samples:
+            raise DatasetError(f"no images with extensions {suffixes} under {self.root}")
+        self.samples: list[tuple[str, int]] = samples
+        self.labels: np.ndarray = np.asarray([label for _, label in samples], dtype=np.int64)
+
+    def _drop_unreadable(self, samples: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        kept = []
+        for relative, label in samples:
+            try:
+                load_rgb_file(self.root / relative)
+            except BadImageError:
+                self.skipped.append(relative)
+                continue
+            kept.append((relative, label))
+        if self.skipped:
+            logger.warning("skipped %d unreadable images under %s, e.g. %s", len(self.skipped), self.root, self.skipped[0])
+        return kept
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def path(self, index: int) -> Path:
+        return self.root / self.samples[index][0]
+
+    def load_rgb(self, index: int) -> np.ndarray:
+        """Image ``index`` as uint8 RGB [H, W, 3]."""
+        return load_rgb_file(self.path(index))
+
+    def file_list_digest(self) -> str:
+        """sha256 of the sorted ``relative path\\tlabel`` lines: changes whenever the file list does."""
+        digest = hashlib.sha256()
+        for relative, label in sorted(self.samples):
+            digest.update(f"{relative}\t{label}\n".encode("utf-8"))
+        return digest.hexdigest()
+
+
+class FaceTensorDataset(Dataset):
+    """``FaceFolder`` as model inputs: item ``i`` is ``(tensor, label, i)``.
+
+    The tensor is ``preprocess`` applied to the image (CHW for an NCHW spec), mirrored
+    left-right with probability ``flip_prob``. With ``return_flip=True`` items are
+    ``(tensor, label, i, flipped)`` so a trainer can pair a mirrored image with the teacher's
+    embedding of the mirrored image.
+    """
+
+    def __init__(self, folder: FaceFolder, preprocess: PreprocessSpec, flip_prob: float = 0.0, return_flip: bool = False):
+        if not 0.0 <= flip_prob <= 1.0:
+            raise ValueError(f"flip_prob must lie in [0, 1], got {flip_prob}")
+        self.folder = folder
+        self.preprocess = preprocess
+        self.flip_prob = flip_prob
+        self.return_flip = return_flip
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, index: int):
+        image = self.folder.load_rgb(index)
+        # torch's generator is seeded per DataLoader worker, so flips differ between workers.
+        flipped = self.flip_prob > 0 and torch.rand(()).item() < self.flip_prob
+        if flipped:
+            image = image[:, ::-1]
+        tensor = torch.from_numpy(self.preprocess.apply(image)[0])
+        label = int(self.folder.samples[index][1])
+        if self.return_flip:
+            return tensor, label, index, flipped
+        return tensor, label, index

@@ -1,0 +1,161 @@
+"""Teachers: anything that turns aligned uint8 RGB faces into L2-normalised embeddings."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .io import sha256_file, sha256_text
+from .preprocess import SFACE, PreprocessSpec
+from .verification import l2_normalise
+
+
+class TeacherError(ValueError):
+    """A teacher that cannot be loaded; the message says what to do."""
+
+
+@runtime_checkable
+class Teacher(Protocol):
+    preprocess: PreprocessSpec
+    embedding_size: int
+    identity: str  # sha256 of the weights and the preprocess: changes whenever embeddings would
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """uint8 RGB [N, H, W, 3] -> float32 [N, D], each row of unit length."""
+        ...
+
+
+def _identity(weights_digest: str, preprocess: PreprocessSpec) -> str:
+    return sha256_text(json.dumps({"weights": weights_digest, "preprocess": preprocess.to_dict()}, sort_keys=True))
+
+
+def _names_used(graph) -> set[str]:
+    """Every tensor name read by a node of ``graph`` or of its sub-graphs (If/Loop bodies)."""
+    used = set()
+    for node in graph.node:
+        used.update(node.input)
+        for attribute in node.attribute:
+            subgraphs = list(attribute.graphs)
+            if attribute.HasField("g"):
+                subgraphs.append(attribute.g)
+            for subgraph in subgraphs:
+                used |= _names_used(subgraph)
+    used.update(output.name for output in graph.output)
+    return used
+
+
+def _clean_graph(model) -> None:
+    """Drop graph inputs that are initializers or unused by any node, and unused initializers.
+
+    Old exporters list every weight as a graph input; onnxruntime would then keep them variable
+    (no constant folding) and demand values for the unused ones.
+    """
+    initializers = {init.name for init in model.graph.initializer}
+    used = _names_used(model.graph)
+    keep_inputs = [item for item in model.graph.input if item.name not in initializers and item.name in used]
+    keep_initializers = [init for init in model.graph.initializer if init.name in used]
+    del model.graph.input[:]
+    model.graph.input.extend(keep_inputs)
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep_initializers)
+
+
+class OnnxTeacher:
+    """An ONNX face-recognition model run with onnxruntime on the CPU.
+
+    A model whose batch dimension is fixed (e.g. to 1) is run in chunks of that size.
+    """
+
+    def __init__(self, path: str | os.PathLike, preprocess: PreprocessSpec = SFACE, threads: int | None = None):
+        import onnx
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise TeacherError(f"teacher model {path} does not exist: pass the path of an .onnx face-recognition model")
+        try:
+            model = onnx.load(str(path))
+        except Exception as exc:  # protobuf DecodeError, onnx errors, OSError
+            raise TeacherError(f"{path} is not an ONNX model ({type(exc).__name__}): pass an .onnx file") from None
+        _clean_graph(model)
+        if len(model.graph.input) != 1 or len(model.graph.output) < 1:
+            raise TeacherError(f"{path}: expected one image input and an embedding output, found inputs "
+                               f"{[i.name for i in model.graph.input]}")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise TeacherError(f"onnxruntime cannot load {path}: {exc}") from None
+        model_input = self.session.get_inputs()[0]
+        self.input_name = model_input.name
+        self.preprocess = preprocess
+        expected = preprocess.input_shape()
+        for axis, (declared, wanted) in enumerate(zip(model_input.shape[1:], expected[1:]), start=1):
+            if isinstance(declared, int) and declared != wanted:
+                raise TeacherError(
+                    f"{path} expects input {model_input.shape} but the preprocess makes {expected} (axis {axis}): "
+                    "pass the matching preprocess spec"
+                )
+        batch = model_input.shape[0]
+        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
+        self.identity = _identity(sha256_file(path), preprocess)
+        dummy = np.zeros((1, preprocess.size, preprocess.size, 3), dtype=np.uint8)
+        self.embedding_size = int(self.embed(dummy).shape[1])
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0].reshape(len(batch), -1)
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        inputs = self.preprocess.apply(np.asarray(images, dtype=np.uint8))
+        if self.fixed_batch is None:
+            return l2_normalise(self._run(inputs))
+        outputs = []
+        for start in range(0, len(inputs), self.fixed_batch):
+            chunk = inputs[start : start + self.fixed_batch]
+            padding = self.fixed_batch - len(chunk)
+            if padding:
+                chunk = np.concatenate([chunk, np.zeros((padding, *chunk.shape[1:]), chunk.dtype)])
+            outputs.append(self._run(chunk)[: len(chunk) - padding])
+        return l2_normalise(np.concatenate(outputs))
+
+
+class TorchTeacher:
+    """A torch module (in eval mode, gradients off) as a teacher."""
+
+    def __init__(self, module: nn.Module, preprocess: PreprocessSpec):
+        self.module = module.eval()
+        self.preprocess = preprocess
+        digest = hashlib.sha256(type(module).__qualname__.encode())
+        for name, tensor in module.state_dict().items():
+            tensor = tensor.detach().cpu().contiguous()
+            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        self.identity = _identity(digest.hexdigest(), preprocess)
+        dummy = np.zeros((1, preprocess.size, preprocess.size, 3), dtype=np.uint8)
+        self.embedding_size = int(self.embed(dummy).shape[1])
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        device = next(self.module.parameters(), torch.empty(0)).device
+        inputs = torch.from_numpy(self.preprocess.apply(np.asarray(images, dtype=np.uint8))).to(device)
+        with torch.inference_mode():
+            outputs = self.module(inputs)
+        return l2_normalise(outputs.float().cpu().numpy().reshape(len(inputs), -1))
+
+
+def load_teacher(path_or_module: str | os.PathLike | nn.Module, preprocess: PreprocessSpec = SFACE) -> Teacher:
+    """An ``nn.Module`` becomes a TorchTeacher; a path must be an ``.onnx`` file (OnnxTeacher)."""
+    if isinstance(path_or_module, nn.Module):
+        return TorchTeacher(path_or_module, preprocess)
+    path = Path(path_or_module)
+    if path.suffix.lower() != ".onnx":
+        raise TeacherError(f"teacher {path} is not an .onnx file: export the teacher to ONNX or pass a torch module")
+    return OnnxTeacher(path, preprocess)

@@ -1,0 +1,349 @@
+"""Distillation trainer: student + loss suite on cached teacher embeddings.
+
+The teacher never runs here: its embeddings (and those of the flipped images) come from the
+teacher cache. Single process or `torchrun` (DDP; gloo on CPU, nccl on CUDA). Checkpoints are
+written atomically every epoch and every `checkpoint_every_steps`; `resume=True` continues the
+same run from `checkpoints/last.pt`, mid-epoch included.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint, save_checkpoint, student_state
+from .config import TrainingSection
+from .data import FaceFolder, read_identity_list
+from .evaluate import evaluate, student_embed_fn
+from .io import atomic_write_json, sha256_text
+from .losses import LossInputs, LossSuite
+from .models.mobilefacenet import StudentArch, build_student
+from .pairs import VerificationPairs, read_lfw_pairs
+from .preprocess import PreprocessSpec
+from .sampler import IdentityBalancedSampler
+from .teacher_cache import TeacherCache
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on; the message says why and what to do."""
+
+
+@dataclass
+class TrainResult:
+    student_path: Path
+    metrics: dict
+
+
+class DistillNet(nn.Module):
+    """Student and loss suite in one module, so DDP synchronises the heads' gradients too."""
+
+    def __init__(self, student: nn.Module, suite: LossSuite):
+        super().__init__()
+        self.student = student
+        self.suite = suite
+
+    def forward(self, images, labels, teacher, queue, queue_labels):
+        embeddings = self.student(images)
+        inputs = LossInputs(student=embeddings, labels=labels, teacher=teacher, queue=queue,
+                            queue_labels=queue_labels, model=self.student)
+        return self.suite(inputs)
+
+
+def normalise_batch(images: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
+    """uint8 [B,H,W,3] RGB (already spec.size) -> float [B,3,H,W], same maths as PreprocessSpec.apply."""
+    x = images.float()
+    if spec.channel_order == "BGR":
+        x = x.flip(-1)
+    x = (x - torch.tensor(spec.mean)) / torch.tensor(spec.std)
+    return x.permute(0, 3, 1, 2).contiguous()
+
+
+def preload_images(folder: FaceFolder, spec: PreprocessSpec, progress: bool) -> torch.Tensor:
+    """Decode every training image once into one uint8 tensor [N,S,S,3] (RAM: N·S²·3 bytes)."""
+    out = torch.empty((len(folder), spec.size, spec.size, 3), dtype=torch.uint8)
+    for i in tqdm(range(len(folder)), desc="load images", unit="img", disable=not progress, leave=False):
+        out[i] = torch.from_numpy(spec.resize_rgb(folder.load_rgb(i)))
+    return out
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str,
+              milestones: list[float], gamma: float) -> float:
+    """Linear warm-up, then cosine to zero or step decay at fractions of training."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "cosine":
+        span = max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup_steps) / span)))
+    if schedule == "step":
+        return gamma ** sum(step >= m * total_steps for m in milestones)
+    raise TrainingError(f"optim.schedule must be cosine or step, got {schedule!r}")
+
+
+def make_optimizer(cfg, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise TrainingError(f"optim.optimizer must be sgd or adamw, got {cfg.optimizer!r}")
+
+
+class _Dist:
+    """Process-group facts; a no-op outside torchrun."""
+
+    def __init__(self, device: torch.device):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        self.main = self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("train.device=cuda but no CUDA device is visible; use train.device=cpu")
+    return torch.device(name)
+
+
+def _fingerprint(cfg: TrainingSection) -> str:
+    parts = {k: asdict(getattr(cfg, k)) for k in ("data", "student", "loss", "optim")}
+    parts["train"] = {k: v for k, v in asdict(cfg.train).items() if k not in ("log_every", "threads", "eval_every")}
+    return sha256_text(repr(sorted((k, repr(v)) for k, v in parts.items())))
+
+
+def load_val_pairs(cfg: TrainingSection) -> VerificationPairs | None:
+    if not cfg.data.val_pairs:
+        return None
+    return read_lfw_pairs(cfg.data.val_pairs, cfg.data.val_images_root or cfg.data.aligned_root)
+
+
+def open_training_data(cfg: TrainingSection) -> FaceFolder:
+    if not cfg.data.aligned_root:
+        raise TrainingError("data.aligned_root is not set: pass --data or set FACEKD_DATA / FACEKD_HOME")
+    identities = read_identity_list(cfg.data.train_identities) if cfg.data.train_identities else None
+    return FaceFolder(cfg.data.aligned_root, identities=identities, skip_bad=cfg.data.skip_bad_images)
+
+
+def class_centres(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """L2-normalised mean teacher embedding of each class: [C, Dt]."""
+    sums = torch.zeros(num_classes, embeddings.shape[1]).index_add_(0, labels, embeddings)
+    return nn.functional.normalize(sums, dim=1)
+
+
+class Trainer:
+    """One training run in `run_dir`; `run()` trains to the end and writes `student.pt`."""
+
+    def __init__(self, cfg: TrainingSection, run_dir: str | Path, cache: TeacherCache, folder: FaceFolder,
+                 resume: bool = False, progress: bool = True):
+        self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+        self.device = pick_device(cfg.train.device)
+        self.dist = _Dist(self.device)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        torch.manual_seed(cfg.train.seed)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.folder = folder
+        self.labels = torch.from_numpy(np.asarray(folder.labels, dtype=np.int64))
+        self.teacher = torch.from_numpy(np.array(cache.embeddings, dtype=np.float32))
+        self.teacher_flipped = (torch.from_numpy(np.array(cache.flipped, dtype=np.float32))
+                                if cache.flipped is not None else None)
+        if len(self.teacher) != len(folder):
+            raise TrainingError("teacher cache and dataset differ in size: rebuild it with `facekd cache-teacher`")
+        self.spec = cfg.student.preprocess
+        self.images = preload_images(folder, self.spec, progress and self.dist.main)
+        self.val_pairs = load_val_pairs(cfg)
+
+        self.student = build_student(StudentArch(width=cfg.student.width, embedding_size=cfg.student.embedding_size))
+        num_classes = len(folder.classes)
+        centres = class_centres(self.teacher, self.labels, num_classes) if cfg.loss.logit_kd > 0 else None
+        self.suite = LossSuite(cfg.loss, num_classes=num_classes, student_dim=cfg.student.embedding_size,
+                               teacher_dim=self.teacher.shape[1], class_centres=centres)
+        self.net = DistillNet(self.student, self.suite).to(self.device)
+        self.ddp = (nn.parallel.DistributedDataParallel(self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                    if self.dist.world > 1 else self.net)
+        self.optimizer = make_optimizer(cfg.optim, self.net.parameters())
+        self.sampler = IdentityBalancedSampler(self.labels.numpy(), cfg.data.identities_per_batch,
+                                               cfg.data.images_per_identity, seed=cfg.train.seed,
+                                               rank=self.dist.rank, world_size=self.dist.world)
+        self.steps_per_epoch = len(self.sampler)
+        if cfg.train.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.train.max_steps_per_epoch)
+        if self.steps_per_epoch == 0:
+            raise TrainingError("an epoch has no batch: lower data.identities_per_batch or add identities")
+        self.total_steps = self.steps_per_epoch * cfg.train.epochs
+        self.warmup_steps = int(cfg.optim.warmup_epochs * self.steps_per_epoch)
+        self.fingerprint = _fingerprint(cfg)
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.best_accuracy, self.history = -1.0, []
+        self.step_times: list[float] = []
+        last = self.ckpt_dir / "last.pt"
+        if resume:
+            self._restore(last)
+        elif last.exists():
+            raise TrainingError(f"{self.run_dir} already holds a run: pass --resume to continue it or choose another --out")
+        self.writer = None
+        if self.dist.main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _state(self) -> dict:
+        return student_state(
+            self.student, self.spec,
+            epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
+            best_accuracy=self.best_accuracy, history=self.history, fingerprint=self.fingerprint,
+            trainer={"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()},
+        )
+
+    def _save(self, name: str, state: dict | None = None) -> Path | None:
+        if not self.dist.main:
+            return None
+        return save_checkpoint(self.ckpt_dir / name, state or self._state())
+
+    def _restore(self, path: Path) -> None:
+        if not path.exists():
+            raise TrainingError(f"--resume: no checkpoint at {path}; start without --resume")
+        state = load_checkpoint(path)
+        if state.get("fingerprint") != self.fingerprint:
+            raise TrainingError(f"--resume: {self.run_dir} was trained with another config; "
+                                "resume with the same config or choose another --out")
+        self.net.load_state_dict(state["trainer"]["net"])
+        self.optimizer.load_state_dict(state["trainer"]["optimizer"])
+        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        self.global_step, self.best_accuracy = state["global_step"], state["best_accuracy"]
+        self.history = list(state["history"])
+        log.info("resumed %s at epoch %d step %d", path, self.epoch, self.step_in_epoch)
+
+    # -- one step ----------------------------------------------------------------------------
+    def _batch(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        gen = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + self.global_step)
+        images = self.images[idx]
+        teacher = self.teacher[idx]
+        if self.teacher_flipped is not None and self.cfg.data.flip_prob > 0:
+            flip = torch.rand(len(idx), generator=gen) < self.cfg.data.flip_prob
+            images = torch.where(flip[:, None, None, None], images.flip(2), images)
+            teacher = torch.where(flip[:, None], self.teacher_flipped[idx], teacher)
+        queue = queue_labels = None
+        if "queue" in self.suite.needs and self.cfg.train.queue_size > 0:
+            q = torch.randint(0, len(self.teacher), (self.cfg.train.queue_size,), generator=gen)
+            queue, queue_labels = self.teacher[q].to(self.device), self.labels[q].to(self.device)
+        x = normalise_batch(images, self.spec).to(self.device, non_blocking=True)
+        teacher = teacher.to(self.device) if "teacher" in self.suite.needs or queue is not None else None
+        return x, self.labels[idx].to(self.device), teacher, queue, queue_labels
+
+    def _step(self, indices: list[int]) -> dict[str, float]:
+        cfg = self.cfg
+        factor = lr_factor(self.global_step, self.total_steps, self.warmup_steps, cfg.optim.schedule,
+                           cfg.optim.step_milestones, cfg.optim.step_gamma)
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.optim.lr * factor
+        batch = self._batch(indices)
+        use_amp = cfg.train.amp and self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            total, terms = self.ddp(*batch)
+        if not torch.isfinite(total):
+            raise TrainingError(f"loss became {total.item()} at epoch {self.epoch} step {self.step_in_epoch} "
+                                f"(terms {terms}); lower optim.lr or the weight of the diverging term")
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if cfg.optim.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.net.parameters(), cfg.optim.grad_clip)
+        self.optimizer.step()
+        return {"total": float(total.detach()), **terms, "lr": cfg.optim.lr * factor}
+
+    # -- loop ----------------------------------------------------------------------------------
+    def validate(self) -> dict | None:
+        if self.val_pairs is None:
+            return None
+        embed = student_embed_fn(self.student, self.spec, self.device)
+        return evaluate(embed, self.val_pairs, flip_test=self.cfg.train.flip_test).to_dict()
+
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        try:
+            while self.epoch < cfg.train.epochs:
+                self._run_epoch()
+        except KeyboardInterrupt:
+            self._save("last.pt")
+            raise TrainingError(f"interrupted at epoch {self.epoch} step {self.step_in_epoch}; "
+                                f"checkpoint saved, continue with --resume (run dir {self.run_dir})") from None
+        finally:
+            if self.writer:
+                self.writer.close()
+        result = self._finish()
+        self.dist.close()
+        return result
+
+    def _run_epoch(self) -> None:
+        cfg = self.cfg
+        self.sampler.set_epoch(self.epoch)
+        batches = list(iter(self.sampler))[: self.steps_per_epoch]
+        bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, unit="step",
+                   desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}", disable=not (self.progress and self.dist.main))
+        self.net.train()
+        for indices in batches[self.step_in_epoch:]:
+            started = time.perf_counter()
+            values = self._step(indices)
+            self.step_times.append(time.perf_counter() - started)
+            self.step_in_epoch += 1
+            self.global_step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{values['total']:.3f}")
+            if self.writer and self.global_step % cfg.train.log_every == 0:
+                for key, value in values.items():
+                    self.writer.add_scalar(f"train/{key}", value, self.global_step)
+                self.writer.add_scalar("train/step_ms", 1000 * self.step_times[-1], self.global_step)
+            if cfg.train.checkpoint_every_steps and self.global_step % cfg.train.checkpoint_every_steps == 0:
+                self._save("last.pt")
+        bar.close()
+        self.epoch += 1
+        self.step_in_epoch = 0
+        record = {"epoch": self.epoch, "step": self.global_step}
+        if self.epoch % cfg.train.eval_every == 0 or self.epoch == cfg.train.epochs:
+            metrics = self.validate() if self.dist.main else None
+            if metrics:
+                record["val"] = metrics
+                log.info("epoch %d: val accuracy %.4f", self.epoch, metrics["accuracy"])
+                if self.writer:
+                    self.writer.add_scalar("val/accuracy", metrics["accuracy"], self.global_step)
+                    self.writer.add_scalar("val/auc", metrics["auc"], self.global_step)
+        self.history.append(record)
+        self._save("last.pt")
+        self.dist.barrier()
+
+    def _finish(self) -> TrainResult:
+        final = self.history[-1].get("val") if self.history else None
+        steady = self.step_times[min(5, len(self.step_times) - 1):] if self.step_times else []
+        metrics = {"val": final, "epochs": self.epoch, "steps": self.global_step,
+                   "step_ms_median": 1000 * float(np.median(steady)) if steady else None,
+                   "history": self.history}
+        student = self.run_dir / "student.pt"
+        if self.dist.main:
+            save_checkpoint(student, student_state(
+                self.student, self.spec, epoch=self.epoch, threshold=(final or {}).get("threshold"),
+                metrics={"val": final}))
+            atomic_write_json(self.run_dir / "metrics.json", metrics)
+        self.dist.barrier()
+        return TrainResult(student, metrics)
