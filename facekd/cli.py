@@ -11,6 +11,7 @@ from pathlib import Path
 from .config import RunConfig, load_config, save_config
 
 OWN_PACKAGES = {"facekd", "training", "export", "runtime_bench"}
+DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 log = logging.getLogger("facekd")
 
 
@@ -115,15 +116,17 @@ def cmd_report(args) -> None:
 
 
 def cmd_fetch(args) -> None:
-    from .fetch import fetch_all
+    from .fetch import LFW_TGZ_SHA256, fetch
 
-    home = fetch_all(mirror=args.mirror, dest=args.dest, progress=not args.quiet)
-    print(f"data and models ready under {home}")
+    lfw_sha256 = None if args.lfw_sha256 == "none" else (args.lfw_sha256 or LFW_TGZ_SHA256)
+    report = fetch(home=args.cache, mirror=args.mirror, lfw_sha256=lfw_sha256, progress=not args.quiet)
+    print(f"data and models ready under {report.home} (fetched {len(report.fetched)}, already there {len(report.skipped)})")
 
 
 def cmd_demo(args) -> None:
     from .pipeline import run_demo
 
+    args.config = args.config or str(DEMO_CONFIG)
     cfg = run_config(args)
     run_demo(cfg, Path(args.out), config_path=args.config, progress=not args.quiet)
 
@@ -185,10 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fetch", help="download LFW + SFace/YuNet from public sources, verify, align")
     p.add_argument("--mirror", help="base URL of a mirror (else FACEKD_MIRROR, else the public sources)")
-    p.add_argument("--dest", help="where to put them (default: the user cache, FACEKD_CACHE)")
+    p.add_argument("--cache", help="where to put them (default: the user cache, FACEKD_CACHE)")
+    p.add_argument("--lfw-sha256", help="expected sha256 of lfw.tgz, or 'none' to accept a repacked mirror and record its hash")
     p.set_defaults(func=cmd_fetch)
 
-    p = sub.add_parser("demo", help="the whole chain: cache teacher, train, export, bench, report")
+    p = sub.add_parser("demo", help="the whole chain: cache teacher, train, export, bench, report "
+                       "(default config: facekd/demo.yaml)")
     _config_args(p)
     p.add_argument("--out", default="runs/demo", help="demo folder (re-running reuses finished stages)")
     p.set_defaults(func=cmd_demo)

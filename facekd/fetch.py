@@ -40,7 +40,9 @@ from tqdm import tqdm
 from training.io import atomic_path, atomic_write_json, atomic_write_text, sha256_file
 
 from . import __version__
-from .paths import ALIGNED_DIR, DETECTOR, PEOPLE_DEV_TRAIN, SFACE_INT8BQ, SPLIT_FILES, SPLITS_DIR, cache_dir, is_aligned_root
+from .paths import (
+    ALIGNED_DIR, DETECTOR, PEOPLE_DEV_TRAIN, SFACE_INT8BQ, SPLIT_FILES, SPLITS_DIR, cache_dir, is_aligned_root,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -140,9 +142,8 @@ def _stream(url: str, part: Path, progress: bool, timeout: float) -> None:
     with response:
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
-        with open(part, "ab" if offset else "wb") as out, tqdm(
-            total=total, initial=offset, unit="B", unit_scale=True, desc=part.name[: -len(".part")], disable=not progress
-        ) as bar:
+        bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=part.stem, disable=not progress)
+        with open(part, "ab" if offset else "wb") as out, bar:
             received = 0
             while chunk := response.read(CHUNK):
                 out.write(chunk)
@@ -189,7 +190,9 @@ def download(
                     f"{name}: download from {url} failed ({reason}); check the network and run `facekd fetch` "
                     f"again to resume, or set --mirror / FACEKD_MIRROR"
                 ) from None
-            logger.warning("%s: %s; retrying, resuming where it stopped (attempt %d of %d)", name, reason, attempt + 1, attempts)
+            logger.warning(
+                "%s: %s; retrying from where it stopped (attempt %d of %d)", name, reason, attempt + 1, attempts
+            )
             time.sleep(attempt - 1)
     actual = sha256_file(part)
     if sha256 is not None and actual != sha256:
@@ -237,7 +240,9 @@ class ExtractMembers:
                 try:
                     source = bundle.open(member.name)
                 except KeyError:
-                    raise FetchError(f"{archive.name} has no member {member.name}: it is not the expected archive") from None
+                    raise FetchError(
+                        f"{archive.name} has no member {member.name}: it is not the expected archive"
+                    ) from None
                 with source, atomic_path(target) as tmp:
                     with open(tmp, "wb") as out:
                         shutil.copyfileobj(source, out, CHUNK)
@@ -411,7 +416,8 @@ def make_splits(
     atomic_write_text(out_dir / "train_identities.txt", "".join(f"{name}\n" for name in train))
     atomic_write_text(out_dir / "val_identities.txt", "".join(f"{name}\n" for name in val))
     for filename, per_fold in VAL_PAIR_FILES.items():
-        atomic_write_text(out_dir / filename, f"{NUM_FOLDS}\t{per_fold}\n" + "".join(f"{line}\n" for line in pair_lines[filename]))
+        body = "".join(f"{line}\n" for line in pair_lines[filename])
+        atomic_write_text(out_dir / filename, f"{NUM_FOLDS}\t{per_fold}\n{body}")
     return {
         "train_identities": len(train),
         "train_images": sum(len(images[name]) for name in train),

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from training.data import FaceFolder
@@ -12,20 +11,15 @@ from training.teacher_cache import StaleCacheError, TeacherCache, build_teacher_
 from training.trainer import Trainer, TrainResult, open_training_data
 
 from .config import RunConfig, save_config
+from .paths import cache_dir
 
 log = logging.getLogger(__name__)
-
-
-def user_cache_home() -> Path:
-    base = os.environ.get("FACEKD_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "facekd")
-    return Path(base)
 
 
 def _cache_dir(cfg: RunConfig, key: dict) -> Path:
     if cfg.teacher.cache_dir:
         return Path(cfg.teacher.cache_dir)
-    return user_cache_home() / "teacher" / sha256_text(repr(sorted(key.items())))[:16]
+    return cache_dir() / "teacher" / sha256_text(repr(sorted(key.items())))[:16]
 
 
 def ensure_teacher_cache(cfg: RunConfig, folder: FaceFolder | None = None, progress: bool = True) -> TeacherCache:
@@ -50,3 +44,40 @@ def train_student(cfg: RunConfig, run_dir: Path, resume: bool = False, progress:
     if trainer.dist.main:
         save_config(cfg, run_dir / "config.yaml")
     return trainer.run()
+
+
+def _val_pairs(cfg: RunConfig):
+    from training.pairs import read_lfw_pairs
+
+    return read_lfw_pairs(cfg.data.val_pairs, cfg.data.val_images_root or cfg.data.aligned_root)
+
+
+def _calibration_images(cfg: RunConfig, count: int) -> list[Path]:
+    """Real training faces for INT8 calibration: a seeded, identity-spread sample."""
+    import numpy as np
+
+    folder = open_training_data(cfg)
+    order = np.random.default_rng(cfg.train.seed).permutation(len(folder))[:count]
+    return [folder.path(int(i)) for i in sorted(order)]
+
+
+def export_student(cfg: RunConfig, checkpoint: Path, out_dir: Path, progress: bool = True):
+    """All formats of cfg.export from a student checkpoint, calibrated on training faces and
+    gated on the val pairs' faces (identities never trained on)."""
+    from export.build import export_checkpoint
+
+    pairs = _val_pairs(cfg)
+    parity = list(dict.fromkeys(pairs.images))[: cfg.export.parity_count]
+    records = export_checkpoint(checkpoint, out_dir, cfg.export,
+                                calibration_images=_calibration_images(cfg, cfg.export.calib_count),
+                                parity_images=parity, pairs=pairs, progress=progress)
+    save_config(cfg, out_dir / "config.yaml")
+    return records
+
+
+def bench_export(cfg: RunConfig, export_dir: Path, out_path: Path, progress: bool = True) -> Path:
+    from runtime_bench.bench import run_bench
+
+    path = run_bench(export_dir, _val_pairs(cfg), cfg.bench, out_path, progress=progress)
+    save_config(cfg, out_path.parent / "config.yaml")
+    return path

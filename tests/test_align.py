@@ -1,7 +1,6 @@
 """Similarity transform, face alignment and folder preparation (real photos via FACEKD_HOME)."""
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -18,14 +17,6 @@ from training.align import (
     similarity_transform,
 )
 from training.data import load_rgb_file
-
-
-@pytest.fixture(scope="module")
-def facekd_home() -> Path:
-    home = Path(os.environ.get("FACEKD_HOME", "/work/shared"))
-    if not (home / "data" / "lfw").is_dir():
-        pytest.skip(f"real data not found under {home}: set FACEKD_HOME")
-    return home
 
 
 @pytest.fixture(scope="module")

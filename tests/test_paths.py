@@ -11,7 +11,9 @@ from facekd.paths import ResourcesNotFound, cache_dir, resolve_resources
 SHARED = Path(os.environ.get("FACEKD_HOME") or Path(__file__).resolve().parents[2] / "shared")
 
 
-def make_home(root: Path, teacher: str | None = "sface_fp32.onnx", detector: bool = True, train_list: bool = True) -> Path:
+def make_home(
+    root: Path, teacher: str | None = "sface_fp32.onnx", detector: bool = True, train_list: bool = True
+) -> Path:
     """A tiny home laid out like the shared folder: one identity, the splits, the models."""
     lfw = root / "data" / "lfw"
     (lfw / "aligned_112" / "Ann_Smith").mkdir(parents=True)

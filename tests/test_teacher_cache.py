@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import cv2
@@ -19,14 +18,6 @@ from training.teacher import OnnxTeacher, Teacher, TeacherError, TorchTeacher, l
 from training.teacher_cache import StaleCacheError, TeacherCache, build_teacher_cache, cache_key
 
 SPEC_8 = PreprocessSpec(size=8)
-
-
-@pytest.fixture(scope="module")
-def facekd_home() -> Path:
-    home = Path(os.environ.get("FACEKD_HOME", "/work/shared"))
-    if not (home / "models").is_dir():
-        pytest.skip(f"real data not found under {home}: set FACEKD_HOME")
-    return home
 
 
 class ColumnTeacher:

@@ -1,9 +1,6 @@
 """Verification metrics against naive references, and SFace on real LFW validation pairs."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -18,14 +15,6 @@ from training.verification import (
     roc_auc,
     tar_at_far,
 )
-
-
-@pytest.fixture(scope="module")
-def facekd_home() -> Path:
-    home = Path(os.environ.get("FACEKD_HOME", "/work/shared"))
-    if not (home / "data" / "lfw").is_dir():
-        pytest.skip(f"real data not found under {home}: set FACEKD_HOME")
-    return home
 
 
 def naive_auc(scores, labels) -> float:

@@ -11,6 +11,7 @@ from .preprocess import PreprocessSpec
 class DataConfig:
     aligned_root: str = ""            # root/<identity>/<image>
     train_identities: str = ""        # optional identity list restricting the training set
+    max_identities: int = 0           # keep only the first N identities (sorted); 0 = all (smoke runs, CI)
     val_pairs: str = ""               # LFW pairs.txt-format file
     val_images_root: str = ""         # images the pairs refer to (defaults to aligned_root)
     identities_per_batch: int = 32    # P of the P×K identity-balanced sampler

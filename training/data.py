@@ -120,10 +120,6 @@ class FaceFolder:
     def __len__(self) -> int:
         return len(self.samples)
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
     def path(self, index: int) -> Path:
         return self.root / self.samples[index][0]
 

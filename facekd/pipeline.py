@@ -1,0 +1,97 @@
+"""`facekd demo`: teacher cache -> train -> export -> bench -> report, resumable.
+
+Every stage writes into a folder named by a digest of its config and inputs, and a finished
+stage is recognised by its final file (written last, atomically): re-running the demo reuses
+finished stages and resumes a killed training run.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from training.io import atomic_write_json, sha256_file, sha256_text
+
+from .config import RunConfig, config_digest, save_config, to_dict
+from .stages import bench_export, ensure_teacher_cache, export_student, train_student
+from training.trainer import open_training_data
+
+log = logging.getLogger(__name__)
+STAGES = ("teacher cache", "train", "export", "bench", "report")
+
+
+def _digest(*parts) -> str:
+    return sha256_text(json.dumps(parts, sort_keys=True, default=str))[:12]
+
+
+def _announce(index: int, detail: str) -> float:
+    log.info("[%d/%d] %s: %s", index + 1, len(STAGES), STAGES[index], detail)
+    return time.perf_counter()
+
+
+def run_demo(cfg: RunConfig, out: Path, config_path: str | None = None, progress: bool = True) -> dict:
+    """Run (or resume) the whole chain in `out`; returns the summary also written to demo.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    timings: dict[str, float] = {}
+
+    started = _announce(0, cfg.teacher.path)
+    folder = open_training_data(cfg)
+    cache = ensure_teacher_cache(cfg, folder, progress)
+    timings["teacher cache"] = time.perf_counter() - started
+
+    training = {k: to_dict(getattr(cfg, k)) for k in ("data", "teacher", "student", "loss", "optim", "train")}
+    train_dir = out / f"train-{_digest(training, cache.key)}"
+    started = _announce(1, str(train_dir))
+    student = train_dir / "student.pt"
+    if student.exists():
+        log.info("reusing finished training run %s", train_dir)
+    else:
+        resume = (train_dir / "checkpoints" / "last.pt").exists()
+        train_student(cfg, train_dir, resume=resume, progress=progress)
+    timings["train"] = time.perf_counter() - started
+
+    export_dir = out / f"export-{_digest(sha256_file(student), to_dict(cfg.export))}"
+    started = _announce(2, str(export_dir))
+    if (export_dir / "export_summary.json").exists():
+        log.info("reusing finished export %s", export_dir)
+    else:
+        export_student(cfg, student, export_dir, progress=progress)
+    timings["export"] = time.perf_counter() - started
+
+    bench_dir = out / f"bench-{_digest(sha256_file(export_dir / 'export_summary.json'), to_dict(cfg.bench))}"
+    result = bench_dir / "result.json"
+    started = _announce(3, str(result))
+    if result.exists():
+        log.info("reusing finished benchmark %s", result)
+    else:
+        bench_export(cfg, export_dir, result, progress=progress)
+    timings["bench"] = time.perf_counter() - started
+
+    from runtime_bench.report import write_report
+
+    started = _announce(4, str(out / "report"))
+    md, html = write_report([result], out / "report")
+    timings["report"] = time.perf_counter() - started
+
+    _link(out / "export", export_dir)
+    _link(out / "student.pt", student)
+    metrics = json.loads((train_dir / "metrics.json").read_text())
+    summary = {"config": config_path, "config_digest": config_digest(cfg), "train_dir": str(train_dir),
+               "student": str(student), "export_dir": str(export_dir), "result": str(result),
+               "report_html": str(html), "report_md": str(md), "val": metrics.get("val"),
+               "stage_seconds": timings}
+    atomic_write_json(out / "demo.json", summary)
+    val = metrics.get("val") or {}
+    accuracy = f"student val accuracy {100 * val['accuracy']:.2f}% | " if val else ""
+    print(f"\nfacekd demo done: {accuracy}report: {html}")
+    return summary
+
+
+def _link(link: Path, target: Path) -> None:
+    """Stable names (out/export, out/student.pt) for the latest content-addressed outputs."""
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(target.resolve().relative_to(link.parent.resolve()))

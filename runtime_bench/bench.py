@@ -1,0 +1,453 @@
+"""``facekd bench``: accuracy and latency of every exported artifact on one target.
+
+For each artifact folder of an export run (``<format>-<precision>/{model<suffix>, manifest.json}``
+and ``rejected/...``) and each runtime that can run its format:
+
+1. refuse what must not be measured: rejected by export -> ``rejected`` row; model file whose
+   sha256 differs from its manifest -> ``failed`` row "sha256 mismatch"; format that cannot run
+   on the target (CoreML off macOS, TensorRT not installed, ...) -> ``unavailable`` row;
+2. per (threads, batch): a fresh worker process loads the artifact (``init_ms``), times the
+   first run, warms up and times runs (:mod:`runtime_bench.latency`), reports its peak RSS;
+3. once per artifact × runtime the worker embeds every pair image; the parent scores the pairs
+   (10-fold accuracy, AUC, TAR@FAR via :mod:`training.verification`) and compares with the
+   torch-fp32 reference: mean/worst cosine per image and the decision-flip rate at the
+   manifest threshold.
+
+Images are preprocessed here, in the parent, with each manifest's PreprocessSpec and input
+layout, and travel to workers as .npy files, so a worker needs no OpenCV. A worker that crashes
+or hangs becomes a ``failed`` row with its exit code and last stderr line; the rest goes on.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from training.io import sha256_file
+from training.pairs import VerificationPairs
+from training.preprocess import PreprocessSpec
+from training.verification import evaluate_scores, l2_normalise, pair_scores
+
+from .client import WorkerClient, WorkerDied, WorkerError
+from .latency import TimingPlan, disturbance, summarize
+from .results import BenchResult, Row, save_result
+from .targets import AdbTarget, LocalTarget, Target, TargetError, target_from_dict
+
+logger = logging.getLogger(__name__)
+
+REFERENCE_ARTIFACT = "torch-fp32"
+DEFAULT_RUNTIME = "default"
+
+
+class BenchError(ValueError):
+    """A benchmark that cannot start; the message says what to do."""
+
+
+@dataclass
+class RuntimeSpec:
+    """One way of running a format: the format table's runner (``runner`` None) or another
+    ``module:callable`` factory, with factory ``options`` and optionally another interpreter
+    (e.g. a tflite-runtime venv with numpy<2)."""
+
+    name: str
+    formats: list[str]
+    runner: str | None = None
+    python_executable: str | None = None
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class BenchConfig:
+    """What to measure and how long; ``targets`` are dicts for :func:`targets.target_from_dict`."""
+
+    threads: list[int] = field(default_factory=lambda: [1, 2])
+    batch: list[int] = field(default_factory=lambda: [1])
+    warmup_count: int = 5
+    warmup_seconds: float = 0.5
+    min_runs: int = 50
+    min_seconds: float = 1.0
+    max_seconds: float = 60.0
+    pairs_per_fold: int | None = None  # pairs kept per fold (half same, half different); None = all
+    artifacts: list[str] | None = None
+    runtimes: list[RuntimeSpec] = field(default_factory=list)
+    python_executables: dict[str, str] = field(default_factory=dict)
+    embed_batch: int = 32
+    worker_timeout_s: float = 600.0
+    reference: str = REFERENCE_ARTIFACT
+    targets: list[dict] = field(default_factory=lambda: [{"kind": "local"}])
+
+    def __post_init__(self) -> None:
+        if not self.threads or any(t < 1 for t in self.threads):
+            raise BenchError("threads must list thread counts >= 1")
+        if not self.batch or any(b < 1 for b in self.batch):
+            raise BenchError("batch must list batch sizes >= 1")
+        if self.pairs_per_fold is not None and self.pairs_per_fold < 1:
+            raise BenchError("pairs_per_fold must be >= 1 (or null for all pairs)")
+        self.runtimes = [r if isinstance(r, RuntimeSpec) else RuntimeSpec(**r) for r in self.runtimes]
+        self.plan()  # validates the timing fields
+
+    def plan(self) -> TimingPlan:
+        return TimingPlan(self.warmup_count, self.warmup_seconds, self.min_runs, self.min_seconds, self.max_seconds)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BenchConfig":
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise BenchError(f"unknown bench settings {unknown}; known: {sorted(f.name for f in fields(cls))}")
+        return cls(**data)
+
+    def make_targets(self) -> list[Target]:
+        return [target_from_dict(spec) for spec in self.targets]
+
+
+def subset_pairs(pairs: VerificationPairs, pairs_per_fold: int | None) -> VerificationPairs:
+    """Per fold, the first ⌈n/2⌉ same and ⌊n/2⌋ different pairs (all pairs when ``n`` is None)."""
+    if pairs_per_fold is None:
+        return pairs
+    chosen = []
+    for fold in np.unique(pairs.folds):
+        in_fold = pairs.folds == fold
+        chosen.extend(np.flatnonzero(in_fold & pairs.same)[:(pairs_per_fold + 1) // 2])
+        chosen.extend(np.flatnonzero(in_fold & ~pairs.same)[:pairs_per_fold // 2])
+    return pairs.subset(np.sort(np.asarray(chosen, dtype=np.int64)))
+
+
+@dataclass
+class Artifact:
+    """One artifact folder of an export run and its manifest (``None`` if unreadable)."""
+
+    name: str
+    folder: Path
+    manifest_path: Path
+    manifest: object | None
+    problem: str | None = None
+    rejected: bool = False
+
+    @property
+    def format(self) -> str:
+        return self.manifest.format if self.manifest else self.name.rsplit("-", 1)[0]
+
+    @property
+    def precision(self) -> str:
+        return self.manifest.precision if self.manifest else self.name.rsplit("-", 1)[-1]
+
+    @property
+    def model_path(self) -> Path:
+        return self.folder / self.manifest.file
+
+    def fixed_batch(self) -> int | None:
+        """The batch size the artifact is fixed to, or None when its batch dimension is dynamic."""
+        first = list(self.manifest.input["shape"])[0]
+        return first if isinstance(first, int) and first > 0 else None
+
+    def preprocess(self) -> PreprocessSpec:
+        return PreprocessSpec.from_dict(self.manifest.preprocess).with_layout(self.manifest.input["layout"])
+
+
+def _read_manifest(path: Path):
+    from export.manifest import Manifest
+
+    return Manifest.load(path)
+
+
+def discover_artifacts(export_dir: str | os.PathLike, only: list[str] | None = None,
+                       reference: str = REFERENCE_ARTIFACT) -> list[Artifact]:
+    """Artifact folders of an export run (``rejected/`` included), the reference first."""
+    export_dir = Path(export_dir)
+    if not export_dir.is_dir():
+        raise BenchError(f"export folder {export_dir} does not exist: run `facekd export` first or pass its --out folder")
+    found = [(path, False) for path in sorted(export_dir.glob("*/manifest.json")) if path.parent.name != "rejected"]
+    found += [(path, True) for path in sorted((export_dir / "rejected").glob("*/manifest.json"))]
+    artifacts = []
+    for manifest_path, rejected in found:
+        name = manifest_path.parent.name
+        if only is not None and name not in only and name.rsplit("-", 1)[0] not in only:
+            continue
+        try:
+            artifacts.append(Artifact(name, manifest_path.parent, manifest_path, _read_manifest(manifest_path), rejected=rejected))
+        except (ValueError, OSError, KeyError, TypeError) as exc:
+            artifacts.append(Artifact(name, manifest_path.parent, manifest_path, None,
+                                      problem=f"manifest unreadable: {exc}", rejected=rejected))
+    if not artifacts:
+        raise BenchError(f"no artifacts (<format>-<precision>/manifest.json) under {export_dir}: run `facekd export` first")
+    return sorted(artifacts, key=lambda a: (a.name != reference, a.rejected, a.name))
+
+
+def _size_bytes(path: Path) -> int | None:
+    if path.is_file():
+        return path.stat().st_size
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return None
+
+
+def _fingerprint(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class _Bench:
+    """State of one run_bench call: inputs made once, the reference embeddings, the rows."""
+
+    def __init__(self, target: Target, config: BenchConfig, pairs: VerificationPairs, workdir: Path, progress: bool):
+        self.target, self.config, self.pairs, self.workdir = target, config, pairs, workdir
+        self.progress = progress
+        self.plan = config.plan()
+        self.cores: int | None = None
+        self._images: list[np.ndarray] | None = None
+        self._inputs: dict[str, Path] = {}
+        self.reference: np.ndarray | None = None
+        self.reference_scores: np.ndarray | None = None
+        self.reference_threshold: float | None = None
+
+    # ----- inputs -------------------------------------------------------------------------
+    def images(self) -> list[np.ndarray]:
+        if self._images is None:
+            self._images = [self.pairs.load_image(i) for i in
+                            tqdm(range(len(self.pairs.images)), desc="reading pair images", unit="img",
+                                 disable=not self.progress, leave=False)]
+        return self._images
+
+    def inputs(self, artifact: Artifact) -> Path:
+        """Every pair image preprocessed for ``artifact`` as one float32 .npy (cached per spec)."""
+        spec = artifact.preprocess()
+        key = _fingerprint(spec.to_dict())
+        if key not in self._inputs:
+            array = np.concatenate([spec.apply(image) for image in self.images()])
+            path = self.workdir / f"inputs-{key}.npy"
+            np.save(path, array)
+            self._inputs[key] = path
+        return self._inputs[key]
+
+    def batch_input(self, artifact: Artifact, batch: int) -> Path:
+        """The first ``batch`` preprocessed images (repeated if there are fewer) as one .npy."""
+        path = self.workdir / f"{self.inputs(artifact).stem}-batch{batch}.npy"
+        if not path.exists():
+            array = np.load(self.inputs(artifact), mmap_mode="r")
+            repeats = -(-batch // len(array))
+            np.save(path, np.concatenate([array] * repeats)[:batch])
+        return path
+
+    # ----- rows ---------------------------------------------------------------------------
+    def base_row(self, artifact: Artifact, runtime: str, threads: int | None = None, batch: int | None = None) -> Row:
+        manifest_sha = sha256_file(artifact.manifest_path) if artifact.manifest_path.is_file() else None
+        size = _size_bytes(artifact.model_path) if artifact.manifest else None
+        return Row(artifact=artifact.name, format=artifact.format, precision=artifact.precision, runtime=runtime,
+                   status="ok", manifest_sha256=manifest_sha, size_bytes=size, threads=threads, batch=batch)
+
+    def refusal(self, artifact: Artifact) -> Row | None:
+        """The row for an artifact that must not be measured, or None when it may be."""
+        if artifact.problem:
+            return self._status(self.base_row(artifact, DEFAULT_RUNTIME), "failed", artifact.problem)
+        status = str(getattr(artifact.manifest, "status", "ok") or "ok")
+        if artifact.rejected or status == "rejected":
+            reason = getattr(artifact.manifest, "reason", None) or "rejected by export"
+            return self._status(self.base_row(artifact, DEFAULT_RUNTIME), "rejected", reason)
+        try:
+            _verify_artifact(artifact.manifest_path)
+        except _IntegrityError as exc:
+            return self._status(self.base_row(artifact, DEFAULT_RUNTIME), "failed", f"sha256 mismatch: {exc}")
+        except (ValueError, OSError) as exc:
+            return self._status(self.base_row(artifact, DEFAULT_RUNTIME), "failed", str(exc))
+        return None
+
+    @staticmethod
+    def _status(row: Row, status: str, reason: str) -> Row:
+        row.status, row.reason = status, reason
+        return row
+
+    def fill_latency(self, row: Row, init_ms: float | None, timing: dict, batch: int) -> None:
+        stats = summarize(timing["times_ms"], batch, init_ms=init_ms, first_ms=timing.get("first_ms"))
+        row.latency = {**stats.to_dict(), "load_before": timing.get("load_before"), "load_after": timing.get("load_after")}
+        row.memory = {"peak_rss_mb": timing.get("peak_rss_mb")}
+        reason = disturbance(timing.get("load_before"), timing.get("load_after"), self.cores, stats.p50, stats.p99)
+        row.disturbed, row.disturbed_reason = reason is not None, reason
+
+    # ----- accuracy and parity ------------------------------------------------------------
+    def quality(self, embeddings: np.ndarray, artifact: Artifact, is_reference: bool) -> tuple[dict, dict | None]:
+        """(accuracy, parity vs the reference) of raw embeddings of every pair image."""
+        expected = getattr(artifact.manifest, "embedding_size", None)
+        if embeddings.shape[0] != len(self.pairs.images) or (expected and embeddings.shape[1] != expected):
+            raise ValueError(f"embeddings shaped {list(embeddings.shape)}, expected "
+                             f"[{len(self.pairs.images)}, {expected}]")
+        normalised = l2_normalise(embeddings)
+        scores = pair_scores(normalised, self.pairs)
+        verification = evaluate_scores(scores, self.pairs.same, self.pairs.folds)
+        accuracy = {"acc": verification.accuracy, "std": verification.accuracy_std,
+                    "tar_at_far": verification.tar_at_far, "auc": verification.auc,
+                    "threshold": verification.threshold}
+        if is_reference:
+            self.reference, self.reference_scores = normalised, scores
+            self.reference_threshold = verification.threshold
+        if self.reference is None:
+            return accuracy, None
+        cosines = np.sum(normalised * self.reference, axis=1)
+        threshold = getattr(artifact.manifest, "threshold", None)
+        threshold = self.reference_threshold if threshold is None else float(threshold)
+        flips = (scores >= threshold) != (self.reference_scores >= threshold)
+        parity = {"mean_cos": float(cosines.mean()), "worst_cos": float(cosines.min()), "flip_rate": float(flips.mean())}
+        return accuracy, parity
+
+    # ----- measuring ----------------------------------------------------------------------
+    def device_info(self) -> dict:
+        """The target's facts and current load (asks a fresh worker, or adb, on the target)."""
+        if isinstance(self.target, AdbTarget):
+            host = self.target.device_info()
+        else:
+            with self.target.start_worker(None, timeout_s=self.config.worker_timeout_s) as worker:
+                host = worker.hello["host"]
+        self.cores, self.system = host.get("cores"), host.get("system")
+        return {"name": host.get("name") or self.target.name, "cpu": host.get("cpu"), "cores": host.get("cores"),
+                "os": host.get("os"), "python": host.get("python"), "load_before": host.get("load"), "load_after": None}
+
+    def runtimes_for(self, artifact: Artifact) -> list[RuntimeSpec]:
+        python = self.config.python_executables.get(artifact.name) or self.config.python_executables.get(artifact.format)
+        default = RuntimeSpec(DEFAULT_RUNTIME, [artifact.format], python_executable=python)
+        return [default, *(r for r in self.config.runtimes if {artifact.format, artifact.name} & set(r.formats))]
+
+    def measure(self, artifact: Artifact, unreachable: str | None) -> list[Row]:
+        refused = self.refusal(artifact)
+        if refused:
+            return [refused]
+        if unreachable:
+            return [self._status(self.base_row(artifact, DEFAULT_RUNTIME), "unavailable", unreachable)]
+        host_reason = _host_unavailable_reason(artifact.format, self.system)
+        if host_reason:
+            return [self._status(self.base_row(artifact, DEFAULT_RUNTIME), "unavailable", host_reason)]
+        if isinstance(self.target, AdbTarget):
+            return list(self.measure_with_benchmark_binary(artifact))
+        return [row for runtime in self.runtimes_for(artifact) for row in self.measure_with_worker(artifact, runtime)]
+
+    def configurations(self) -> Iterator[tuple[int, int]]:
+        for threads in self.config.threads:
+            for batch in self.config.batch:
+                yield threads, batch
+
+    def measure_with_worker(self, artifact: Artifact, runtime: RuntimeSpec) -> Iterator[Row]:
+        """Rows of one artifact × runtime: a fresh worker per (threads, batch); the first worker
+        that times successfully also embeds the pair images for accuracy and parity."""
+        is_reference = artifact.name == self.config.reference and runtime.name == DEFAULT_RUNTIME
+        quality: tuple[dict, dict | None] | None = None
+        quality_failure: str | None = None
+        for threads, batch in self.configurations():
+            row = self.base_row(artifact, runtime.name, threads, batch)
+            fixed = artifact.fixed_batch()
+            if fixed and batch != fixed:
+                yield self._status(row, "unavailable", f"artifact takes batch {fixed} only (fixed input shape)")
+                continue
+            step = "start"
+            try:
+                with self.target.start_worker(runtime.python_executable, timeout_s=self.config.worker_timeout_s) as worker:
+                    step = "load"
+                    loaded = worker.request(
+                        "load", format=artifact.format, precision=artifact.precision,
+                        path=self.target.put(artifact.model_path), threads=threads,
+                        layout=artifact.manifest.input["layout"], runner=runtime.runner, options=runtime.options)
+                    step = "time"
+                    timing = worker.request("time", input=self.target.put(self.batch_input(artifact, batch)),
+                                            batch=batch, **self.plan.to_dict())
+                    self.fill_latency(row, loaded["init_ms"], timing, batch)
+                    if quality is None and quality_failure is None:
+                        step = "embed"
+                        try:
+                            quality = self.embed_and_score(worker, artifact, runtime, is_reference)
+                        except ValueError as exc:
+                            quality_failure = f"accuracy: {exc}"
+            except WorkerError as exc:
+                if exc.kind == "unavailable":
+                    yield self._status(self.base_row(artifact, runtime.name), "unavailable", str(exc))
+                    return
+                self._status(row, "failed", f"{step} failed: {exc}")
+            except (WorkerDied, TargetError) as exc:
+                self._status(row, "failed", str(exc))
+            if step == "embed" and row.status == "failed" and quality_failure is None:
+                quality_failure = f"accuracy: {row.reason}"
+            if quality is not None:
+                row.accuracy, row.parity = quality
+            elif row.status == "ok" and quality_failure:
+                self._status(row, "failed", quality_failure)
+            yield row
+
+    def embed_and_score(self, worker: WorkerClient, artifact: Artifact, runtime: RuntimeSpec,
+                        is_reference: bool) -> tuple[dict, dict | None]:
+        local_output = self.workdir / f"embeddings-{artifact.name}-{runtime.name}.npy"
+        remote_output = self.target.remote_path_for(local_output)
+        worker.request("embed", input=self.target.put(self.inputs(artifact)), output=remote_output,
+                       batch=artifact.fixed_batch() or self.config.embed_batch)
+        self.target.get(remote_output, local_output)
+        return self.quality(np.load(local_output, allow_pickle=False), artifact, is_reference)
+
+    def measure_with_benchmark_binary(self, artifact: Artifact) -> Iterator[Row]:
+        """Latency-only rows from TFLite's benchmark_model on an adb device."""
+        runtime = "benchmark_model"
+        if artifact.model_path.suffix not in self.target.suffixes:
+            yield self._status(self.base_row(artifact, runtime), "unavailable",
+                               "the adb target runs .tflite artifacts only (TFLite benchmark_model)")
+            return
+        for threads, batch in self.configurations():
+            row = self.base_row(artifact, runtime, threads, batch)
+            if batch != (artifact.fixed_batch() or 1):
+                yield self._status(row, "unavailable", "benchmark_model times the model's own input shape (batch 1)")
+                continue
+            try:
+                timings, load_before, load_after = self.target.benchmark(artifact.model_path, threads, self.plan)
+            except (TargetError, BenchmarkOutputError) as exc:
+                yield self._status(row, "failed", str(exc))
+                continue
+            stats = timings.to_latency(batch)
+            row.latency = {**stats.to_dict(), "load_before": load_before, "load_after": load_after}
+            row.memory = {"peak_rss_mb": timings.peak_memory_mb}
+            reason = disturbance(load_before, load_after, self.cores, stats.p50,
+                                 timings.p95_us / 1000.0 if timings.p95_us is not None else None)
+            row.disturbed, row.disturbed_reason = reason is not None, reason
+            yield row
+
+
+def _unknown_device(target: Target) -> dict:
+    return {"name": target.name, "cpu": None, "cores": None, "os": None, "python": None,
+            "load_before": None, "load_after": None}
+
+
+def run_bench(export_dir: str | os.PathLike, pairs: VerificationPairs, config: BenchConfig | None,
+              out_path: str | os.PathLike, target: Target | None = None, progress: bool = True) -> Path:
+    """Measure every artifact of ``export_dir`` on ``target`` (this machine by default) and write
+    one result JSON (:mod:`runtime_bench.results`) to ``out_path``; returns its path."""
+    config = config or BenchConfig()
+    target = target or LocalTarget()
+    artifacts = discover_artifacts(export_dir, config.artifacts, config.reference)
+    pairs = subset_pairs(pairs, config.pairs_per_fold)
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="facekd-bench-") as workdir:
+        bench = _Bench(target, config, pairs, Path(workdir), progress)
+        unreachable = target.unavailable_reason()
+        device = _unknown_device(target)
+        if unreachable is None:
+            try:
+                device = bench.device_info()
+            except (WorkerDied, WorkerError, TargetError) as exc:
+                unreachable = f"target {target.name} cannot run the worker: {exc}"
+        if unreachable:
+            logger.warning("%s", unreachable)
+        bar = tqdm(artifacts, desc=f"bench on {target.name}", unit="artifact", disable=not progress)
+        for artifact in bar:
+            bar.set_postfix_str(artifact.name)
+            rows.extend(bench.measure(artifact, unreachable))
+        if unreachable is None:
+            try:
+                device["load_after"] = bench.device_info()["load_before"]
+            except (WorkerDied, WorkerError, TargetError) as exc:
+                logger.warning("could not read the load average after the run: %s", exc)
+        target.close()
+    result = BenchResult(device=device, rows=rows, config=config.to_dict(), target=target.name,
+                         export_dir=str(Path(export_dir).resolve()), pairs={"name": pairs.name, "count": len(pairs)})
+    return save_result(result, out_path)

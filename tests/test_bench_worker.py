@@ -1,0 +1,126 @@
+"""The JSON-lines worker and its client: protocol, timing, embedding, failures contained."""
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pytest
+
+from runtime_bench.client import WorkerDied, WorkerError
+from runtime_bench.targets import LocalTarget
+
+RUNNERS = '''
+import os
+import sys
+import time
+
+import numpy as np
+
+
+class MatrixRunner:
+    """Embeds by a fixed projection; prints to stdout to prove the protocol stream is protected."""
+
+    def load(self, path, threads):
+        self.weights = np.load(path)
+        self.threads = threads
+        print("noise on stdout from a runtime")
+
+    def run(self, batch):
+        return batch.reshape(len(batch), -1) @ self.weights
+
+    def info(self):
+        return {"runtime": "numpy", "threads": self.threads}
+
+
+class CrashingRunner:
+    def load(self, path, threads):
+        sys.stderr.write("native runtime: fatal error in load\\n")
+        sys.stderr.flush()
+        os._exit(3)
+
+
+class RaisingRunner:
+    def load(self, path, threads):
+        raise RuntimeError("model file is corrupt\\nsecond line")
+
+
+class MissingRuntimeRunner:
+    def load(self, path, threads):
+        import facekd_runtime_that_does_not_exist  # noqa: F401
+
+
+class HangingRunner:
+    def load(self, path, threads):
+        time.sleep(60)
+'''
+
+
+@pytest.fixture()
+def target(tmp_path, monkeypatch):
+    (tmp_path / "bench_test_runners.py").write_text(textwrap.dedent(RUNNERS))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    return LocalTarget()
+
+
+def test_load_time_embed(target, tmp_path):
+    weights = np.random.default_rng(0).normal(size=(2 * 3 * 3, 4)).astype(np.float32)
+    np.save(tmp_path / "weights.npy", weights)
+    images = np.random.default_rng(1).normal(size=(7, 2, 3, 3)).astype(np.float32)
+    np.save(tmp_path / "images.npy", images)
+    with target.start_worker(timeout_s=60) as worker:
+        assert worker.hello["protocol"] == 1 and worker.hello["host"]["cores"] >= 1
+        loaded = worker.request("load", format="numpy", precision="fp32", path=str(tmp_path / "weights.npy"),
+                                threads=2, layout="NCHW", runner="bench_test_runners:MatrixRunner")
+        assert loaded["init_ms"] > 0 and loaded["info"] == {"runtime": "numpy", "threads": 2}
+        timing = worker.request("time", input=str(tmp_path / "images.npy"), batch=3, warmup_count=2,
+                                warmup_seconds=0, min_runs=5, min_seconds=0, max_seconds=10)
+        assert timing["first_ms"] > 0 and len(timing["warmup_ms"]) == 2 and len(timing["times_ms"]) == 5
+        assert timing["peak_rss_mb"] > 10
+        reply = worker.request("embed", input=str(tmp_path / "images.npy"), output=str(tmp_path / "out.npy"), batch=3)
+        assert reply["shape"] == [7, 4]
+        again = worker.request("time", input=str(tmp_path / "images.npy"), batch=1, warmup_count=0,
+                               warmup_seconds=0, min_runs=1, min_seconds=0, max_seconds=10)
+        assert again["first_ms"] is None  # the model had already run
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), images.reshape(7, -1) @ weights, rtol=1e-5)
+
+
+def test_crash_is_contained_with_exit_code_and_stderr(target, tmp_path):
+    with target.start_worker(timeout_s=60) as worker:
+        with pytest.raises(WorkerDied, match=r"exited with code 3 during load; last stderr: native runtime: fatal"):
+            worker.request("load", format="x", precision="fp32", path="unused", threads=1, layout="NCHW",
+                           runner="bench_test_runners:CrashingRunner")
+
+
+def test_runner_exception_is_one_line_error(target):
+    with target.start_worker(timeout_s=60) as worker:
+        with pytest.raises(WorkerError) as caught:
+            worker.request("load", format="x", precision="fp32", path="unused", threads=1, layout="NCHW",
+                           runner="bench_test_runners:RaisingRunner")
+        assert caught.value.kind == "error" and str(caught.value) == "RuntimeError: model file is corrupt"
+        with pytest.raises(WorkerError, match="send 'load'"):
+            worker.request("time", input="unused", batch=1)
+        with pytest.raises(WorkerError, match="unknown op"):
+            worker.request("dance")
+
+
+def test_missing_runtime_is_unavailable(target):
+    with target.start_worker(timeout_s=60) as worker:
+        with pytest.raises(WorkerError) as caught:
+            worker.request("load", format="x", precision="fp32", path="unused", threads=1, layout="NCHW",
+                           runner="bench_test_runners:MissingRuntimeRunner")
+    assert caught.value.kind == "unavailable"
+    assert str(caught.value) == "facekd_runtime_that_does_not_exist not installed"
+
+
+def test_hanging_worker_times_out(target):
+    with target.start_worker(timeout_s=60) as worker:
+        worker.timeout_s = 2
+        with pytest.raises(WorkerDied, match="gave no answer to load within 2 s"):
+            worker.request("load", format="x", precision="fp32", path="unused", threads=1, layout="NCHW",
+                           runner="bench_test_runners:HangingRunner")
+        assert worker.process.poll() is not None
+
+
+def test_missing_interpreter_is_worker_died(tmp_path):
+    with pytest.raises(WorkerDied, match="could not start"):
+        LocalTarget(python=str(tmp_path / "no-python")).start_worker(timeout_s=10)
