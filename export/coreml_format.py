@@ -1,6 +1,6 @@
 """Core ML ``.mlpackage`` (ML program): fp16, and 8-bit weights via coremltools.optimize.
 
-Input ``input`` float32 NCHW with a batch range 1..max_batch, output ``embedding`` float32 (both
+Converted from ``torch.export``. Input ``input`` float32 NCHW with a batch range 1..max_batch, output ``embedding`` float32 (both
 typed explicitly, so the iOS16 target of the 8-bit model keeps float32 I/O).
 
 - fp16: fp16 compute, iOS15 target.
@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,15 +63,19 @@ def convert(model: "MobileFaceNet", precision: str, calibration: "FaceSet", out_
     if precision not in ("fp16", "int8"):
         raise ExportError(f"coreml has no precision {precision!r}")
     nchw = preprocess.with_layout("NCHW")
-    example = torch.zeros(nchw.input_shape(1))
-    traced = torch.jit.trace(model.eval(), example)
-    shape = (ct.RangeDim(1, max_batch, default=1), *nchw.input_shape(1)[1:])
-    mlmodel = ct.convert(
-        traced, convert_to="mlprogram", compute_precision=ct.precision.FLOAT16,
-        inputs=[ct.TensorType(name=INPUT_NAME, shape=shape, dtype=np.float32)],
-        outputs=[ct.TensorType(name=OUTPUT_NAME, dtype=np.float32)],
-        minimum_deployment_target=ct.target.iOS16 if precision == "int8" else ct.target.iOS15,
-    )
+    largest = max(max_batch, 2)  # a batch range needs two distinct ends
+    batch = torch.export.Dim("batch", min=1, max=largest)
+    example = torch.zeros(nchw.input_shape(2))  # batch 2: a batch of 1 would be specialised
+    program = torch.export.export(model.eval(), (example,), dynamic_shapes=({0: batch},)).run_decompositions({})
+    shape = (ct.RangeDim(1, largest, default=1), *nchw.input_shape(1)[1:])
+    with warnings.catch_warnings():  # coremltools 9 calls its own deprecated op registry once per op
+        warnings.simplefilter("ignore", DeprecationWarning)
+        mlmodel = ct.convert(
+            program, convert_to="mlprogram", compute_precision=ct.precision.FLOAT16,
+            inputs=[ct.TensorType(name=INPUT_NAME, shape=shape, dtype=np.float32)],
+            outputs=[ct.TensorType(name=OUTPUT_NAME, dtype=np.float32)],
+            minimum_deployment_target=ct.target.iOS16 if precision == "int8" else ct.target.iOS15,
+        )
     if precision == "int8":
         from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig, linear_quantize_weights
 
@@ -80,8 +85,10 @@ def convert(model: "MobileFaceNet", precision: str, calibration: "FaceSet", out_
 
 
 def _array_description(feature) -> tuple[list, str]:
+    from coremltools.proto.FeatureTypes_pb2 import ArrayFeatureType
+
     array = feature.type.multiArrayType
-    dtype = array.DataType.Name(array.dataType).lower()
+    dtype = ArrayFeatureType.ArrayDataType.Name(array.dataType).lower()
     if array.shapeRange.sizeRanges:
         shape = [r.lowerBound if r.lowerBound == r.upperBound else None for r in array.shapeRange.sizeRanges]
     else:
@@ -96,14 +103,15 @@ def inspect(path: Path) -> ArtifactIO:
     (inputs,), (outputs,) = spec.description.input, spec.description.output
     input_shape, input_dtype = _array_description(inputs)
     output_shape, output_dtype = _array_description(outputs)
-    operations = Counter(
-        op.type for function in spec.mlProgram.functions.values()
-        for block in function.block_specializations.values() for op in block.operations
-    )
+    operations = [op for function in spec.mlProgram.functions.values()
+                  for block in function.block_specializations.values() for op in block.operations]
+    if not output_shape:  # the model description leaves a flexible output unshaped; the program types it
+        produced = next(value for op in operations for value in op.outputs if value.name == outputs.name)
+        output_shape = [d.constant.size if d.HasField("constant") else None for d in produced.type.tensorType.dimensions]
     return ArtifactIO(
         input_name=inputs.name, input_shape=input_shape, input_dtype=input_dtype,
         output_name=outputs.name, output_shape=output_shape, output_dtype=output_dtype,
-        details={"specification_version": spec.specificationVersion, "op_census": dict(operations)},
+        details={"specification_version": spec.specificationVersion, "op_census": dict(Counter(op.type for op in operations))},
     )
 
 

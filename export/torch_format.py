@@ -1,6 +1,7 @@
 """PyTorch reference artifact: the student checkpoint reduced to its exportable part."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,7 +39,7 @@ def inspect(path: Path) -> ArtifactIO:
         output_name=OUTPUT_NAME,
         output_shape=[None, model.embedding_size],
         output_dtype="float32",
-        details={"parameters": parameters, "arch": dict(model.arch.__dict__)},
+        details={"parameters": parameters, "arch": asdict(model.arch)},
     )
 
 

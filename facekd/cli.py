@@ -131,9 +131,17 @@ def cmd_demo(args) -> None:
     run_demo(cfg, Path(args.out), config_path=args.config, progress=not args.quiet)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from export.formats import format_help
+def format_help() -> str:
+    from export.build import available_formats
 
+    lines = ["formats (FORMAT-PRECISION):"]
+    for name, precision, available, note in available_formats():
+        mark = "available" if available else "not here"
+        lines.append(f"  {name + '-' + precision:15s} {mark:9s} {note}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facekd", description=__doc__)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

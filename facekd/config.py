@@ -12,14 +12,8 @@ from pathlib import Path
 
 import yaml
 
-try:  # TEMP-DEV: until export/bench land
-    from export.build import ExportConfig
-    from runtime_bench.bench import BenchConfig
-except ImportError:
-    @dataclass
-    class ExportConfig:
-        pass
-    BenchConfig = ExportConfig
+from export.build import ExportConfig
+from runtime_bench.bench import BenchConfig
 from training.config import TrainingSection
 from training.io import atomic_write_text
 from training.preprocess import PreprocessSpec
@@ -45,7 +39,7 @@ def _coerce(value, hint, key: str):
             return value
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return _from_dict(hint, value, key)
+        return _from_dict(hint, value, f"{key}.")
     if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
         if value is None and type(None) in args:
             return None
@@ -65,7 +59,8 @@ def _coerce(value, hint, key: str):
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
+        item = args[1] if len(args) == 2 else typing.Any
+        return {k: _coerce(v, item, f"{key}.{k}") for k, v in value.items()}
     if hint is bool:
         if isinstance(value, bool):
             return value

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from training.data import FaceFolder
 from training.io import sha256_text
 from training.teacher import load_teacher
 from training.teacher_cache import StaleCacheError, TeacherCache, build_teacher_cache, cache_key
-from training.trainer import Trainer, TrainResult, open_training_data
+from training.trainer import Trainer, TrainingError, TrainResult, open_training_data
 
 from .config import RunConfig, save_config
 from .paths import cache_dir
@@ -23,7 +24,8 @@ def _cache_dir(cfg: RunConfig, key: dict) -> Path:
 
 
 def ensure_teacher_cache(cfg: RunConfig, folder: FaceFolder | None = None, progress: bool = True) -> TeacherCache:
-    """Open the teacher cache for this teacher + preprocessing + dataset, building it if absent or stale."""
+    """Open the teacher cache for this teacher + preprocessing + dataset, building it if absent or
+    stale (not under torchrun, where ranks would race: build it first with `facekd cache-teacher`)."""
     folder = folder or open_training_data(cfg)
     teacher = load_teacher(cfg.teacher.path, cfg.teacher.preprocess)
     key = cache_key(teacher, folder, cfg.teacher.with_flip)
@@ -31,6 +33,8 @@ def ensure_teacher_cache(cfg: RunConfig, folder: FaceFolder | None = None, progr
     try:
         return TeacherCache.open(directory, key)
     except StaleCacheError as exc:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise TrainingError(f"{exc}; under torchrun run `facekd cache-teacher` with the same config first") from None
         log.info("building teacher cache in %s (%s)", directory, exc)
     return build_teacher_cache(teacher, folder, directory, with_flip=cfg.teacher.with_flip,
                                batch_size=cfg.teacher.batch_size, progress=progress)

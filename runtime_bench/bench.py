@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -31,15 +32,18 @@ from typing import Iterator
 import numpy as np
 from tqdm import tqdm
 
+from export.formats import FORMATS
+from export.manifest import Manifest, ManifestError, verify_artifact
 from training.io import sha256_file
 from training.pairs import VerificationPairs
 from training.preprocess import PreprocessSpec
 from training.verification import evaluate_scores, l2_normalise, pair_scores
 
+from .accelerated import ACCELERATED_RUNTIMES
 from .client import WorkerClient, WorkerDied, WorkerError
 from .latency import TimingPlan, disturbance, summarize
-from .results import BenchResult, Row, save_result
-from .targets import AdbTarget, LocalTarget, Target, TargetError, target_from_dict
+from .results import BenchResult, ResultSchemaError, Row, load_result, save_result
+from .targets import AdbTarget, BenchmarkOutputError, LocalTarget, Target, TargetError, target_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +70,18 @@ class RuntimeSpec:
 
 @dataclass
 class BenchConfig:
-    """What to measure and how long; ``targets`` are dicts for :func:`targets.target_from_dict`."""
+    """What to measure and how long.
+
+    ``threads`` × ``batch``: one fresh worker per combination. Timing: see
+    :class:`latency.TimingPlan`. ``pairs_per_fold``: pairs kept per fold, half same and half
+    different (None = all). ``artifacts``: folder or format names to measure (None = all).
+    ``runtimes``: extra ways to run formats; ``accelerators``: add torch-cuda /
+    onnxruntime-cuda / onnxruntime-tensorrt where the target has them. ``python_executables``:
+    interpreter per format or artifact name for the default runner. ``embed_batch``: chunk
+    size for embedding pair images (fixed-batch artifacts use their own). ``reference``: the
+    artifact parity is measured against. ``targets``: dicts for
+    :func:`targets.target_from_dict` (used by callers that bench several targets).
+    """
 
     threads: list[int] = field(default_factory=lambda: [1, 2])
     batch: list[int] = field(default_factory=lambda: [1])
@@ -75,9 +90,10 @@ class BenchConfig:
     min_runs: int = 50
     min_seconds: float = 1.0
     max_seconds: float = 60.0
-    pairs_per_fold: int | None = None  # pairs kept per fold (half same, half different); None = all
+    pairs_per_fold: int | None = None
     artifacts: list[str] | None = None
     runtimes: list[RuntimeSpec] = field(default_factory=list)
+    accelerators: bool = True
     python_executables: dict[str, str] = field(default_factory=dict)
     embed_batch: int = 32
     worker_timeout_s: float = 600.0
@@ -89,10 +105,15 @@ class BenchConfig:
             raise BenchError("threads must list thread counts >= 1")
         if not self.batch or any(b < 1 for b in self.batch):
             raise BenchError("batch must list batch sizes >= 1")
-        if self.pairs_per_fold is not None and self.pairs_per_fold < 1:
-            raise BenchError("pairs_per_fold must be >= 1 (or null for all pairs)")
-        self.runtimes = [r if isinstance(r, RuntimeSpec) else RuntimeSpec(**r) for r in self.runtimes]
-        self.plan()  # validates the timing fields
+        if self.pairs_per_fold is not None and self.pairs_per_fold < 2:
+            raise BenchError("pairs_per_fold must be >= 2 (one same and one different pair), or null for all")
+        if self.embed_batch < 1 or self.worker_timeout_s <= 0:
+            raise BenchError("embed_batch must be >= 1 and worker_timeout_s > 0")
+        try:
+            self.runtimes = [r if isinstance(r, RuntimeSpec) else RuntimeSpec(**r) for r in self.runtimes]
+            self.plan()
+        except (TypeError, ValueError) as exc:
+            raise BenchError(f"bad bench settings: {exc}") from None
 
     def plan(self) -> TimingPlan:
         return TimingPlan(self.warmup_count, self.warmup_seconds, self.min_runs, self.min_seconds, self.max_seconds)
@@ -130,7 +151,7 @@ class Artifact:
     name: str
     folder: Path
     manifest_path: Path
-    manifest: object | None
+    manifest: Manifest | None
     problem: str | None = None
     rejected: bool = False
 
@@ -144,7 +165,7 @@ class Artifact:
 
     @property
     def model_path(self) -> Path:
-        return self.folder / self.manifest.file
+        return self.manifest.artifact_path(self.manifest_path)
 
     def fixed_batch(self) -> int | None:
         """The batch size the artifact is fixed to, or None when its batch dimension is dynamic."""
@@ -155,15 +176,35 @@ class Artifact:
         return PreprocessSpec.from_dict(self.manifest.preprocess).with_layout(self.manifest.input["layout"])
 
 
-def _read_manifest(path: Path):
-    from export.manifest import Manifest
+def integrity_problem(artifact: Artifact) -> str | None:
+    """Why the artifact file must not be measured (missing, or sha256 differs from its manifest)."""
+    if not artifact.model_path.exists():
+        return f"artifact {artifact.model_path.name} is missing: re-run `facekd export`"
+    try:
+        verify_artifact(artifact.manifest_path)
+    except ManifestError as exc:
+        return f"sha256 mismatch: {exc}"
+    return None
 
-    return Manifest.load(path)
+
+def host_problem(artifact: Artifact, system: str | None) -> str | None:
+    """Why the target's OS cannot run the format at all (from the format table's ``host``)."""
+    row = FORMATS.get(artifact.format)
+    if row is None:
+        return f"unknown format {artifact.format!r}; known: {sorted(FORMATS)}"
+    if row.host == "macOS" and system != "Darwin":
+        validated = artifact.manifest.status == "validated-structure-only"
+        return ("structure validated; " if validated else "") + "parity/latency need macOS"
+    return None
 
 
 def discover_artifacts(export_dir: str | os.PathLike, only: list[str] | None = None,
                        reference: str = REFERENCE_ARTIFACT) -> list[Artifact]:
-    """Artifact folders of an export run (``rejected/`` included), the reference first."""
+    """Artifact folders of an export run (``rejected/`` included), the reference first.
+
+    ``only`` keeps the named folders (``onnx-int8``) or formats (``onnx``); the reference is
+    always kept, since parity is measured against it.
+    """
     export_dir = Path(export_dir)
     if not export_dir.is_dir():
         raise BenchError(f"export folder {export_dir} does not exist: run `facekd export` first or pass its --out folder")
@@ -172,24 +213,15 @@ def discover_artifacts(export_dir: str | os.PathLike, only: list[str] | None = N
     artifacts = []
     for manifest_path, rejected in found:
         name = manifest_path.parent.name
-        if only is not None and name not in only and name.rsplit("-", 1)[0] not in only:
+        if only is not None and name != reference and name not in only and name.rsplit("-", 1)[0] not in only:
             continue
         try:
-            artifacts.append(Artifact(name, manifest_path.parent, manifest_path, _read_manifest(manifest_path), rejected=rejected))
-        except (ValueError, OSError, KeyError, TypeError) as exc:
-            artifacts.append(Artifact(name, manifest_path.parent, manifest_path, None,
-                                      problem=f"manifest unreadable: {exc}", rejected=rejected))
+            artifacts.append(Artifact(name, manifest_path.parent, manifest_path, Manifest.load(manifest_path), rejected=rejected))
+        except ManifestError as exc:  # unreadable, old schema or incomplete
+            artifacts.append(Artifact(name, manifest_path.parent, manifest_path, None, problem=str(exc), rejected=rejected))
     if not artifacts:
         raise BenchError(f"no artifacts (<format>-<precision>/manifest.json) under {export_dir}: run `facekd export` first")
     return sorted(artifacts, key=lambda a: (a.name != reference, a.rejected, a.name))
-
-
-def _size_bytes(path: Path) -> int | None:
-    if path.is_file():
-        return path.stat().st_size
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return None
 
 
 def _fingerprint(*parts) -> str:
@@ -204,6 +236,8 @@ class _Bench:
         self.progress = progress
         self.plan = config.plan()
         self.cores: int | None = None
+        self.system: str | None = None
+        self.accelerators: list[str] = []
         self._images: list[np.ndarray] | None = None
         self._inputs: dict[str, Path] = {}
         self.reference: np.ndarray | None = None
@@ -241,25 +275,26 @@ class _Bench:
     # ----- rows ---------------------------------------------------------------------------
     def base_row(self, artifact: Artifact, runtime: str, threads: int | None = None, batch: int | None = None) -> Row:
         manifest_sha = sha256_file(artifact.manifest_path) if artifact.manifest_path.is_file() else None
-        size = _size_bytes(artifact.model_path) if artifact.manifest else None
+        size = artifact.manifest.size_bytes if artifact.manifest else None
         return Row(artifact=artifact.name, format=artifact.format, precision=artifact.precision, runtime=runtime,
                    status="ok", manifest_sha256=manifest_sha, size_bytes=size, threads=threads, batch=batch)
 
     def refusal(self, artifact: Artifact) -> Row | None:
-        """The row for an artifact that must not be measured, or None when it may be."""
+        """The row for an artifact that must not be measured, or None when it may be.
+
+        Export's own verdicts come first (rejected by the parity gate, unavailable or failed at
+        conversion); then the file must exist and match its manifest's sha256.
+        """
+        row = self.base_row(artifact, DEFAULT_RUNTIME)
         if artifact.problem:
-            return self._status(self.base_row(artifact, DEFAULT_RUNTIME), "failed", artifact.problem)
-        status = str(getattr(artifact.manifest, "status", "ok") or "ok")
+            return self._status(row, "failed", artifact.problem)
+        status, reason = artifact.manifest.status, artifact.manifest.reason
+        if status in ("unavailable", "failed"):
+            return self._status(row, status, reason or f"export reported {status}")
         if artifact.rejected or status == "rejected":
-            reason = getattr(artifact.manifest, "reason", None) or "rejected by export"
-            return self._status(self.base_row(artifact, DEFAULT_RUNTIME), "rejected", reason)
-        try:
-            _verify_artifact(artifact.manifest_path)
-        except _IntegrityError as exc:
-            return self._status(self.base_row(artifact, DEFAULT_RUNTIME), "failed", f"sha256 mismatch: {exc}")
-        except (ValueError, OSError) as exc:
-            return self._status(self.base_row(artifact, DEFAULT_RUNTIME), "failed", str(exc))
-        return None
+            return self._status(row, "rejected", reason or "rejected by export")
+        problem = integrity_problem(artifact)
+        return self._status(row, "failed", problem) if problem else None
 
     @staticmethod
     def _status(row: Row, status: str, reason: str) -> Row:
@@ -275,9 +310,15 @@ class _Bench:
 
     # ----- accuracy and parity ------------------------------------------------------------
     def quality(self, embeddings: np.ndarray, artifact: Artifact, is_reference: bool) -> tuple[dict, dict | None]:
-        """(accuracy, parity vs the reference) of raw embeddings of every pair image."""
-        expected = getattr(artifact.manifest, "embedding_size", None)
-        if embeddings.shape[0] != len(self.pairs.images) or (expected and embeddings.shape[1] != expected):
+        """(accuracy, parity vs the reference) of raw embeddings ``e`` of every pair image.
+
+        Parity against the reference embeddings ``r`` (both L2-normalised): ``mean_cos`` and
+        ``worst_cos`` are the mean and minimum over images of ``e_i · r_i``; ``flip_rate`` is the
+        share of pairs ``k`` with ``[s_k >= t] != [s_k^ref >= t]`` for pair cosines ``s`` at the
+        manifest threshold ``t`` (the reference's best threshold on these pairs if it has none).
+        """
+        expected = artifact.manifest.embedding_size
+        if embeddings.shape[0] != len(self.pairs.images) or embeddings.shape[1] != expected:
             raise ValueError(f"embeddings shaped {list(embeddings.shape)}, expected "
                              f"[{len(self.pairs.images)}, {expected}]")
         normalised = l2_normalise(embeddings)
@@ -292,28 +333,40 @@ class _Bench:
         if self.reference is None:
             return accuracy, None
         cosines = np.sum(normalised * self.reference, axis=1)
-        threshold = getattr(artifact.manifest, "threshold", None)
+        threshold = artifact.manifest.threshold
         threshold = self.reference_threshold if threshold is None else float(threshold)
         flips = (scores >= threshold) != (self.reference_scores >= threshold)
         parity = {"mean_cos": float(cosines.mean()), "worst_cos": float(cosines.min()), "flip_rate": float(flips.mean())}
         return accuracy, parity
 
     # ----- measuring ----------------------------------------------------------------------
-    def device_info(self) -> dict:
-        """The target's facts and current load (asks a fresh worker, or adb, on the target)."""
+    def device_info(self, probe: bool = False) -> dict:
+        """The target's facts and current load (asks a fresh worker, or adb, on the target); with
+        ``probe`` also which accelerated runtimes its default interpreter can use."""
         if isinstance(self.target, AdbTarget):
             host = self.target.device_info()
         else:
             with self.target.start_worker(None, timeout_s=self.config.worker_timeout_s) as worker:
                 host = worker.hello["host"]
+                if probe and self.config.accelerators:
+                    try:
+                        self.accelerators = worker.request("probe")["accelerators"]
+                    except WorkerError as exc:
+                        logger.warning("accelerator probe failed, measuring without accelerators: %s", exc)
         self.cores, self.system = host.get("cores"), host.get("system")
         return {"name": host.get("name") or self.target.name, "cpu": host.get("cpu"), "cores": host.get("cores"),
                 "os": host.get("os"), "python": host.get("python"), "load_before": host.get("load"), "load_after": None}
 
     def runtimes_for(self, artifact: Artifact) -> list[RuntimeSpec]:
+        """The format table's runner, the accelerated variants the target has, then configured extras."""
         python = self.config.python_executables.get(artifact.name) or self.config.python_executables.get(artifact.format)
-        default = RuntimeSpec(DEFAULT_RUNTIME, [artifact.format], python_executable=python)
-        return [default, *(r for r in self.config.runtimes if {artifact.format, artifact.name} & set(r.formats))]
+        runtimes = [RuntimeSpec(DEFAULT_RUNTIME, [artifact.format], python_executable=python)]
+        for name in self.accelerators:
+            fmt, runner = ACCELERATED_RUNTIMES[name]
+            if fmt == artifact.format:
+                runtimes.append(RuntimeSpec(name, [fmt], runner=runner, python_executable=python))
+        runtimes += [r for r in self.config.runtimes if {artifact.format, artifact.name} & set(r.formats)]
+        return runtimes
 
     def measure(self, artifact: Artifact, unreachable: str | None) -> list[Row]:
         refused = self.refusal(artifact)
@@ -321,7 +374,7 @@ class _Bench:
             return [refused]
         if unreachable:
             return [self._status(self.base_row(artifact, DEFAULT_RUNTIME), "unavailable", unreachable)]
-        host_reason = _host_unavailable_reason(artifact.format, self.system)
+        host_reason = host_problem(artifact, self.system)
         if host_reason:
             return [self._status(self.base_row(artifact, DEFAULT_RUNTIME), "unavailable", host_reason)]
         if isinstance(self.target, AdbTarget):
@@ -418,36 +471,81 @@ def _unknown_device(target: Target) -> dict:
             "load_before": None, "load_after": None}
 
 
+def _resumable(out_path: Path, export_dir: Path, target: Target, config: BenchConfig, pairs: VerificationPairs) -> list[Row]:
+    """Rows of an interrupted run of the same benchmark at ``out_path`` (empty when there is none)."""
+    if not out_path.is_file():
+        return []
+    try:
+        previous = load_result(out_path)
+    except ResultSchemaError:
+        return []
+    same_run = (not previous.complete and previous.target == target.name and previous.config == config.to_dict()
+                and previous.export_dir == str(export_dir) and previous.pairs == _pairs_summary(pairs))
+    return previous.rows if same_run else []
+
+
+def _pairs_summary(pairs: VerificationPairs) -> dict:
+    return {"name": pairs.name, "count": len(pairs), "images": len(pairs.images)}
+
+
 def run_bench(export_dir: str | os.PathLike, pairs: VerificationPairs, config: BenchConfig | None,
               out_path: str | os.PathLike, target: Target | None = None, progress: bool = True) -> Path:
     """Measure every artifact of ``export_dir`` on ``target`` (this machine by default) and write
-    one result JSON (:mod:`runtime_bench.results`) to ``out_path``; returns its path."""
+    one result JSON (:mod:`runtime_bench.results`) to ``out_path``; returns its path.
+
+    The file is rewritten after every artifact with ``complete: false``, so an interrupted run
+    keeps what it measured; running the same benchmark again to the same ``out_path`` resumes
+    it: artifacts whose manifest is unchanged are not measured again, except the reference,
+    whose embeddings the remaining artifacts need for parity.
+    """
     config = config or BenchConfig()
     target = target or LocalTarget()
+    export_dir, out_path = Path(export_dir).resolve(), Path(out_path)
     artifacts = discover_artifacts(export_dir, config.artifacts, config.reference)
     pairs = subset_pairs(pairs, config.pairs_per_fold)
+    earlier = _resumable(out_path, export_dir, target, config, pairs)
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="facekd-bench-") as workdir:
-        bench = _Bench(target, config, pairs, Path(workdir), progress)
-        unreachable = target.unavailable_reason()
-        device = _unknown_device(target)
-        if unreachable is None:
-            try:
-                device = bench.device_info()
-            except (WorkerDied, WorkerError, TargetError) as exc:
-                unreachable = f"target {target.name} cannot run the worker: {exc}"
-        if unreachable:
-            logger.warning("%s", unreachable)
-        bar = tqdm(artifacts, desc=f"bench on {target.name}", unit="artifact", disable=not progress)
-        for artifact in bar:
-            bar.set_postfix_str(artifact.name)
-            rows.extend(bench.measure(artifact, unreachable))
-        if unreachable is None:
-            try:
-                device["load_after"] = bench.device_info()["load_before"]
-            except (WorkerDied, WorkerError, TargetError) as exc:
-                logger.warning("could not read the load average after the run: %s", exc)
+    result = BenchResult(device=_unknown_device(target), rows=rows, config=config.to_dict(), target=target.name,
+                         export_dir=str(export_dir), pairs=_pairs_summary(pairs), complete=False)
+    try:
+        with tempfile.TemporaryDirectory(prefix="facekd-bench-") as workdir:
+            bench = _Bench(target, config, pairs, Path(workdir), progress)
+            unreachable = target.unavailable_reason()
+            if unreachable is None:
+                try:
+                    result.device = bench.device_info(probe=True)
+                except (WorkerDied, WorkerError, TargetError) as exc:
+                    unreachable = f"target {target.name} cannot run the worker: {exc}"
+            if unreachable:
+                logger.warning("%s", unreachable)
+            else:
+                logger.info("benchmarking %d artifacts on %s", len(artifacts), target.describe())
+            bar = tqdm(artifacts, desc=f"bench on {target.name}", unit="artifact", disable=not progress)
+            for artifact in bar:
+                bar.set_postfix_str(artifact.name)
+                sha = sha256_file(artifact.manifest_path)
+                kept = [row for row in earlier if row.artifact == artifact.name and row.manifest_sha256 == sha]
+                if kept and artifact.name != config.reference:
+                    rows.extend(kept)
+                    continue
+                rows.extend(bench.measure(artifact, unreachable))
+                save_result(result, out_path)
+            if unreachable is None:
+                try:
+                    result.device["load_after"] = bench.device_info()["load_before"]
+                except (WorkerDied, WorkerError, TargetError) as exc:
+                    logger.warning("could not read the load average after the run: %s", exc)
+    finally:
         target.close()
-    result = BenchResult(device=device, rows=rows, config=config.to_dict(), target=target.name,
-                         export_dir=str(Path(export_dir).resolve()), pairs={"name": pairs.name, "count": len(pairs)})
+    result.complete = True
     return save_result(result, out_path)
+
+
+def run_bench_on_targets(export_dir: str | os.PathLike, pairs: VerificationPairs, config: BenchConfig,
+                         out_dir: str | os.PathLike, progress: bool = True) -> list[Path]:
+    """:func:`run_bench` on every target of ``config.targets``; one ``<target>.json`` each in ``out_dir``."""
+    paths = []
+    for target in config.make_targets():
+        name = re.sub(r"[^A-Za-z0-9]+", "-", target.name).strip("-")
+        paths.append(run_bench(export_dir, pairs, config, Path(out_dir) / f"{name}.json", target=target, progress=progress))
+    return paths

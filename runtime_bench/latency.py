@@ -207,7 +207,19 @@ def host_info() -> dict:
 
 
 def peak_rss_mb() -> float | None:
-    """Peak resident set size of this process in MiB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    """Peak resident set size of this process in MiB.
+
+    Linux: ``VmHWM`` of /proc/self/status, the high-water mark of this program's own memory
+    (``ru_maxrss`` would also count the parent's RSS at fork time, inherited across exec).
+    Elsewhere ``ru_maxrss`` (bytes on macOS, KiB on other Unixes).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     try:
         import resource
     except ImportError:

@@ -45,6 +45,7 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 @dataclass
 class ScatterPoint:
+    artifact: str
     label: str
     latency_ms: float
     accuracy: float
@@ -58,34 +59,41 @@ def scatter_points(rows: Iterable[Row]) -> list[ScatterPoint]:
             continue
         per_batch = row.latency["p50"] if row.latency.get("p50") is not None else row.latency["mean"]
         label = f"{row.artifact} {row.runtime} t{row.threads} b{row.batch}"
-        points.append(ScatterPoint(label, per_batch / max(row.batch or 1, 1), 100.0 * row.accuracy["acc"]))
+        points.append(ScatterPoint(row.artifact, label, per_batch / max(row.batch or 1, 1), 100.0 * row.accuracy["acc"]))
     return points
 
 
 def scatter_png(points: Sequence[ScatterPoint], title: str) -> bytes:
-    """The accuracy-vs-latency scatter with the Pareto front drawn as a red step line."""
+    """Accuracy vs latency, one colour per artifact; the Pareto front is a red step line and only
+    its points are labelled. Latency is on a log axis when it spans more than 20×."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(8, 5), dpi=110)
+    figure, axes = plt.subplots(figsize=(9, 5.5), dpi=110)
+    colours = plt.get_cmap("tab10")
+    for index, artifact in enumerate(dict.fromkeys(p.artifact for p in points)):
+        mine = [p for p in points if p.artifact == artifact]
+        axes.scatter([p.latency_ms for p in mine], [p.accuracy for p in mine], color=colours(index % 10),
+                     label=artifact, zorder=2)
     front = pareto_front([(p.latency_ms, p.accuracy) for p in points])
-    axes.scatter([p.latency_ms for p in points], [p.accuracy for p in points], color="tab:blue", zorder=2)
     if front:
         axes.step([points[i].latency_ms for i in front], [points[i].accuracy for i in front], where="post",
                   color="tab:red", linewidth=1.2, zorder=1, label="Pareto front")
-        axes.scatter([points[i].latency_ms for i in front], [points[i].accuracy for i in front], s=90,
+        axes.scatter([points[i].latency_ms for i in front], [points[i].accuracy for i in front], s=110,
                      facecolors="none", edgecolors="tab:red", linewidths=1.5, zorder=3)
-    for point in points:
-        axes.annotate(point.label, (point.latency_ms, point.accuracy), fontsize=7, xytext=(4, 3),
-                      textcoords="offset points")
+        for i in front:
+            axes.annotate(points[i].label, (points[i].latency_ms, points[i].accuracy), fontsize=7,
+                          xytext=(5, -10), textcoords="offset points")
+    latencies = [p.latency_ms for p in points]
+    if latencies and min(latencies) > 0 and max(latencies) / min(latencies) > 20:
+        axes.set_xscale("log")
     axes.set_xlabel("p50 latency per image (ms, lower is better)")
     axes.set_ylabel("10-fold verification accuracy (%)")
     axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
-    if front:
-        axes.legend(loc="lower right")
+    axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
@@ -146,6 +154,10 @@ METHOD_NOTE = (
 )
 
 
+def _incomplete_note(runs: DeviceRuns) -> str:
+    return f"interrupted run, rows may be missing: {', '.join(runs.incomplete)} (re-run `facekd bench` to resume)"
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "device"
 
@@ -154,6 +166,8 @@ def _markdown(devices: list[DeviceRuns], images: dict[str, str]) -> str:
     lines = ["# facekd runtime benchmark", "", METHOD_NOTE, ""]
     for runs in devices:
         lines += [f"## {runs.label}", "", _device_line(runs.device), ""]
+        if runs.incomplete:
+            lines += [f"⚠ {_incomplete_note(runs)}", ""]
         lines.append("| " + " | ".join(COLUMNS) + " |")
         lines.append("|" + "---|" * len(COLUMNS))
         for row in runs.rows:
@@ -180,8 +194,10 @@ def _html(devices: list[DeviceRuns], pngs: dict[str, bytes]) -> str:
              "<title>facekd runtime benchmark</title>", f"<style>{HTML_STYLE}</style></head><body>",
              "<h1>facekd runtime benchmark</h1>", f'<p class="small">{html.escape(METHOD_NOTE)}</p>']
     for runs in devices:
-        parts += [f"<h2>{html.escape(runs.label)}</h2>", f"<p>{html.escape(_device_line(runs.device))}</p>",
-                  "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS) + "</tr>"]
+        parts += [f"<h2>{html.escape(runs.label)}</h2>", f"<p>{html.escape(_device_line(runs.device))}</p>"]
+        if runs.incomplete:
+            parts.append(f"<p>⚠ {html.escape(_incomplete_note(runs))}</p>")
+        parts.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS) + "</tr>")
         for row in runs.rows:
             cells = row_cells(row)
             parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells[:-1])

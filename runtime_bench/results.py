@@ -3,7 +3,8 @@
 Schema (``schema_version`` 1)::
 
     {"schema_version": 1, "created": ISO time, "target": "local" | "ssh:user@host:22" | ...,
-     "export_dir": str, "pairs": {"name", "count"} | null, "config": {...},
+     "complete": bool (false while a run is in progress or was interrupted),
+     "export_dir": str, "pairs": {"name", "count", "images"} | null, "config": {...},
      "device": {"name", "cpu", "cores", "os", "python", "load_before", "load_after"},
      "rows": [{"artifact", "format", "precision", "runtime", "manifest_sha256",
                "status": "ok" | "unavailable" | "failed" | "rejected", "reason",
@@ -128,6 +129,7 @@ class BenchResult:
     export_dir: str = ""
     pairs: dict | None = None
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    complete: bool = True
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:
@@ -148,7 +150,7 @@ class BenchResult:
         _check(data["rows"], (list,), f"{source}: rows")
         rows = [Row.from_dict(row, f"{source}: rows[{index}]") for index, row in enumerate(data["rows"])]
         for key, types in (("config", (dict,)), ("target", (str,)), ("export_dir", (str,)),
-                           ("pairs", (dict, type(None))), ("created", (str,))):
+                           ("pairs", (dict, type(None))), ("created", (str,)), ("complete", (bool,))):
             if key in data:
                 _check(data[key], types, f"{source}: {key}")
         unknown = sorted(set(data) - {f.name for f in fields(cls)})
@@ -186,6 +188,7 @@ class DeviceRuns:
     device: dict
     rows: list[Row]
     sources: list[str]
+    incomplete: list[str]  # sources whose run was interrupted
 
 
 def merge_results(paths: Iterable[str | os.PathLike]) -> list[DeviceRuns]:
@@ -200,9 +203,11 @@ def merge_results(paths: Iterable[str | os.PathLike]) -> list[DeviceRuns]:
     merged: dict[str, DeviceRuns] = {}
     for source, result in sorted(results, key=lambda item: item[1].created):
         label = result.device_label()
-        runs = merged.setdefault(label, DeviceRuns(label, result.device, [], []))
+        runs = merged.setdefault(label, DeviceRuns(label, result.device, [], [], []))
         runs.device = result.device
         runs.sources.append(source)
+        if not result.complete:
+            runs.incomplete.append(source)
         kept = {row.key(): row for row in runs.rows}
         for row in result.rows:
             kept[row.key()] = row

@@ -43,8 +43,6 @@ def _python_path(extra: str) -> str:
 class LocalTarget:
     """This machine. ``python`` is the default interpreter for workers (this one if omitted)."""
 
-    kind = "worker"
-
     def __init__(self, python: str | None = None):
         self.python = python or sys.executable
         self.name = "local"
@@ -92,19 +90,21 @@ class SshTarget:
     ``remote_dir`` and the worker runs as ``<python> -m runtime_bench.worker`` over ``ssh``.
 
     The remote Python needs numpy and the runtimes of the formats to measure (e.g. onnxruntime);
-    it needs no project install. ``options`` are extra ``-o`` settings for ssh and scp.
+    it needs no project install. ``options`` are extra ``-o`` settings for ssh and scp. With
+    ``multiplex`` every ssh/scp call reuses one authenticated connection (OpenSSH ControlMaster),
+    closed by :meth:`close`.
     """
-
-    kind = "worker"
 
     def __init__(self, host: str, user: str | None = None, port: int = 22, python: str = "python3",
                  remote_dir: str = "/tmp/facekd-bench", identity_file: str | os.PathLike | None = None,
-                 options: Sequence[str] = (), connect_timeout_s: int = 15):
+                 options: Sequence[str] = (), connect_timeout_s: int = 15, multiplex: bool = True):
         self.host, self.user, self.port = host, user, int(port)
         self.python, self.remote_dir = python, remote_dir.rstrip("/")
         self.identity_file = str(identity_file) if identity_file else None
         self.options = list(options)
         self.connect_timeout_s = connect_timeout_s
+        self.multiplex = multiplex
+        self._control_dir: str | None = None
         self.name = f"ssh:{self.destination}:{self.port}"
         self._prepared = False
         self._copied: dict[tuple[str, int, int], str] = {}
@@ -122,6 +122,11 @@ class SshTarget:
             options += ["-i", self.identity_file, "-o", "IdentitiesOnly=yes"]
         for option in self.options:
             options += ["-o", option]
+        if self.multiplex:
+            if self._control_dir is None:
+                self._control_dir = tempfile.mkdtemp(prefix="fkssh-")  # short: socket paths max ~100 chars
+            options += ["-o", "ControlMaster=auto", "-o", f"ControlPath={self._control_dir}/%C",
+                        "-o", "ControlPersist=300"]
         return options
 
     def ssh_command(self, remote_command: str) -> list[str]:
@@ -139,8 +144,9 @@ class SshTarget:
             raise TargetError(f"{what} on {self.destination}:{self.port} failed: {last}")
         return done.stdout
 
-    def _scp(self, source: str, target: str, what: str) -> None:
-        self._run(["scp", "-q", "-P", str(self.port), *self._common_options(), source, target], what)
+    def _scp(self, source: str, target: str, what: str, recursive: bool = False) -> None:
+        flags = ["-q", "-r"] if recursive else ["-q"]
+        self._run(["scp", *flags, "-P", str(self.port), *self._common_options(), source, target], what)
 
     def unavailable_reason(self) -> str | None:
         for tool in ("ssh", "scp"):
@@ -173,14 +179,15 @@ class SshTarget:
                             description=f"ssh worker on {self.destination}:{self.port}")
 
     def put(self, local: Path) -> str:
-        """Copy a file into ``remote_dir/files`` (once per unchanged file); return its remote path."""
+        """Copy a file or folder (e.g. ``.mlpackage``) into ``remote_dir/files`` once per unchanged
+        version; return its remote path."""
         self.prepare()
         local = Path(local).resolve()
         stat = local.stat()
         key = (str(local), stat.st_size, stat.st_mtime_ns)
         if key not in self._copied:
             remote = f"{self.remote_dir}/files/{len(self._copied)}-{local.name}"
-            self._scp(str(local), f"{self.destination}:{remote}", f"copying {local.name}")
+            self._scp(str(local), f"{self.destination}:{remote}", f"copying {local.name}", recursive=local.is_dir())
             self._copied[key] = remote
         return self._copied[key]
 
@@ -192,12 +199,21 @@ class SshTarget:
         self._scp(f"{self.destination}:{remote}", str(local), f"fetching {Path(remote).name}")
 
     def close(self) -> None:
-        """Remove the exchanged inputs/outputs; keep the bundle and artifacts for the next run."""
+        """Remove the exchanged inputs/outputs (keep the bundle and artifacts for the next run) and
+        stop the shared connection."""
         if self._prepared:
             try:
                 self._run(self.ssh_command(f"rm -rf {shlex.quote(self.remote_dir + '/io')}"), "cleaning up")
             except TargetError as exc:
                 logger.warning("%s", exc)
+        if self._control_dir is not None:
+            try:
+                subprocess.run(["ssh", "-O", "exit", "-p", str(self.port), *self._common_options(), self.destination],
+                               capture_output=True, timeout=30)
+            except (OSError, subprocess.SubprocessError) as exc:
+                logger.warning("could not stop the shared ssh connection: %s", exc)
+            shutil.rmtree(self._control_dir, ignore_errors=True)
+            self._control_dir = None
 
 
 _NUMBER = r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
@@ -289,7 +305,6 @@ class AdbTarget:
     """An Android device: runs TFLite's ``benchmark_model`` (which the user supplies, built for
     the device's ABI) on pushed ``.tflite`` artifacts. Latency only: no accuracy on device."""
 
-    kind = "benchmark_binary"
     suffixes = (".tflite",)
 
     def __init__(self, serial: str | None = None, benchmark_binary: str | os.PathLike | None = None,

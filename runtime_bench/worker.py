@@ -17,6 +17,8 @@ Protocol (one JSON object per line; every reply has ``ok``; failures add ``kind`
   run after ``load`` (``null`` when an earlier request already ran the model).
 - ``{"op": "embed", "input": "<images.npy>", "output": "<embeddings.npy>", "batch"}`` runs the
   input in chunks of ``batch`` and writes float32 [N, D] raw embeddings -> ``{"output", "shape"}``.
+- ``{"op": "probe"}`` -> ``{"accelerators": [...]}``: which of "torch-cuda", "onnxruntime-cuda",
+  "onnxruntime-tensorrt" this environment can run (imports torch/onnxruntime if installed).
 - ``{"op": "bye"}`` -> ``{}``, then the worker exits.
 
 The protocol stream is a private duplicate of the original stdout; file descriptor 1 is pointed
@@ -25,6 +27,7 @@ at stderr so that anything a runtime prints cannot corrupt the protocol.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -49,16 +52,20 @@ def _runner_factory(request: dict) -> Callable[..., object]:
         if not module_name or not attribute:
             raise ProtocolError(f"runner must be 'module:callable', got {spec!r}")
         return getattr(importlib.import_module(module_name), attribute)
-    from export.formats import runner_factory  # lazy: the format table is only needed here
+    from export.formats import FORMATS  # lazy: imports no runtime, only the format table
 
-    return runner_factory(request["format"], request.get("precision"))
+    name = request.get("format")
+    if name not in FORMATS:
+        raise ProtocolError(f"unknown format {name!r}; known: {sorted(FORMATS)}")
+    return FORMATS[name].runner
 
 
 class WorkerState:
-    """The loaded runner and whether it has run yet."""
+    """The loaded runner, the input layout it expects, and whether it has run yet."""
 
     def __init__(self) -> None:
         self.runner = None
+        self.layout: str | None = None
         self.has_run = False
 
     def run(self, batch):
@@ -77,15 +84,19 @@ def _load(state: WorkerState, request: dict) -> dict:
     started = time.perf_counter()
     runner.load(request["path"], int(request.get("threads") or 1))
     init_ms = (time.perf_counter() - started) * 1000.0
-    state.runner, state.has_run = runner, False
+    state.runner, state.layout, state.has_run = runner, request.get("layout"), False
     info = runner.info() if hasattr(runner, "info") else {}
     return {"init_ms": init_ms, "info": json.loads(json.dumps(info, default=str))}
 
 
-def _read_batch(path: str, batch: int | None):
+def _read_batch(path: str, batch: int | None, layout: str | None):
+    """float32 images from a .npy; with a layout, 4-D inputs must have 3 channels where it says."""
     import numpy as np
 
     data = np.load(path, allow_pickle=False)
+    channel_axis = {"NCHW": 1, "NHWC": 3}.get(layout or "")
+    if data.ndim == 4 and channel_axis is not None and data.shape[channel_axis] != 3:
+        raise ProtocolError(f"input {path} shaped {list(data.shape)} is not {layout} RGB")
     if batch is not None:
         if len(data) < batch:
             raise ProtocolError(f"input {path} has {len(data)} rows, fewer than batch {batch}")
@@ -95,7 +106,7 @@ def _read_batch(path: str, batch: int | None):
 
 def _time(state: WorkerState, request: dict) -> dict:
     state.require_runner()
-    batch = _read_batch(request["input"], int(request["batch"]))
+    batch = _read_batch(request["input"], int(request["batch"]), state.layout)
     plan = TimingPlan.from_dict(request)
     load_before = load_average()
     first_ms = None
@@ -118,7 +129,7 @@ def _embed(state: WorkerState, request: dict) -> dict:
     import numpy as np
 
     state.require_runner()
-    images = _read_batch(request["input"], None)
+    images = _read_batch(request["input"], None, state.layout)
     chunk = max(1, int(request.get("batch") or 1))
     outputs = []
     for start in range(0, len(images), chunk):
@@ -132,8 +143,28 @@ def _embed(state: WorkerState, request: dict) -> dict:
     return {"output": request["output"], "shape": list(embeddings.shape)}
 
 
+ACCELERATED_ORT_PROVIDERS = {"CUDAExecutionProvider": "onnxruntime-cuda", "TensorrtExecutionProvider": "onnxruntime-tensorrt"}
+
+
+def _probe(state: WorkerState, request: dict) -> dict:
+    """Accelerated runtimes usable in this environment: torch on CUDA, onnxruntime CUDA/TensorRT."""
+    accelerators = []
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        if torch.cuda.is_available():
+            accelerators.append("torch-cuda")
+    if importlib.util.find_spec("onnxruntime") is not None:
+        import onnxruntime
+
+        providers = onnxruntime.get_available_providers()
+        accelerators += [name for provider, name in ACCELERATED_ORT_PROVIDERS.items() if provider in providers]
+    return {"accelerators": accelerators}
+
+
 HANDLERS: dict[str, Callable[[WorkerState, dict], dict]] = {
     "load": _load,
+    "probe": _probe,
     "time": _time,
     "embed": _embed,
     "bye": lambda state, request: {},
@@ -143,6 +174,12 @@ HANDLERS: dict[str, Callable[[WorkerState, dict], dict]] = {
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".strip().rstrip(":")
+
+
+def _is_format_unavailable(exc: Exception) -> bool:
+    """Whether a runner refused because its runtime cannot run on this host (export's FormatUnavailable)."""
+    errors = sys.modules.get("export.errors")
+    return errors is not None and isinstance(exc, errors.FormatUnavailable)
 
 
 def handle(state: WorkerState, line: str) -> tuple[dict, bool]:
@@ -159,6 +196,8 @@ def handle(state: WorkerState, line: str) -> tuple[dict, bool]:
         reason = f"{missing} not installed" if missing else _one_line(exc)
         return {"ok": False, "kind": "unavailable", "error": reason}, False
     except Exception as exc:  # a runner may raise anything; the parent gets it as one line
+        if _is_format_unavailable(exc):
+            return {"ok": False, "kind": "unavailable", "error": str(exc)}, False
         logger.exception("request failed")
         return {"ok": False, "kind": "error", "error": _one_line(exc)}, False
 

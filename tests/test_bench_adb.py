@@ -1,12 +1,16 @@
 """The adb target: benchmark_model output parsing and honest unavailability without adb."""
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
 
+from runtime_bench.bench import BenchConfig, run_bench
+from runtime_bench.results import load_result
 from runtime_bench.targets import (AdbTarget, BenchmarkOutputError, parse_benchmark_model_output,
                                    target_from_dict)
+from tests.test_bench_run import synthetic_pairs, write_manifest
 
 # Shape of real TFLite benchmark_model output (a recent build, log-prefixed, with percentiles),
 # as printed on device in public benchmark write-ups.
@@ -93,3 +97,71 @@ def test_adb_needs_benchmark_binary(tmp_path, monkeypatch):
     binary = tmp_path / "benchmark_model"
     binary.write_bytes(b"\x7fELF")
     assert AdbTarget(benchmark_binary=binary).unavailable_reason() is None
+
+
+FAKE_ADB = """#!/bin/sh
+# Stands in for adb talking to one phone: answers the queries AdbTarget makes and prints a saved
+# benchmark_model output for the benchmark run; every call is logged.
+echo "$@" >> "$FAKE_ADB_LOG"
+if [ "$1" = "-s" ]; then shift 2; fi
+case "$1" in
+  get-state) echo device ;;
+  push) exit 0 ;;
+  shell)
+    shift
+    case "$1" in
+      getprop)
+        case "$2" in
+          ro.product.manufacturer) echo Google ;;
+          ro.product.model) echo Pixel 8 ;;
+          ro.build.version.release) echo 14 ;;
+          ro.product.cpu.abi) echo arm64-v8a ;;
+          *) echo ;;
+        esac ;;
+      cat)
+        case "$2" in
+          /proc/loadavg) echo "0.20 0.30 0.40 1/900 4242" ;;
+          /sys/devices/system/cpu/present) echo 0-8 ;;
+        esac ;;
+      mkdir|chmod) exit 0 ;;
+      *) cat "$FAKE_BENCHMARK_OUTPUT" ;;
+    esac ;;
+esac
+"""
+
+
+def test_run_bench_on_adb_target_parses_benchmark_model(tmp_path, monkeypatch):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "adb").write_text(FAKE_ADB)
+    (tmp_path / "bin" / "adb").chmod(0o755)
+    (tmp_path / "output.txt").write_text(OUTPUT_WITH_PERCENTILES)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_ADB_LOG", str(tmp_path / "adb.log"))
+    monkeypatch.setenv("FAKE_BENCHMARK_OUTPUT", str(tmp_path / "output.txt"))
+    export = tmp_path / "export"
+    (export / "tflite-fp32").mkdir(parents=True)
+    (export / "tflite-fp32" / "model.tflite").write_bytes(b"TFL3 tiny stand-in model")
+    write_manifest(export / "tflite-fp32", "tflite", "fp32", "model.tflite", shape=[1, 112, 112, 3], layout="NHWC")
+    (export / "onnx-fp32").mkdir()
+    (export / "onnx-fp32" / "model.onnx").write_bytes(b"onnx stand-in")
+    write_manifest(export / "onnx-fp32", "onnx", "fp32", "model.onnx")
+    binary = tmp_path / "benchmark_model"
+    binary.write_bytes(b"\x7fELF")
+
+    config = BenchConfig(threads=[1, 4], batch=[1], warmup_count=2, warmup_seconds=0.5, min_runs=20,
+                         min_seconds=1.0, max_seconds=30.0)
+    target = AdbTarget(serial="R5CX", benchmark_binary=binary)
+    result = load_result(run_bench(export, synthetic_pairs(), config, tmp_path / "phone.json", target=target,
+                                   progress=False))
+    assert result.device["name"] == "Google Pixel 8" and result.device["cores"] == 9
+    assert result.device["os"] == "Android 14" and result.device["load_before"] == 0.2
+    rows = {(row.artifact, row.threads): row for row in result.rows}
+    assert rows[("onnx-fp32", None)].status == "unavailable"
+    for threads in (1, 4):
+        row = rows[("tflite-fp32", threads)]
+        assert row.status == "ok" and row.runtime == "benchmark_model" and row.accuracy is None
+        assert row.latency["mean"] == pytest.approx(7.51923) and row.latency["p50"] == pytest.approx(7.418)
+        assert row.memory["peak_rss_mb"] == pytest.approx(19.832)
+    log = (tmp_path / "adb.log").read_text()
+    assert "--num_threads=4" in log and "--num_runs=20" in log and "--warmup_runs=2" in log
+    assert "-s R5CX" in log

@@ -1,10 +1,14 @@
 """Latency statistics, timing plan and disturbance rule of runtime_bench.latency."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
-from runtime_bench.latency import TimingPlan, disturbance, host_info, percentile, summarize, time_runs
+from runtime_bench.latency import (TimingPlan, disturbance, host_info, peak_rss_mb, percentile, summarize,
+                                   time_runs)
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 10, 101])
@@ -78,3 +82,15 @@ def test_host_info_has_device_fields():
     info = host_info()
     assert info["cores"] >= 1 and info["cpu"] and info["python"].count(".") == 2
     assert {"name", "os", "load"} <= set(info)
+
+
+def test_peak_rss_tracks_this_process_only():
+    """A fresh interpreter starts low (the parent's memory is not counted) and sees its own growth."""
+    script = ("import numpy as np; from runtime_bench.latency import peak_rss_mb; before = peak_rss_mb(); "
+              "block = np.ones(64 * 2**20 // 8); print(before, peak_rss_mb())")
+    ballast = np.ones(256 * 2**20 // 8)  # make this parent clearly bigger than the child
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    before, after = map(float, done.stdout.split())
+    assert before < 200 and after - before > 48
+    assert peak_rss_mb() > 256
+    del ballast

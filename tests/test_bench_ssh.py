@@ -17,7 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from runtime_bench.bench import BenchConfig, run_bench
+from runtime_bench.results import load_result
 from runtime_bench.targets import SshTarget
+from tests.test_bench_run import QUICK, build_export_dir, synthetic_pairs
 
 SSHD = Path("/usr/sbin/sshd")
 
@@ -98,4 +101,34 @@ def test_ssh_worker_round_trip(sshd, tmp_path):
 def test_ssh_unreachable_is_a_reason_not_a_crash(sshd):
     target = sshd(port=_free_port(), connect_timeout_s=5)
     reason = target.unavailable_reason()
+    target.close()
     assert reason and "failed" in reason
+
+
+def test_run_bench_over_ssh(sshd, tmp_path):
+    export_dir = build_export_dir(tmp_path)
+    config = BenchConfig(**{**QUICK, "batch": [1]}, artifacts=["torch-fp32", "onnx-fp32", "onnx-int8"], accelerators=False)
+    target = sshd()
+    result = load_result(run_bench(export_dir, synthetic_pairs(), config, tmp_path / "ssh.json", target=target,
+                                   progress=False))
+    assert result.target == target.name and result.device["cores"] >= 1
+    by_artifact = {row.artifact: row for row in result.rows}
+    assert set(by_artifact) == {"torch-fp32", "onnx-fp32", "onnx-int8"}
+    for name in ("torch-fp32", "onnx-fp32"):
+        row = by_artifact[name]
+        assert row.status == "ok", row.reason
+        assert row.latency["n"] >= 3 and row.memory["peak_rss_mb"] > 20 and row.accuracy is not None
+    assert by_artifact["onnx-fp32"].parity["worst_cos"] > 0.9999
+    assert by_artifact["onnx-int8"].reason.startswith("sha256 mismatch")
+    assert list((Path(target.remote_dir) / "files").iterdir())  # artifacts really travelled by scp
+
+
+def test_run_bench_unreachable_ssh_target_gives_unavailable_rows(sshd, tmp_path):
+    export_dir = build_export_dir(tmp_path)
+    config = BenchConfig(**QUICK, artifacts=["onnx-fp32"], accelerators=False)
+    target = sshd(port=_free_port(), connect_timeout_s=5)
+    result = load_result(run_bench(export_dir, synthetic_pairs(), config, tmp_path / "r.json", target=target,
+                                   progress=False))
+    assert {row.artifact for row in result.rows} == {"torch-fp32", "onnx-fp32"}  # the reference always comes along
+    assert all(row.status == "unavailable" and "failed" in row.reason for row in result.rows)
+    assert result.device["cores"] is None

@@ -5,7 +5,9 @@ import textwrap
 
 import numpy as np
 import pytest
+import torch
 
+from runtime_bench.accelerated import ACCELERATED_RUNTIMES
 from runtime_bench.client import WorkerDied, WorkerError
 from runtime_bench.targets import LocalTarget
 
@@ -63,9 +65,9 @@ def target(tmp_path, monkeypatch):
 
 
 def test_load_time_embed(target, tmp_path):
-    weights = np.random.default_rng(0).normal(size=(2 * 3 * 3, 4)).astype(np.float32)
+    weights = np.random.default_rng(0).normal(size=(3 * 2 * 2, 4)).astype(np.float32)
     np.save(tmp_path / "weights.npy", weights)
-    images = np.random.default_rng(1).normal(size=(7, 2, 3, 3)).astype(np.float32)
+    images = np.random.default_rng(1).normal(size=(7, 3, 2, 2)).astype(np.float32)
     np.save(tmp_path / "images.npy", images)
     with target.start_worker(timeout_s=60) as worker:
         assert worker.hello["protocol"] == 1 and worker.hello["host"]["cores"] >= 1
@@ -81,6 +83,9 @@ def test_load_time_embed(target, tmp_path):
         again = worker.request("time", input=str(tmp_path / "images.npy"), batch=1, warmup_count=0,
                                warmup_seconds=0, min_runs=1, min_seconds=0, max_seconds=10)
         assert again["first_ms"] is None  # the model had already run
+        np.save(tmp_path / "nhwc.npy", images.transpose(0, 2, 3, 1))
+        with pytest.raises(WorkerError, match="is not NCHW RGB"):
+            worker.request("embed", input=str(tmp_path / "nhwc.npy"), output=str(tmp_path / "x.npy"), batch=3)
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), images.reshape(7, -1) @ weights, rtol=1e-5)
 
 
@@ -124,3 +129,10 @@ def test_hanging_worker_times_out(target):
 def test_missing_interpreter_is_worker_died(tmp_path):
     with pytest.raises(WorkerDied, match="could not start"):
         LocalTarget(python=str(tmp_path / "no-python")).start_worker(timeout_s=10)
+
+
+def test_probe_reports_only_known_accelerators(target):
+    with target.start_worker(timeout_s=120) as worker:
+        accelerators = worker.request("probe")["accelerators"]
+    assert set(accelerators) <= set(ACCELERATED_RUNTIMES)
+    assert ("torch-cuda" in accelerators) == torch.cuda.is_available()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -134,11 +135,19 @@ def test_ddp_two_gloo_processes(tiny_faces, tiny_teacher, tiny_pairs, tmp_path):
     cfg_path = tmp_path / "cfg.yaml"
     from facekd.config import save_config
 
-    save_config(tiny_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, "train.epochs=1"), cfg_path)
+    cfg = tiny_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, "train.epochs=1")
+    save_config(cfg, cfg_path)
+    ensure_teacher_cache(cfg, progress=False)  # under torchrun the cache is built beforehand
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={port}",
            "-m", "facekd.cli", "--quiet", "train", "--config", str(cfg_path), "--out", str(tmp_path / "ddp")]
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     state = load_checkpoint(tmp_path / "ddp" / "student.pt")
     assert state["epoch"] == 1
+    # 24 images, batches of 6, two ranks: each rank took every other batch -> 2 steps each
+    assert load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")["global_step"] == 2

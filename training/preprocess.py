@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-import cv2
 import numpy as np
 
 CHANNEL_ORDERS = ("RGB", "BGR")
@@ -54,6 +53,8 @@ class PreprocessSpec:
         """Resize one HxWx3 uint8 RGB image to size×size (no-op when already that size)."""
         if image.shape[0] == self.size and image.shape[1] == self.size:
             return image
+        import cv2  # only when resizing: remote bench workers need numpy alone
+
         return cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
 
     def apply(self, images: np.ndarray) -> np.ndarray:

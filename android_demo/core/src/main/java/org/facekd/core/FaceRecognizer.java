@@ -45,10 +45,6 @@ public final class FaceRecognizer {
         return new Recognition(embedding, match);
     }
 
-    public ImagePreprocessor preprocessor() {
-        return preprocessor;
-    }
-
     /** A face's normalised embedding (kept for enrolment) and its match. */
     public static final class Recognition {
         private final float[] embedding;

@@ -53,10 +53,6 @@ public final class Gallery {
         return true;
     }
 
-    public synchronized void clear() {
-        people.clear();
-    }
-
     /** Names in enrolment order. */
     public synchronized List<String> names() {
         return new ArrayList<>(people.keySet());

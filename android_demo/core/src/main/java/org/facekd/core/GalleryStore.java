@@ -44,10 +44,6 @@ public final class GalleryStore {
         this.file = file;
     }
 
-    public Path file() {
-        return file;
-    }
-
     /**
      * Loads the gallery for this model, or an empty one if the file does not exist yet.
      *

@@ -22,10 +22,6 @@ public final class ImagePreprocessor {
         this.outputLayout = outputLayout;
     }
 
-    public PreprocessSpec spec() {
-        return spec;
-    }
-
     public TensorLayout outputLayout() {
         return outputLayout;
     }

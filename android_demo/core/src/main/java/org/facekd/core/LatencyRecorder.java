@@ -45,10 +45,6 @@ public final class LatencyRecorder {
         return new ArrayList<>(stages.keySet());
     }
 
-    public synchronized void clear() {
-        stages.clear();
-    }
-
     private static final class Ring {
         private final double[] samples;
         private int next;

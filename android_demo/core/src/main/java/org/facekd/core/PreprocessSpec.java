@@ -79,11 +79,6 @@ public final class PreprocessSpec {
         return layout;
     }
 
-    /** Number of floats in one input tensor: 3 × size × size. */
-    public int tensorLength() {
-        return 3 * size * size;
-    }
-
     @Override
     public String toString() {
         return "PreprocessSpec{size=" + size + ", " + channelOrder + ", mean=" + Arrays.toString(mean)

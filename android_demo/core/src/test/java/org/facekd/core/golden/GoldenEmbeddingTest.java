@@ -21,7 +21,6 @@ import org.facekd.core.ImagePreprocessor;
 import org.facekd.core.LatencyStats;
 import org.facekd.core.ModelManifest;
 import org.facekd.core.host.HostLiteRtEngine;
-import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.TestReporter;
@@ -114,11 +113,6 @@ class GoldenEmbeddingTest {
             assertTrue(HostLiteRtEngine.isAvailable(), "an export folder was given but the LiteRT JNI shim is not "
                     + "built: run android_demo/run_tests.sh, which builds it");
         }
-    }
-
-    @AfterAll
-    static void forget() {
-        RUNS.clear();
     }
 
     private static ArtifactRun run(Path artifact) throws IOException {

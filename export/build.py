@@ -1,0 +1,309 @@
+"""Export a student checkpoint to every requested format, gate each artifact on parity, write manifests.
+
+Output folder::
+
+    <out>/<format>-<precision>/model<suffix> + manifest.json     artifacts that passed (or could only be validated)
+    <out>/rejected/<format>-<precision>/...                       below their parity bar, or broken after conversion
+    <out>/golden/                                                 golden vectors for app-side tests (see golden.py)
+    <out>/export_summary.json                                     one record per format × precision
+
+One format failing never stops the others: its record says "failed" with a one-line reason.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from training.checkpoint import load_student
+from training.data import BadImageError
+from training.evaluate import student_embed_fn
+from training.io import atomic_write_json, sha256_file
+from training.pairs import VerificationPairs
+from training.preprocess import PreprocessSpec
+from training.verification import best_threshold, embed_pairs, l2_normalise, pair_scores
+
+from .artifact import ArtifactIO
+from .errors import ExportError, FormatUnavailable
+from .faces import FaceSet, evenly_spaced, image_name
+from .formats import FORMATS, FormatRow
+from .golden import write_golden
+from .manifest import Manifest, artifact_size, sha256_artifact
+from .parity import DEFAULT_BARS, ParityBar, ParityReference, embed, gate, measure_parity
+
+if TYPE_CHECKING:
+    from training.models.mobilefacenet import MobileFaceNet
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ExportConfig", "ExportError", "ExportRecord", "available_formats", "export_checkpoint", "plan_jobs"]
+
+REJECTED = "rejected"
+GOLDEN = "golden"
+SUMMARY = "export_summary.json"
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class ExportConfig:
+    formats: list[str] | None = None  # None: every format whose packages are installed
+    precisions: dict[str, list[str]] = field(default_factory=dict)  # format -> precisions (default: all it offers)
+    calib_count: int = 64  # calibration faces for INT8
+    parity_count: int = 64  # parity faces besides those of the pairs
+    parity_pairs: int = 300  # verification pairs for the flip rate (spread evenly over the given pairs)
+    bars: dict[str, ParityBar] = field(default_factory=lambda: dict(DEFAULT_BARS))
+    threads: int | None = None  # runtime threads while measuring parity
+    max_batch: int = 64  # largest batch of formats with a bounded dynamic batch (Core ML, TensorRT)
+
+
+@dataclass
+class ExportRecord:
+    format: str
+    precision: str
+    status: str  # ok | rejected | unavailable | validated-structure-only | failed
+    reason: str
+    path: str | None = None  # artifact path relative to the output folder
+    size_bytes: int | None = None
+    parity: dict | None = None
+    seconds: float | None = None  # conversion time
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def available_formats() -> list[tuple[str, str, bool, str]]:
+    """(format, precision, available here, note) for every row of the table; the note says why
+    a format is unavailable, what limits it on this host, or what the precision means."""
+    listing = []
+    for row in FORMATS.values():
+        unavailable = row.unavailable_reason()
+        for precision, meaning in row.precisions.items():
+            limit = row.validate_only()
+            note = unavailable or (f"{meaning}; {limit}" if limit else meaning)
+            listing.append((row.name, precision, unavailable is None, note))
+    return listing
+
+
+def plan_jobs(config: ExportConfig) -> list[tuple[FormatRow, str, str | None]]:
+    """(row, precision, unavailable reason) for every requested job; raise on requests that cannot work."""
+    explicit = config.formats is not None
+    names = list(config.formats) if explicit else list(FORMATS)
+    choices = ", ".join(FORMATS)
+    for name in names + list(config.precisions):
+        if name not in FORMATS:
+            raise ExportError(f"unknown export format {name!r}: choose from {choices}")
+    for name, precisions in config.precisions.items():
+        if name not in names:
+            raise ExportError(f"precisions given for {name!r}, which is not among the formats to export ({', '.join(names)})")
+        for precision in precisions:
+            if precision not in FORMATS[name].precisions:
+                offered = ", ".join(FORMATS[name].precisions)
+                raise ExportError(f"format {name} has no precision {precision!r}: it offers {offered}")
+    for setting in ("calib_count", "parity_count", "parity_pairs", "max_batch"):
+        if getattr(config, setting) < 1:
+            raise ExportError(f"export {setting} must be at least 1, got {getattr(config, setting)}")
+    jobs = []
+    for name in dict.fromkeys(names):
+        row = FORMATS[name]
+        reason = row.unavailable_reason()
+        if reason and explicit:
+            raise ExportError(f"cannot export {name}: {reason}")
+        jobs += [(row, precision, reason) for precision in config.precisions.get(name) or row.precisions]
+    return jobs
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
+
+
+def _pair_faces(pairs: VerificationPairs, count: int) -> tuple[FaceSet, np.ndarray, np.ndarray]:
+    subset = pairs.subset(evenly_spaced(count, len(pairs)))
+    names = tuple(
+        f"{pairs.name}#{i}" if isinstance(image, np.ndarray) else image_name(image) for i, image in enumerate(subset.images)
+    )
+    try:
+        images = tuple(subset.load_image(i) for i in range(len(subset.images)))
+    except BadImageError as exc:
+        raise ExportError(f"pairs {pairs.name}: {exc}") from None
+    return FaceSet(names, images), subset.left, subset.right
+
+
+def _threshold(model: "MobileFaceNet", preprocess: PreprocessSpec, state: dict, pairs: VerificationPairs | None,
+               progress: bool) -> tuple[float | None, str]:
+    """The verification threshold: recomputed with the PyTorch model on ``pairs``, else the checkpoint's."""
+    if pairs is not None and len(pairs):
+        embeddings = embed_pairs(student_embed_fn(model, preprocess), pairs, progress=progress)
+        threshold, accuracy = best_threshold(pair_scores(embeddings, pairs), pairs.same)
+        return threshold, f"best accuracy ({accuracy:.4f}) of the PyTorch model on {len(pairs)} pairs of {pairs.name}"
+    if state.get("threshold") is not None:
+        return float(state["threshold"]), "checkpoint"
+    return None, "none: no pairs given and the checkpoint has no threshold"
+
+
+def _torch_embeddings(model: "MobileFaceNet", inputs: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        return np.concatenate([model(torch.from_numpy(inputs[i : i + 64])).numpy() for i in range(0, len(inputs), 64)])
+
+
+def _check_io(io: ArtifactIO, expected_input: list, embedding_size: int) -> None:
+    """Raise when an artifact's I/O differs from what its manifest will promise."""
+    problems = []
+    if io.input_dtype != "float32" or io.output_dtype != "float32":
+        problems.append(f"dtypes {io.input_dtype}->{io.output_dtype}, expected float32->float32")
+    if len(io.input_shape) != len(expected_input) or io.input_shape[1:] != expected_input[1:]:
+        problems.append(f"input shape {io.input_shape}, expected {expected_input}")
+    if io.output_shape and io.output_shape[-1] not in (None, embedding_size):
+        problems.append(f"output shape {io.output_shape}, expected [N, {embedding_size}]")
+    if problems:
+        raise RuntimeError("artifact I/O mismatch: " + "; ".join(problems))
+
+
+@dataclass
+class _Run:
+    """What every job of one export shares."""
+
+    out_dir: Path
+    config: ExportConfig
+    model: "MobileFaceNet"
+    preprocess: PreprocessSpec
+    calibration: FaceSet
+    parity_faces: FaceSet
+    reference: ParityReference
+    threshold_source: str
+    source: dict
+    parity_inputs: dict[str, np.ndarray] = field(default_factory=dict)  # layout -> inputs
+
+    def inputs(self, layout: str) -> np.ndarray:
+        if layout not in self.parity_inputs:
+            self.parity_inputs[layout] = self.parity_faces.inputs(self.preprocess.with_layout(layout))
+        return self.parity_inputs[layout]
+
+
+def _export_one(run: _Run, row: FormatRow, precision: str) -> ExportRecord:
+    job = f"{row.name}-{precision}"
+    folder, rejected = run.out_dir / job, run.out_dir / REJECTED / job
+    for stale in (folder, rejected):
+        if stale.exists():
+            shutil.rmtree(stale)
+    folder.mkdir(parents=True)
+    artifact = folder / f"model{row.suffix}"
+    started = time.perf_counter()
+    try:
+        row.convert(run.model, precision, run.calibration, artifact, preprocess=run.preprocess, max_batch=run.config.max_batch)
+    except FormatUnavailable as exc:
+        shutil.rmtree(folder)
+        return ExportRecord(row.name, precision, "unavailable", str(exc))
+    except Exception as exc:  # one format failing must not stop the others
+        logger.warning("%s: conversion failed", job, exc_info=True)
+        shutil.rmtree(folder)
+        return ExportRecord(row.name, precision, "failed", _one_line(exc), seconds=time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+
+    io, parity = None, None
+    layout_spec = run.preprocess.with_layout(row.layout)
+    try:
+        io = row.inspect(artifact)
+        _check_io(io, layout_spec.input_shape(None), run.model.embedding_size)
+        reason = row.validate_only()
+        if reason:
+            status = "validated-structure-only"
+        else:
+            runner = row.runner()
+            runner.load(artifact, run.config.threads)
+            parity = measure_parity(embed(runner, run.inputs(row.layout)), run.reference)
+            reason = gate(precision, parity, run.config.bars) or ""
+            status = "rejected" if reason else "ok"
+    except Exception as exc:  # an artifact that cannot be read back or run is not presented as good
+        logger.warning("%s: validation failed", job, exc_info=True)
+        status, reason = "failed", _one_line(exc)
+
+    if status in ("rejected", "failed"):
+        rejected.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(folder), str(rejected))
+        folder, artifact = rejected, rejected / artifact.name
+    manifest = Manifest(
+        format=row.name, precision=precision, status=status, reason=reason, file=artifact.name,
+        sha256=sha256_artifact(artifact), size_bytes=artifact_size(artifact),
+        input={} if io is None else {"name": io.input_name, "shape": io.input_shape, "layout": row.layout, "dtype": io.input_dtype},
+        output={} if io is None else {"name": io.output_name, "shape": io.output_shape, "dtype": io.output_dtype},
+        preprocess=layout_spec.to_dict(), embedding_size=run.model.embedding_size,
+        threshold=run.reference.threshold, threshold_source=run.threshold_source,
+        calibration=run.calibration.describe() if precision in row.calibrated else None,
+        parity=None if parity is None else parity.to_dict(), converter_versions=row.versions(),
+        quantization=row.precisions[precision], source=run.source, details={} if io is None else io.details,
+        created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    manifest.save(folder / MANIFEST)
+    return ExportRecord(
+        row.name, precision, status, reason, path=artifact.relative_to(run.out_dir).as_posix(),
+        size_bytes=manifest.size_bytes, parity=manifest.parity, seconds=seconds,
+    )
+
+
+def export_checkpoint(
+    checkpoint_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: ExportConfig | None = None,
+    calibration_images: Sequence[str | os.PathLike] = (),
+    parity_images: Sequence[str | os.PathLike] = (),
+    pairs: VerificationPairs | None = None,
+    progress: bool = True,
+) -> list[ExportRecord]:
+    """Export ``checkpoint_path`` into ``out_dir``; returns one record per format × precision.
+
+    Calibration faces should come from training identities, parity faces and ``pairs`` from
+    validation identities. Raises ExportError (or CheckpointError) for requests that cannot work.
+    """
+    config = config or ExportConfig()
+    jobs = plan_jobs(config)
+    checkpoint_path, out_dir = Path(checkpoint_path), Path(out_dir)
+    model, preprocess, state = load_student(checkpoint_path)
+    calibration = FaceSet.from_paths(calibration_images, config.calib_count, "calibration")
+    parity_faces = FaceSet((), ())
+    if parity_images:
+        parity_faces = FaceSet.from_paths(parity_images, config.parity_count, "parity")
+    left = right = np.zeros(0, dtype=np.int64)
+    if pairs is not None and len(pairs):
+        pair_faces, left, right = _pair_faces(pairs, config.parity_pairs)
+        left, right = left + len(parity_faces), right + len(parity_faces)
+        parity_faces = parity_faces + pair_faces
+    if not len(parity_faces):
+        raise ExportError("no parity faces: pass parity images and/or verification pairs of real aligned faces")
+
+    threshold, threshold_source = _threshold(model, preprocess, state, pairs, progress)
+    reference_inputs = parity_faces.inputs(preprocess.with_layout("NCHW"))
+    reference = ParityReference(l2_normalise(_torch_embeddings(model, reference_inputs)), left, right, threshold)
+    run = _Run(
+        out_dir=out_dir, config=config, model=model, preprocess=preprocess, calibration=calibration,
+        parity_faces=parity_faces, reference=reference, threshold_source=threshold_source,
+        source={"checkpoint": checkpoint_path.name, "sha256": sha256_file(checkpoint_path), "arch": state.get("arch")},
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    golden_candidates = [image for image in (pairs.images if pairs is not None else []) if not isinstance(image, np.ndarray)]
+    try:
+        write_golden(out_dir / GOLDEN, model, preprocess, golden_candidates + list(parity_images), threshold)
+    except (ExportError, BadImageError) as exc:
+        logger.warning("golden vectors not written: %s", exc)
+
+    records = []
+    bar = tqdm(jobs, desc="export", unit="artifact", disable=not progress)
+    for row, precision, unavailable in bar:
+        bar.set_postfix_str(f"{row.name}-{precision}")
+        record = ExportRecord(row.name, precision, "unavailable", unavailable) if unavailable else _export_one(run, row, precision)
+        logger.info("%s-%s: %s %s", row.name, precision, record.status, record.reason)
+        records.append(record)
+        atomic_write_json(out_dir / SUMMARY, [r.to_dict() for r in records])  # progress survives an interruption
+    atomic_write_json(out_dir / SUMMARY, [r.to_dict() for r in records])
+    return records

@@ -1,0 +1,116 @@
+"""The one table of export formats. Export, validation, CLI help and the benchmark all read it.
+
+Importing this module imports no runtime: every converter and runner imports its own lazily.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import coreml_format, litert_format, onnx_format, tensorrt_format, torch_format
+from .artifact import ArtifactIO, Runner, package_versions
+
+HOSTS = ("any", "macOS", "CUDA+TensorRT")
+DISPLAY_NAMES = {"tensorrt": "TensorRT", "cuda": "cuda-python", "litert_torch": "litert-torch", "ai_edge_litert": "ai-edge-litert"}
+
+
+def _always_runnable() -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class FormatRow:
+    """One export format: how to convert to it, inspect it and run it, and where it runs."""
+
+    name: str
+    suffix: str
+    precisions: dict[str, str]  # precision -> what it means for this format (CLI help, manifest)
+    requires: tuple[str, ...]  # import names the converter and runner need
+    install_hint: str  # what to do when one of ``requires`` is missing
+    host: str  # one of HOSTS
+    layout: str  # input layout of the artifact: "NCHW" | "NHWC"
+    distributions: tuple[str, ...]  # packages whose versions go into the manifest
+    calibrated: tuple[str, ...]  # precisions whose converter is calibrated on real faces
+    convert: Callable[..., Path]  # (model, precision, calibration, out_path, *, preprocess, max_batch) -> path
+    runner: Callable[[], Runner]
+    inspect: Callable[[Path], ArtifactIO]
+    validate_only: Callable[[], str | None] = _always_runnable  # reason this host cannot run it, else None
+
+    def missing(self) -> list[str]:
+        """Import names of ``requires`` that are not installed."""
+        missing = []
+        for module in self.requires:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                missing.append(module)
+        return missing
+
+    def unavailable_reason(self) -> str | None:
+        """None when this format can be converted here, else a one-line reason with the fix."""
+        missing = self.missing()
+        if not missing:
+            return None
+        names = " and ".join(DISPLAY_NAMES.get(module, module) for module in missing)
+        return f"{names} not installed ({self.install_hint})"
+
+    def versions(self) -> dict[str, str]:
+        return package_versions(self.distributions)
+
+
+FORMATS: dict[str, FormatRow] = {
+    row.name: row
+    for row in (
+        FormatRow(
+            name="torch", suffix=".pt", precisions={"fp32": "PyTorch reference weights (student_state)"},
+            requires=("torch",), install_hint="pip install torch==2.13.0", host="any", layout="NCHW",
+            distributions=("torch",), calibrated=(), convert=torch_format.convert, runner=torch_format.TorchRunner,
+            inspect=torch_format.inspect,
+        ),
+        FormatRow(
+            name="onnx", suffix=".onnx",
+            precisions={
+                "fp32": "float32, dynamic batch",
+                "int8": "static QDQ: per-channel symmetric int8 weights (7-bit range), symmetric int8 activations",
+            },
+            requires=("onnx", "onnxscript", "onnxruntime"), install_hint="pip install onnx onnxscript onnxruntime",
+            host="any", layout="NCHW", distributions=("torch", "onnx", "onnxscript", "onnxruntime"),
+            calibrated=("int8",), convert=onnx_format.convert, runner=onnx_format.OnnxRuntimeRunner, inspect=onnx_format.inspect,
+        ),
+        FormatRow(
+            name="tflite", suffix=".tflite",
+            precisions={
+                "fp32": "float32, batch 1",
+                "fp16": "float16 weights, float32 compute, batch 1",
+                "int8": "PT2E static int8 (per-channel weights, int8 activations), float first/last conv, batch 1",
+            },
+            requires=("litert_torch", "ai_edge_litert"), install_hint="pip install 'facekd[tflite]'",
+            host="any", layout="NHWC", distributions=("torch", "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torchao"),
+            calibrated=("int8",), convert=litert_format.convert, runner=litert_format.LiteRTRunner, inspect=litert_format.inspect,
+        ),
+        FormatRow(
+            name="coreml", suffix=".mlpackage",
+            precisions={
+                "fp16": "ML program, float16 compute, iOS15+",
+                "int8": "ML program, int8 per-channel weights, float16 activations, iOS16+",
+            },
+            requires=("coremltools",), install_hint="pip install 'facekd[coreml]'", host="macOS", layout="NCHW",
+            distributions=("torch", "coremltools"), calibrated=(), convert=coreml_format.convert, runner=coreml_format.CoreMLRunner,
+            inspect=coreml_format.inspect, validate_only=coreml_format.runnable_here,
+        ),
+        FormatRow(
+            name="tensorrt", suffix=".engine",
+            precisions={
+                "fp16": "engine from the fp32 ONNX with FP16 enabled",
+                "int8": "engine from the onnx-int8 QDQ model (explicit quantisation)",
+            },
+            requires=("tensorrt", "cuda"), install_hint=tensorrt_format.INSTALL_HINT, host="CUDA+TensorRT",
+            layout="NCHW", distributions=("torch", "onnx", "onnxruntime", "tensorrt", "cuda-python"),
+            calibrated=("int8",), convert=tensorrt_format.convert, runner=tensorrt_format.TensorRTRunner, inspect=tensorrt_format.inspect,
+        ),
+    )
+}

@@ -1,0 +1,51 @@
+"""Run config: YAML + overrides, typed, unknown keys refused, round trip."""
+from __future__ import annotations
+
+import pytest
+
+from facekd.config import ConfigError, RunConfig, load_config, save_config
+from training.preprocess import PreprocessSpec
+
+
+def test_defaults_yaml_and_overrides_layer_in_order(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train: {epochs: 7, seed: 3}\nloss: {fcd: 2.5}\nstudent:\n  preprocess: {channel_order: BGR}\n")
+    cfg = load_config(path, ["train.epochs=9", "loss.rad=0.5", "optim.step_milestones=[0.5, 0.75]"])
+    assert isinstance(cfg, RunConfig)
+    assert (cfg.train.epochs, cfg.train.seed) == (9, 3)
+    assert (cfg.loss.fcd, cfg.loss.rad) == (2.5, 0.5)
+    assert cfg.optim.step_milestones == [0.5, 0.75]
+    assert cfg.student.preprocess == PreprocessSpec(channel_order="BGR")
+    assert cfg.teacher.preprocess.mean == (0.0, 0.0, 0.0)
+
+
+def test_round_trip_through_saved_yaml(tmp_path):
+    cfg = load_config(None, ["train.epochs=2", "student.width=0.5", "data.aligned_root=/x"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epoch=3", "unknown key 'epoch'"),
+    ("nosuch.key=1", "'nosuch' is not a config section"),
+    ("train.epochs=many", "train.epochs: expected int"),
+    ("train.amp=maybe", "train.amp: expected true/false"),
+    ("student.preprocess.channel_order=XYZ", "channel_order must be one of"),
+    ("no_equals_sign", "must look like key.sub=value"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_bad_file_is_one_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {epochs: 3\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("trian: {epochs: 3}\n")
+    with pytest.raises(ConfigError, match="unknown config key trian"):
+        load_config(unknown)

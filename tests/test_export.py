@@ -1,0 +1,252 @@
+"""Export driver: plan errors, the parity gate, failure isolation, golden vectors, summary.
+
+These tests use the PyTorch row (no converter package needed) and generated faces; the
+converters themselves are tested on real faces in test_export_converters.py.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from export import build, formats
+from export.build import ExportConfig, ExportError, available_formats, export_checkpoint
+from export.errors import FormatUnavailable
+from export.manifest import Manifest, verify_artifact
+from export.parity import DEFAULT_BARS, Parity, ParityBar, ParityReference, gate, measure_parity
+from export.torch_format import TorchRunner
+from training.checkpoint import CheckpointError, save_checkpoint, student_state
+from training.data import load_rgb_file
+from training.models.mobilefacenet import MobileFaceNet
+from training.pairs import VerificationPairs
+from training.preprocess import STUDENT_DEFAULT
+
+TENSORRT_INSTALLED = formats.FORMATS["tensorrt"].unavailable_reason() is None
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = MobileFaceNet(width=0.25).eval()
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "student.pt", student_state(model, STUDENT_DEFAULT, threshold=0.3))
+
+
+@pytest.fixture(scope="module")
+def faces(tiny_faces) -> list[Path]:
+    return sorted(tiny_faces.glob("*/*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def pairs(faces) -> VerificationPairs:
+    """Per identity: one same pair (images 1, 2) and one different pair (image 3 vs next identity's)."""
+    people = sorted({p.parent.name for p in faces})
+    index = {p: i for i, p in enumerate(faces)}
+    by_person = {name: [p for p in faces if p.parent.name == name] for name in people}
+    left, right, same = [], [], []
+    for k, name in enumerate(people):
+        other = people[(k + 1) % len(people)]
+        left += [index[by_person[name][0]], index[by_person[name][2]]]
+        right += [index[by_person[name][1]], index[by_person[other][2]]]
+        same += [True, False]
+    return VerificationPairs(list(faces), left, right, same, folds=np.arange(len(same)) % 2, name="tiny")
+
+
+def _config(**overrides) -> ExportConfig:
+    return ExportConfig(**{"formats": ["torch"], "calib_count": 4, "parity_count": 8, **overrides})
+
+
+def test_torch_export_writes_artifact_manifest_summary_and_golden(checkpoint, faces, pairs, tmp_path):
+    records = export_checkpoint(checkpoint, tmp_path, _config(), faces[:8], faces, pairs, progress=False)
+
+    (record,) = records
+    assert (record.format, record.precision, record.status) == ("torch", "fp32", "ok")
+    assert record.parity["worst_cos"] > 0.9999 and record.parity["flip_rate"] == 0.0
+    assert record.parity["n_pairs"] == len(pairs)
+    manifest_path = tmp_path / "torch-fp32" / "manifest.json"
+    assert verify_artifact(manifest_path) == tmp_path / record.path
+    manifest = Manifest.load(manifest_path)
+    assert manifest.input == {"name": "input", "shape": [None, 3, 112, 112], "layout": "NCHW", "dtype": "float32"}
+    assert manifest.preprocess == STUDENT_DEFAULT.to_dict() and manifest.embedding_size == 128
+    assert manifest.calibration is None  # fp32 needs no calibration
+    assert "pairs of tiny" in manifest.threshold_source and manifest.threshold != 0.3
+    summary = json.loads((tmp_path / "export_summary.json").read_text())
+    assert summary == [record.to_dict()]
+
+
+def test_checkpoint_threshold_is_used_without_pairs(checkpoint, faces, tmp_path):
+    export_checkpoint(checkpoint, tmp_path, _config(), faces[:8], faces, None, progress=False)
+    manifest = Manifest.load(tmp_path / "torch-fp32" / "manifest.json")
+    assert (manifest.threshold, manifest.threshold_source) == (0.3, "checkpoint")
+    assert manifest.parity["flip_rate"] is None and manifest.parity["n_pairs"] == 0
+
+
+def test_golden_vectors_match_the_spec(checkpoint, faces, pairs, tmp_path):
+    export_checkpoint(checkpoint, tmp_path, _config(), faces[:8], faces, pairs, progress=False)
+    golden_dir = tmp_path / "golden"
+    golden = json.loads((golden_dir / "golden.json").read_text())
+
+    assert golden["schema_version"] == 1 and golden["preprocess"] == STUDENT_DEFAULT.to_dict()
+    items = golden["items"]
+    assert [item["image"] for item in items] == [f"face_{i}.png" for i in range(8)] + ["face_resize.png"]
+    assert [len({items[2 * k]["identity"], items[2 * k + 1]["identity"]}) for k in range(4)] == [1, 1, 1, 1]
+    assert len({item["identity"] for item in items[:8]}) == 4
+    assert load_rgb_file(golden_dir / "face_resize.png").shape == (128, 128, 3)
+    model = MobileFaceNet(width=0.25).eval()
+    model.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
+    for item in items:
+        png = load_rgb_file(golden_dir / item["image"])
+        tensor = np.fromfile(golden_dir / item["input"], dtype="<f4").reshape(item["input_shape"])
+        np.testing.assert_array_equal(tensor, STUDENT_DEFAULT.apply(png))
+        with torch.no_grad():
+            expected = torch.nn.functional.normalize(model(torch.from_numpy(tensor)), dim=1)[0].numpy()
+        np.testing.assert_allclose(item["embedding"], expected, atol=1e-5)
+    assert len(golden["pairs"]) == 28
+    for pair in golden["pairs"]:
+        a, b = items[pair["a"]], items[pair["b"]]
+        assert pair["cosine"] == pytest.approx(float(np.dot(a["embedding"], b["embedding"])))
+        assert pair["same_identity"] == (a["identity"] == b["identity"])
+        assert pair["match"] == (pair["cosine"] >= golden["threshold"])
+
+
+class NoisyRunner(TorchRunner):
+    """A runtime that returns corrupted embeddings: what a broken conversion looks like."""
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        clean = super().run(batch)
+        return clean + np.random.default_rng(0).normal(0, 3 * np.abs(clean).max(), clean.shape).astype(np.float32)
+
+
+def test_gate_moves_a_broken_artifact_to_rejected(checkpoint, faces, pairs, tmp_path, monkeypatch):
+    monkeypatch.setitem(formats.FORMATS, "torch", replace(formats.FORMATS["torch"], runner=NoisyRunner))
+    (record,) = export_checkpoint(checkpoint, tmp_path, _config(), faces[:8], faces, pairs, progress=False)
+
+    assert record.status == "rejected" and "below the bar 0.999" in record.reason
+    assert record.path == "rejected/torch-fp32/model.pt"
+    assert not (tmp_path / "torch-fp32").exists()
+    manifest = Manifest.load(tmp_path / "rejected" / "torch-fp32" / "manifest.json")
+    assert manifest.status == "rejected" and manifest.reason == record.reason
+    assert manifest.parity["worst_cos"] < 0.999
+    assert json.loads((tmp_path / "export_summary.json").read_text())[0]["status"] == "rejected"
+
+
+def test_a_failing_converter_does_not_stop_the_others(checkpoint, faces, tmp_path, monkeypatch):
+    def explode(*args, **kwargs):
+        raise RuntimeError("converter exploded\nwith a long traceback-ish second line")
+
+    broken = replace(formats.FORMATS["torch"], name="broken", convert=explode)
+    monkeypatch.setitem(formats.FORMATS, "broken", broken)
+    records = export_checkpoint(checkpoint, tmp_path, _config(formats=["broken", "torch"]), faces[:8], faces, None, progress=False)
+
+    assert [(r.format, r.status) for r in records] == [("broken", "failed"), ("torch", "ok")]
+    assert records[0].reason == "RuntimeError: converter exploded"
+    assert not (tmp_path / "broken-fp32").exists()
+
+
+def test_all_formats_records_unavailable_ones_instead_of_failing(checkpoint, faces, tmp_path, monkeypatch):
+    if TENSORRT_INSTALLED:
+        pytest.skip("TensorRT is installed here")
+    monkeypatch.setattr(build, "FORMATS", {name: formats.FORMATS[name] for name in ("torch", "tensorrt")})
+    records = export_checkpoint(checkpoint, tmp_path, _config(formats=None), faces[:8], faces, None, progress=False)
+
+    assert [(r.format, r.precision, r.status) for r in records] == [
+        ("torch", "fp32", "ok"), ("tensorrt", "fp16", "unavailable"), ("tensorrt", "int8", "unavailable")]
+    assert "TensorRT" in records[1].reason and "pip install tensorrt" in records[1].reason
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (_config(formats=["onnx", "savedmodel"]), "unknown export format 'savedmodel'"),
+        (_config(formats=["torch"], precisions={"torch": ["int4"]}), "torch has no precision 'int4'"),
+        (_config(formats=["torch"], precisions={"onnx": ["int8"]}), "not among the formats"),
+        (_config(calib_count=0), "calib_count must be at least 1"),
+    ],
+)
+def test_impossible_requests_fail_before_any_work(config, message, tmp_path):
+    with pytest.raises(ExportError, match=message):
+        export_checkpoint(tmp_path / "never-read.pt", tmp_path / "out", config)
+    assert not (tmp_path / "out").exists()
+
+
+def test_explicit_tensorrt_request_says_how_to_install():
+    if TENSORRT_INSTALLED:
+        pytest.skip("TensorRT is installed here")
+    with pytest.raises(ExportError, match=r"cannot export tensorrt: TensorRT .*not installed \(pip install tensorrt from NVIDIA"):
+        build.plan_jobs(ExportConfig(formats=["tensorrt"]))
+
+
+def test_tensorrt_converter_and_runner_report_unavailable(tmp_path):
+    if TENSORRT_INSTALLED:
+        pytest.skip("TensorRT is installed here")
+    row = formats.FORMATS["tensorrt"]
+    with pytest.raises(FormatUnavailable, match="TensorRT not installed"):
+        row.convert(MobileFaceNet(width=0.25), "fp16", None, tmp_path / "model.engine", preprocess=STUDENT_DEFAULT, max_batch=8)
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(FormatUnavailable, match="TensorRT not installed"):
+        row.runner().load(tmp_path / "model.engine")
+
+
+def test_bad_checkpoints_and_images_give_one_line_errors(checkpoint, faces, tmp_path):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"definitely not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt or not a facekd checkpoint"):
+        export_checkpoint(corrupt, tmp_path / "a", _config(), faces, faces)
+    other = tmp_path / "other.pt"
+    state = student_state(MobileFaceNet(width=0.25), STUDENT_DEFAULT)
+    save_checkpoint(other, {**state, "arch": {**state["arch"], "name": "resnet50"}})
+    with pytest.raises(CheckpointError, match="does not match its declared architecture"):
+        export_checkpoint(other, tmp_path / "b", _config(), faces, faces)
+    with pytest.raises(ExportError, match="no calibration images"):
+        export_checkpoint(checkpoint, tmp_path / "c", _config(), [], faces)
+    broken_image = tmp_path / "person" / "broken.jpg"
+    broken_image.parent.mkdir()
+    broken_image.write_bytes(b"")
+    with pytest.raises(ExportError, match="parity: cannot decode image"):
+        export_checkpoint(checkpoint, tmp_path / "d", _config(), faces, [broken_image])
+
+
+def test_available_formats_lists_every_row_and_precision():
+    listing = available_formats()
+    expected = [(name, precision) for name, row in formats.FORMATS.items() for precision in row.precisions]
+    assert [(name, precision) for name, precision, _, _ in listing] == expected
+    by_key = {(name, precision): (available, note) for name, precision, available, note in listing}
+    assert by_key[("torch", "fp32")][0] is True
+    if not TENSORRT_INSTALLED:
+        assert by_key[("tensorrt", "int8")] == (False, formats.FORMATS["tensorrt"].unavailable_reason())
+    assert all(row.host in formats.HOSTS and row.layout in ("NCHW", "NHWC") for row in formats.FORMATS.values())
+
+
+def test_gate_applies_the_bar_of_each_precision():
+    good_fp = Parity(mean_cos=0.9999, worst_cos=0.9995, flip_rate=0.0, n_images=8, n_pairs=4)
+    int8_like = Parity(mean_cos=0.995, worst_cos=0.98, flip_rate=0.0, n_images=8, n_pairs=4)
+    assert gate("fp32", good_fp, DEFAULT_BARS) is None
+    assert "worst_cos 0.98000 is below the bar 0.999" in gate("fp16", int8_like, DEFAULT_BARS)
+    assert gate("int8", int8_like, DEFAULT_BARS) is None
+    assert "mean_cos" in gate("int8", int8_like, {**DEFAULT_BARS, "int8": ParityBar("mean_cos", 0.999)})
+
+
+def test_parity_counts_flipped_decisions():
+    reference = np.eye(4, dtype=np.float32)
+    reference[1] = reference[0]  # images 0 and 1 identical: a "same" decision at threshold 0.5
+    ref = ParityReference(reference / np.linalg.norm(reference, axis=1, keepdims=True),
+                          left=np.array([0, 2]), right=np.array([1, 3]), threshold=0.5)
+    artifact = reference.copy()
+    artifact[1] = [0.3, 1.0, 0, 0]  # pair (0,1) now scores 0.29 < 0.5: its decision flips
+    parity = measure_parity(artifact, ref)
+    assert parity.flip_rate == 0.5 and parity.n_pairs == 2 and parity.n_images == 4
+    assert parity.worst_cos == pytest.approx(0.3 / np.hypot(0.3, 1.0))
+
+
+def test_format_table_and_manifest_import_no_runtime():
+    """A benchmark worker imports the table and manifests; each runner imports its runtime itself."""
+    runtimes = ("torch", "onnx", "onnxruntime", "litert_torch", "ai_edge_litert", "coremltools", "tensorrt")
+    probe = f"import sys, export.formats, export.manifest; print([m for m in {runtimes!r} if m in sys.modules])"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.stdout.strip() == "[]"

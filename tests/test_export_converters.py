@@ -1,0 +1,152 @@
+"""Each converter whose package is installed, on a small MobileFaceNet and real aligned faces.
+
+The student here is random-init MobileFaceNet(width=0.25) with its stem convolution scaled so
+embeddings are O(1): with BatchNorm at its initial statistics the network is positively
+homogeneous, so the scale changes no direction, but the untouched net's activations shrink to
+~1e-5 by the last layer, below the smallest step an INT8 quantiser uses (2^-12). Random weights
+quantise worse than trained ones, so INT8 is held to ``RANDOM_WEIGHTS_INT8_BAR`` here; the
+default bar (mean cosine 0.99) applies to real exports.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from export.build import ExportConfig, export_checkpoint
+from export.errors import FormatUnavailable
+from export.formats import FORMATS
+from export.manifest import Manifest, verify_artifact
+from export.parity import DEFAULT_BARS, ParityBar
+from training.checkpoint import save_checkpoint, student_state
+from training.data import load_rgb_file
+from training.models.mobilefacenet import MobileFaceNet
+from training.pairs import read_lfw_pairs
+from training.preprocess import STUDENT_DEFAULT
+
+RANDOM_WEIGHTS_INT8_BAR = ParityBar("mean_cos", 0.97)
+BARS = {**DEFAULT_BARS, "int8": RANDOM_WEIGHTS_INT8_BAR}
+
+
+def _needs(format_name: str):
+    reason = FORMATS[format_name].unavailable_reason()
+    return pytest.mark.skipif(reason is not None, reason=reason or "")
+
+
+@pytest.fixture(scope="module")
+def real_faces(facekd_home):
+    """(calibration paths from training identities, parity paths and 16 pairs from validation identities)."""
+    lfw = facekd_home / "data" / "lfw"
+    aligned = lfw / "aligned_112"
+    train = (lfw / "splits" / "train_identities.txt").read_text().split()[:40]
+    val = (lfw / "splits" / "val_identities.txt").read_text().split()[:40]
+    calibration = sorted(p for name in train for p in (aligned / name).glob("*.jpg"))
+    parity = sorted(p for name in val for p in (aligned / name).glob("*.jpg"))
+    pairs = read_lfw_pairs(lfw / "splits" / "val_pairs.txt", aligned)
+    return calibration, parity, pairs.subset(np.linspace(0, len(pairs) - 1, 16).astype(int))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, real_faces) -> Path:
+    torch.manual_seed(0)
+    model = MobileFaceNet(width=0.25).eval()
+    faces = STUDENT_DEFAULT.apply(np.stack([load_rgb_file(path) for path in real_faces[1][:8]]))
+    with torch.no_grad():
+        model.features[0][0].weight.mul_(1.0 / model(torch.from_numpy(faces)).abs().max())
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "student.pt", student_state(model, STUDENT_DEFAULT, threshold=0.3))
+
+
+def _export(checkpoint, real_faces, out: Path, format_name: str, precisions: list[str]):
+    calibration, parity, pairs = real_faces
+    config = ExportConfig(formats=[format_name], precisions={format_name: precisions}, calib_count=8,
+                          parity_count=8, parity_pairs=16, bars=BARS, max_batch=8)
+    records = export_checkpoint(checkpoint, out, config, calibration, parity, pairs, progress=False)
+    return {r.precision: r for r in records}
+
+
+@_needs("onnx")
+def test_onnx_fp32_is_one_file_with_a_dynamic_batch(checkpoint, real_faces, tmp_path):
+    record = _export(checkpoint, real_faces, tmp_path, "onnx", ["fp32"])["fp32"]
+    assert record.status == "ok" and record.parity["worst_cos"] >= 0.9999
+
+    manifest = Manifest.load(tmp_path / "onnx-fp32" / "manifest.json")
+    assert manifest.input == {"name": "input", "shape": [None, 3, 112, 112], "layout": "NCHW", "dtype": "float32"}
+    assert manifest.output["shape"] == [None, 128] and manifest.calibration is None
+    assert sorted(p.name for p in (tmp_path / "onnx-fp32").iterdir()) == ["manifest.json", "model.onnx"]  # no .data
+    runner = FORMATS["onnx"].runner()
+    runner.load(verify_artifact(tmp_path / "onnx-fp32" / "manifest.json"), threads=1)
+    for batch in (1, 3):
+        assert runner.run(np.zeros((batch, 3, 112, 112), np.float32)).shape == (batch, 128)
+    assert runner.info()["provider"] == "CPUExecutionProvider" and runner.info()["threads"] == 1
+
+
+@_needs("onnx")
+def test_onnx_int8_stays_close_and_suits_tensorrt(checkpoint, real_faces, tmp_path):
+    record = _export(checkpoint, real_faces, tmp_path, "onnx", ["int8"])["int8"]
+    assert record.status == "ok" and record.parity["mean_cos"] >= RANDOM_WEIGHTS_INT8_BAR.minimum
+
+    manifest = Manifest.load(tmp_path / "onnx-int8" / "manifest.json")
+    assert manifest.calibration["count"] == 8 and len(manifest.calibration["id"]) == 64
+    assert manifest.details["qdq_nodes"] > 0 and manifest.details["tensorrt_explicit_quantization"] is True
+    assert manifest.input["shape"] == [None, 3, 112, 112]
+    fp32_size = sum(p.numel() for p in torch.load(checkpoint, weights_only=True)["model"].values()) * 4
+    assert record.size_bytes < 0.6 * fp32_size
+
+
+@_needs("tflite")
+def test_tflite_fp32_takes_nhwc_and_matches_torch(checkpoint, real_faces, tmp_path):
+    record = _export(checkpoint, real_faces, tmp_path, "tflite", ["fp32"])["fp32"]
+    assert record.status == "ok" and record.parity["worst_cos"] >= 0.9999
+
+    manifest = Manifest.load(tmp_path / "tflite-fp32" / "manifest.json")
+    assert manifest.input["layout"] == "NHWC" and manifest.input["shape"] == [1, 112, 112, 3]
+    assert manifest.preprocess == STUDENT_DEFAULT.with_layout("NHWC").to_dict()
+    assert manifest.details["delegate_partitions"] == 1
+    runner = FORMATS["tflite"].runner()
+    runner.load(tmp_path / record.path, threads=1)
+    assert runner.run(np.zeros((3, 112, 112, 3), np.float32)).shape == (3, 128)  # loops over a batch
+    assert runner.info()["delegate"] == "XNNPACK"
+
+
+@pytest.mark.slow
+@_needs("tflite")
+def test_tflite_fp16_and_int8(checkpoint, real_faces, tmp_path):
+    records = _export(checkpoint, real_faces, tmp_path, "tflite", ["fp16", "int8"])
+    assert {p: r.status for p, r in records.items()} == {"fp16": "ok", "int8": "ok"}
+    assert records["fp16"].parity["worst_cos"] >= 0.999
+
+    fp16, int8 = (Manifest.load(tmp_path / f"tflite-{p}" / "manifest.json") for p in ("fp16", "int8"))
+    assert fp16.details["tensor_types"]["float16"] > 0 and fp16.calibration is None
+    assert int8.details["tensor_types"]["int8"] > 0 and int8.calibration["count"] == 8
+    assert int8.input["dtype"] == int8.output["dtype"] == "float32"  # first/last conv kept float
+    assert int8.details["delegate_partitions"] == 1  # the whole INT8 graph runs under XNNPACK
+
+
+@_needs("coreml")
+def test_coreml_fp16_is_validated_structurally_off_macos(checkpoint, real_faces, tmp_path):
+    record = _export(checkpoint, real_faces, tmp_path, "coreml", ["fp16"])["fp16"]
+    manifest = Manifest.load(tmp_path / "coreml-fp16" / "manifest.json")
+    assert manifest.input == {"name": "input", "shape": [None, 3, 112, 112], "layout": "NCHW", "dtype": "float32"}
+    assert manifest.output == {"name": "embedding", "shape": [None, 128], "dtype": "float32"}
+    assert manifest.details["op_census"]["conv"] > 0
+    assert verify_artifact(tmp_path / "coreml-fp16" / "manifest.json").is_dir()
+    if FORMATS["coreml"].validate_only() is None:
+        assert record.status == "ok" and record.parity["worst_cos"] >= 0.999
+        return
+    assert (record.status, record.parity) == ("validated-structure-only", None)
+    assert "needs macOS" in record.reason
+    with pytest.raises(FormatUnavailable, match="needs macOS"):
+        FORMATS["coreml"].runner().load(tmp_path / record.path)
+
+
+@pytest.mark.slow
+@_needs("coreml")
+def test_coreml_int8_stores_quantised_weights(checkpoint, real_faces, tmp_path):
+    records = _export(checkpoint, real_faces, tmp_path, "coreml", ["fp16", "int8"])
+    assert records["int8"].status in ("ok", "validated-structure-only")
+    manifest = Manifest.load(tmp_path / "coreml-int8" / "manifest.json")
+    assert manifest.details["op_census"]["constexpr_affine_dequantize"] > 0
+    assert manifest.input["dtype"] == manifest.output["dtype"] == "float32"
+    assert records["int8"].size_bytes < records["fp16"].size_bytes

@@ -1,0 +1,78 @@
+"""Manifest round trip, atomic save, and the sha256 check the benchmark relies on."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from export.manifest import SCHEMA_VERSION, Manifest, ManifestError, artifact_size, sha256_artifact, verify_artifact
+
+
+def _manifest(file_name: str, sha256: str, size: int) -> Manifest:
+    return Manifest(
+        format="onnx", precision="int8", status="ok", reason="", file=file_name, sha256=sha256, size_bytes=size,
+        input={"name": "input", "shape": [None, 3, 112, 112], "layout": "NCHW", "dtype": "float32"},
+        output={"name": "embedding", "shape": [None, 128], "dtype": "float32"},
+        preprocess={"size": 112, "layout": "NCHW"}, embedding_size=128, threshold=0.31, threshold_source="checkpoint",
+        calibration={"id": "ab" * 32, "count": 64},
+        parity={"mean_cos": 0.999, "worst_cos": 0.995, "flip_rate": 0.0, "n_images": 64, "n_pairs": 300},
+        converter_versions={"onnxruntime": "1.31.1"}, quantization="static QDQ", source={"checkpoint": "student.pt"},
+    )
+
+
+def test_manifest_round_trips_through_json(tmp_path):
+    artifact = tmp_path / "model.onnx"
+    artifact.write_bytes(b"not really onnx")
+    manifest = _manifest(artifact.name, sha256_artifact(artifact), artifact_size(artifact))
+    path = manifest.save(tmp_path / "manifest.json")
+
+    assert Manifest.load(path) == manifest
+    assert json.loads(path.read_text())["schema_version"] == SCHEMA_VERSION
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # atomic: no temp file left
+    assert verify_artifact(path) == artifact
+
+
+def test_verify_artifact_detects_a_changed_file(tmp_path):
+    artifact = tmp_path / "model.onnx"
+    artifact.write_bytes(b"original bytes")
+    path = _manifest(artifact.name, sha256_artifact(artifact), artifact_size(artifact)).save(tmp_path / "manifest.json")
+    artifact.write_bytes(b"tampered bytes")
+
+    with pytest.raises(ManifestError, match="sha256"):
+        verify_artifact(path)
+
+
+def test_verify_artifact_hashes_package_directories(tmp_path):
+    package = tmp_path / "model.mlpackage"
+    (package / "Data").mkdir(parents=True)
+    (package / "Manifest.json").write_text("{}")
+    (package / "Data" / "weights.bin").write_bytes(b"\x00" * 16)
+    path = _manifest(package.name, sha256_artifact(package), artifact_size(package)).save(tmp_path / "manifest.json")
+    assert verify_artifact(path) == package
+    assert artifact_size(package) == 18
+
+    (package / "Data" / "weights.bin").write_bytes(b"\x01" * 16)
+    with pytest.raises(ManifestError, match="sha256"):
+        verify_artifact(path)
+
+
+def test_verify_artifact_reports_a_missing_file(tmp_path):
+    path = _manifest("model.onnx", "0" * 64, 1).save(tmp_path / "manifest.json")
+    with pytest.raises(ManifestError, match="missing"):
+        verify_artifact(path)
+
+
+def test_manifest_refuses_other_schema_versions_and_bad_files(tmp_path):
+    data = _manifest("model.onnx", "0" * 64, 1).to_dict()
+    with pytest.raises(ManifestError, match="schema_version"):
+        Manifest.from_dict({**data, "schema_version": SCHEMA_VERSION + 1})
+    with pytest.raises(ManifestError, match="lacks sha256"):
+        Manifest.from_dict({k: v for k, v in data.items() if k != "sha256"})
+    with pytest.raises(ManifestError, match="status"):
+        Manifest.from_dict({**data, "status": "great"})
+    broken = tmp_path / "manifest.json"
+    broken.write_text("{not json")
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        Manifest.load(broken)
+    with pytest.raises(ManifestError, match="does not exist"):
+        Manifest.load(tmp_path / "absent.json")

@@ -1,0 +1,36 @@
+"""`facekd demo` end to end on tiny generated faces: report written, a re-run reuses every stage."""
+from __future__ import annotations
+
+import json
+import logging
+
+from facekd.config import load_config
+from facekd.pipeline import run_demo
+from tests.test_trainer import tiny_pairs, tiny_teacher  # noqa: F401  (fixtures)
+
+
+def test_demo_chain_writes_report_and_reuses_finished_stages(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, caplog):
+    cfg = load_config(None, [
+        f"data.aligned_root={tiny_faces}", f"data.val_pairs={tiny_pairs}", f"teacher.path={tiny_teacher}",
+        f"teacher.cache_dir={tmp_path / 'cache'}", "student.width=0.25", "data.identities_per_batch=3",
+        "data.images_per_identity=2", "train.epochs=1", "train.threads=1", "loss.fcd=1.0",
+        "export.formats=[torch, onnx]", "export.calib_count=8", "export.parity_count=8",
+        "bench.threads=[1]", "bench.min_runs=3", "bench.min_seconds=0.05", "bench.warmup_count=1",
+        "bench.warmup_seconds=0.0",
+    ])
+    out = tmp_path / "demo"
+    summary = run_demo(cfg, out, progress=False)
+    html = (out / "report" / "report.html").read_text()
+    assert "onnx" in html and "torch" in html
+    result = json.loads((out / "demo.json").read_text())
+    assert result["report_html"] == summary["report_html"]
+    rows = json.loads(open(summary["result"]).read())["rows"]
+    assert {(r["format"], r["precision"]) for r in rows if r["status"] == "ok"} >= {("torch", "fp32"), ("onnx", "fp32")}
+    assert (out / "export" / "golden" / "golden.json").is_file()
+
+    student_mtime = (out / "student.pt").resolve().stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="facekd.pipeline"):
+        run_demo(cfg, out, progress=False)
+    reused = [r.getMessage() for r in caplog.records if r.getMessage().startswith("reusing")]
+    assert len(reused) == 3  # train, export, bench
+    assert (out / "student.pt").resolve().stat().st_mtime_ns == student_mtime
