@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,7 +38,7 @@ from .faces import FaceSet, evenly_spaced, image_name
 from .formats import FORMATS, FormatRow
 from .golden import write_golden
 from .manifest import Manifest, artifact_size, sha256_artifact
-from .parity import DEFAULT_BARS, ParityBar, ParityReference, embed, gate, measure_parity
+from .parity import DEFAULT_BARS, RUN_BATCH, ParityBar, ParityReference, embed, gate, measure_parity
 
 if TYPE_CHECKING:
     from training.models.mobilefacenet import MobileFaceNet
@@ -60,7 +61,7 @@ class ExportConfig:
     parity_count: int = 64  # parity faces besides those of the pairs
     parity_pairs: int = 300  # verification pairs for the flip rate (spread evenly over the given pairs)
     bars: dict[str, ParityBar] = field(default_factory=lambda: dict(DEFAULT_BARS))
-    threads: int | None = None  # runtime threads while measuring parity
+    threads: int | None = None  # threads for PyTorch and every runtime during the export (None: their defaults)
     max_batch: int = 64  # largest batch of formats with a bounded dynamic batch (Core ML, TensorRT)
 
 
@@ -149,6 +150,20 @@ def _threshold(model: "MobileFaceNet", preprocess: PreprocessSpec, state: dict, 
     return None, "none: no pairs given and the checkpoint has no threshold"
 
 
+@contextmanager
+def _torch_threads(threads: int | None):
+    """Run PyTorch with ``threads`` intra-op threads (unchanged when None), restoring the setting after."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _torch_embeddings(model: "MobileFaceNet", inputs: np.ndarray) -> np.ndarray:
     import torch
 
@@ -221,7 +236,8 @@ def _export_one(run: _Run, row: FormatRow, precision: str) -> ExportRecord:
         else:
             runner = row.runner()
             runner.load(artifact, run.config.threads)
-            parity = measure_parity(embed(runner, run.inputs(row.layout)), run.reference)
+            batch_size = min(RUN_BATCH, run.config.max_batch)  # bounded-batch formats accept up to max_batch
+            parity = measure_parity(embed(runner, run.inputs(row.layout), batch_size), run.reference)
             reason = gate(precision, parity, run.config.bars) or ""
             status = "rejected" if reason else "ok"
     except Exception as exc:  # an artifact that cannot be read back or run is not presented as good
@@ -281,29 +297,28 @@ def export_checkpoint(
     if not len(parity_faces):
         raise ExportError("no parity faces: pass parity images and/or verification pairs of real aligned faces")
 
-    threshold, threshold_source = _threshold(model, preprocess, state, pairs, progress)
-    reference_inputs = parity_faces.inputs(preprocess.with_layout("NCHW"))
-    reference = ParityReference(l2_normalise(_torch_embeddings(model, reference_inputs)), left, right, threshold)
-    run = _Run(
-        out_dir=out_dir, config=config, model=model, preprocess=preprocess, calibration=calibration,
-        parity_faces=parity_faces, reference=reference, threshold_source=threshold_source,
-        source={"checkpoint": checkpoint_path.name, "sha256": sha256_file(checkpoint_path), "arch": state.get("arch")},
-    )
     out_dir.mkdir(parents=True, exist_ok=True)
-
     golden_candidates = [image for image in (pairs.images if pairs is not None else []) if not isinstance(image, np.ndarray)]
-    try:
-        write_golden(out_dir / GOLDEN, model, preprocess, golden_candidates + list(parity_images), threshold)
-    except (ExportError, BadImageError) as exc:
-        logger.warning("golden vectors not written: %s", exc)
-
     records = []
-    bar = tqdm(jobs, desc="export", unit="artifact", disable=not progress)
-    for row, precision, unavailable in bar:
-        bar.set_postfix_str(f"{row.name}-{precision}")
-        record = ExportRecord(row.name, precision, "unavailable", unavailable) if unavailable else _export_one(run, row, precision)
-        logger.info("%s-%s: %s %s", row.name, precision, record.status, record.reason)
-        records.append(record)
-        atomic_write_json(out_dir / SUMMARY, [r.to_dict() for r in records])  # progress survives an interruption
+    with _torch_threads(config.threads):
+        threshold, threshold_source = _threshold(model, preprocess, state, pairs, progress)
+        reference_inputs = parity_faces.inputs(preprocess.with_layout("NCHW"))
+        reference = ParityReference(l2_normalise(_torch_embeddings(model, reference_inputs)), left, right, threshold)
+        run = _Run(
+            out_dir=out_dir, config=config, model=model, preprocess=preprocess, calibration=calibration,
+            parity_faces=parity_faces, reference=reference, threshold_source=threshold_source,
+            source={"checkpoint": checkpoint_path.name, "sha256": sha256_file(checkpoint_path), "arch": state.get("arch")},
+        )
+        try:
+            write_golden(out_dir / GOLDEN, model, preprocess, golden_candidates + list(parity_images), threshold)
+        except (ExportError, BadImageError) as exc:
+            logger.warning("golden vectors not written: %s", exc)
+        bar = tqdm(jobs, desc="export", unit="artifact", disable=not progress)
+        for row, precision, unavailable in bar:
+            bar.set_postfix_str(f"{row.name}-{precision}")
+            record = ExportRecord(row.name, precision, "unavailable", unavailable) if unavailable else _export_one(run, row, precision)
+            logger.info("%s-%s: %s %s", row.name, precision, record.status, record.reason)
+            records.append(record)
+            atomic_write_json(out_dir / SUMMARY, [r.to_dict() for r in records])  # progress survives an interruption
     atomic_write_json(out_dir / SUMMARY, [r.to_dict() for r in records])
     return records

@@ -111,7 +111,11 @@ def inspect(path: Path) -> ArtifactIO:
     interpreter = _interpreter_class()(model_path=str(path))
     interpreter.allocate_tensors()
     (inputs,), (outputs,) = interpreter.get_input_details(), interpreter.get_output_details()
-    operators = Counter(op["op_name"] for op in interpreter._get_ops_details())  # noqa: SLF001 - only op census API
+    operations = interpreter._get_ops_details()  # noqa: SLF001 - the interpreter's only op listing
+    operators = Counter(op["op_name"] for op in operations)
+    delegates = [op for op in operations if op["op_name"] == "DELEGATE"]
+    # one delegate kernel that reads the model input and writes its output = the whole graph runs in XNNPACK
+    whole_graph = len(delegates) == 1 and inputs["index"] in delegates[0]["inputs"] and outputs["index"] in delegates[0]["outputs"]
     tensor_types = Counter(t["dtype"].__name__ for t in interpreter.get_tensor_details())
     return ArtifactIO(
         input_name=inputs["name"], input_shape=[int(d) for d in inputs["shape_signature"]],
@@ -120,7 +124,8 @@ def inspect(path: Path) -> ArtifactIO:
         output_dtype=np.dtype(outputs["dtype"]).name,
         details={
             "op_census": {k: v for k, v in operators.items() if k != "DELEGATE"},
-            "delegate_partitions": operators.get("DELEGATE", 0),
+            "delegate_partitions": len(delegates),
+            "xnnpack_whole_graph": bool(whole_graph),
             "tensor_types": dict(tensor_types),
         },
     )

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 export PYTHONUNBUFFERED=1
 
-$PY -m pytest -q
+OMP_NUM_THREADS=1 $PY -m pytest -q
 
 # The JVM tests need a real exported .tflite + golden vectors from a student trained on real faces.
 if [[ -n "${FACEKD_HOME:-}" ]]; then

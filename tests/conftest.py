@@ -44,3 +44,11 @@ def tiny_faces(tmp_path_factory) -> Path:
             image = np.clip(base.astype(np.float64) + noise, 0, 255).astype(np.uint8)
             cv2.imwrite(str(folder / f"person_{ident}_{k + 1:04d}.jpg"), image[..., ::-1])
     return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tests use tiny models: one intra-op thread avoids oversubscribing 2-core CI machines."""
+    import torch
+
+    torch.set_num_threads(1)

@@ -30,6 +30,15 @@ from training.preprocess import STUDENT_DEFAULT
 TENSORRT_INSTALLED = formats.FORMATS["tensorrt"].unavailable_reason() is None
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """PyTorch's default of one thread per core crawls when other processes share the cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
@@ -58,7 +67,7 @@ def pairs(faces) -> VerificationPairs:
 
 
 def _config(**overrides) -> ExportConfig:
-    return ExportConfig(**{"formats": ["torch"], "calib_count": 4, "parity_count": 8, **overrides})
+    return ExportConfig(**{"formats": ["torch"], "calib_count": 4, "parity_count": 8, "threads": 1, **overrides})
 
 
 def test_torch_export_writes_artifact_manifest_summary_and_golden(checkpoint, faces, pairs, tmp_path):

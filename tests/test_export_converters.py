@@ -26,13 +26,24 @@ from training.models.mobilefacenet import MobileFaceNet
 from training.pairs import read_lfw_pairs
 from training.preprocess import STUDENT_DEFAULT
 
-RANDOM_WEIGHTS_INT8_BAR = ParityBar("mean_cos", 0.97)
+pytestmark = pytest.mark.realdata
+
+RANDOM_WEIGHTS_INT8_BAR = ParityBar("mean_cos", 0.97)  # measured 0.98-0.99 (onnxruntime), 0.99 (PT2E)
 BARS = {**DEFAULT_BARS, "int8": RANDOM_WEIGHTS_INT8_BAR}
 
 
 def _needs(format_name: str):
     reason = FORMATS[format_name].unavailable_reason()
     return pytest.mark.skipif(reason is not None, reason=reason or "")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """PyTorch's default of one thread per core crawls when other processes share the cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +72,7 @@ def checkpoint(tmp_path_factory, real_faces) -> Path:
 def _export(checkpoint, real_faces, out: Path, format_name: str, precisions: list[str]):
     calibration, parity, pairs = real_faces
     config = ExportConfig(formats=[format_name], precisions={format_name: precisions}, calib_count=8,
-                          parity_count=8, parity_pairs=16, bars=BARS, max_batch=8)
+                          parity_count=8, parity_pairs=16, bars=BARS, max_batch=8, threads=1)
     records = export_checkpoint(checkpoint, out, config, calibration, parity, pairs, progress=False)
     return {r.precision: r for r in records}
 
@@ -103,7 +114,7 @@ def test_tflite_fp32_takes_nhwc_and_matches_torch(checkpoint, real_faces, tmp_pa
     manifest = Manifest.load(tmp_path / "tflite-fp32" / "manifest.json")
     assert manifest.input["layout"] == "NHWC" and manifest.input["shape"] == [1, 112, 112, 3]
     assert manifest.preprocess == STUDENT_DEFAULT.with_layout("NHWC").to_dict()
-    assert manifest.details["delegate_partitions"] == 1
+    assert manifest.details["xnnpack_whole_graph"] is True
     runner = FORMATS["tflite"].runner()
     runner.load(tmp_path / record.path, threads=1)
     assert runner.run(np.zeros((3, 112, 112, 3), np.float32)).shape == (3, 128)  # loops over a batch
@@ -121,7 +132,7 @@ def test_tflite_fp16_and_int8(checkpoint, real_faces, tmp_path):
     assert fp16.details["tensor_types"]["float16"] > 0 and fp16.calibration is None
     assert int8.details["tensor_types"]["int8"] > 0 and int8.calibration["count"] == 8
     assert int8.input["dtype"] == int8.output["dtype"] == "float32"  # first/last conv kept float
-    assert int8.details["delegate_partitions"] == 1  # the whole INT8 graph runs under XNNPACK
+    assert int8.details["xnnpack_whole_graph"] is True
 
 
 @_needs("coreml")
@@ -141,7 +152,6 @@ def test_coreml_fp16_is_validated_structurally_off_macos(checkpoint, real_faces,
         FORMATS["coreml"].runner().load(tmp_path / record.path)
 
 
-@pytest.mark.slow
 @_needs("coreml")
 def test_coreml_int8_stores_quantised_weights(checkpoint, real_faces, tmp_path):
     records = _export(checkpoint, real_faces, tmp_path, "coreml", ["fp16", "int8"])
