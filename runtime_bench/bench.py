@@ -176,6 +176,22 @@ class Artifact:
         return PreprocessSpec.from_dict(self.manifest.preprocess).with_layout(self.manifest.input["layout"])
 
 
+def export_only_rows(export_dir: Path, measured: set[str]) -> list[Row]:
+    """Rows for formats the export could not produce (e.g. TensorRT without TensorRT): they have
+    no artifact folder, only a record in export_summary.json, and must still show up with why."""
+    summary = Path(export_dir) / "export_summary.json"
+    if not summary.exists():
+        return []
+    rows = []
+    for record in json.loads(summary.read_text()):
+        name = f"{record['format']}-{record['precision']}"
+        if name in measured or record["status"] not in ("unavailable", "failed"):
+            continue
+        rows.append(Row(artifact=name, format=record["format"], precision=record["precision"], runtime="default",
+                        status=record["status"], reason=f"export: {record['reason']}"))
+    return rows
+
+
 def integrity_problem(artifact: Artifact) -> str | None:
     """Why the artifact file must not be measured (missing, or sha256 differs from its manifest)."""
     if not artifact.model_path.exists():
@@ -303,9 +319,11 @@ class _Bench:
 
     def fill_latency(self, row: Row, init_ms: float | None, timing: dict, batch: int) -> None:
         stats = summarize(timing["times_ms"], batch, init_ms=init_ms, first_ms=timing.get("first_ms"))
-        row.latency = {**stats.to_dict(), "load_before": timing.get("load_before"), "load_after": timing.get("load_after")}
+        row.latency = {**stats.to_dict(), "load_before": timing.get("load_before"), "load_after": timing.get("load_after"),
+                       "other_cpu_cores": timing.get("other_cpu_cores")}
         row.memory = {"peak_rss_mb": timing.get("peak_rss_mb")}
-        reason = disturbance(timing.get("load_before"), timing.get("load_after"), self.cores, stats.p50, stats.p99)
+        reason = disturbance(timing.get("load_before"), timing.get("load_after"), self.cores, stats.p50, stats.p99,
+                             timing.get("other_cpu_cores"))
         row.disturbed, row.disturbed_reason = reason is not None, reason
 
     # ----- accuracy and parity ------------------------------------------------------------
@@ -530,6 +548,7 @@ def run_bench(export_dir: str | os.PathLike, pairs: VerificationPairs, config: B
                     continue
                 rows.extend(bench.measure(artifact, unreachable))
                 save_result(result, out_path)
+            rows.extend(export_only_rows(Path(export_dir), {artifact.name for artifact in artifacts}))
             if unreachable is None:
                 try:
                     result.device["load_after"] = bench.device_info()["load_before"]

@@ -12,8 +12,10 @@ Method (the same shape as TFLite's ``benchmark_model``, so local, ssh and adb nu
 5. Statistics over the timed runs only: mean, p50/p90/p99 (linear interpolation, numpy's
    default), population std, throughput = batch × 1000 / mean_ms images per second.
 
-A run is flagged *disturbed* (see :func:`disturbance`) when the host was busy or the tail is
-long: the 1-minute load average before or after exceeds ``cores × 0.5``, or p99 / p50 > 2.
+A run is flagged *disturbed* (see :func:`disturbance`) when other work competed for the CPU or
+the tail is long: other processes used more than 0.25 core on average during the timed runs
+(host busy time from /proc/stat minus the worker's own CPU time; where /proc/stat is missing,
+the 1-minute load average before or after above ``cores × 0.5``), or p99 / p50 > 2.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Callable, Sequence
 
 LOAD_PER_CORE_LIMIT = 0.5
+OTHER_CORES_LIMIT = 0.25
 TAIL_RATIO_LIMIT = 2.0
 
 
@@ -148,14 +151,19 @@ def summarize(times_ms: Sequence[float], batch: int, init_ms: float | None = Non
 
 
 def disturbance(load_before: float | None, load_after: float | None, cores: int | None,
-                p50: float | None, p99: float | None) -> str | None:
+                p50: float | None, p99: float | None, other_cores: float | None = None) -> str | None:
     """Why a measurement is unreliable, or ``None`` when it is clean.
 
-    Rule: the 1-minute load average before or after the run exceeds ``cores × 0.5`` (other work
-    competed for the cores), or ``p99 / p50 > 2`` (a long tail: preemption, throttling, GC).
+    Rule: other processes used more than ``OTHER_CORES_LIMIT`` cores on average while the runs
+    were timed (``other_cores``; when it is unknown, the 1-minute load average before or after
+    above ``cores × 0.5`` stands in — coarser, since it also counts the benchmark itself), or
+    ``p99 / p50 > 2`` (a long tail: preemption, throttling, GC).
     """
     reasons = []
-    if cores:
+    if other_cores is not None:
+        if other_cores > OTHER_CORES_LIMIT:
+            reasons.append(f"other processes used {other_cores:.2f} cores during timing (> {OTHER_CORES_LIMIT})")
+    elif cores:
         limit = cores * LOAD_PER_CORE_LIMIT
         loads = [load for load in (load_before, load_after) if load is not None]
         if loads and max(loads) > limit:
@@ -163,6 +171,34 @@ def disturbance(load_before: float | None, load_after: float | None, cores: int 
     if p50 and p99 is not None and p99 / p50 > TAIL_RATIO_LIMIT:
         reasons.append(f"p99/p50 = {p99 / p50:.2f} > {TAIL_RATIO_LIMIT}")
     return "; ".join(reasons) or None
+
+
+def host_busy_seconds() -> float | None:
+    """CPU seconds the whole host has spent busy since boot (Linux /proc/stat), else ``None``."""
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            fields_ = handle.readline().split()
+    except OSError:
+        return None
+    if not fields_ or fields_[0] != "cpu":
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields_[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherCpuMeter:
+    """Average number of cores used by processes other than this one between start and stop."""
+
+    def __init__(self) -> None:
+        self.busy, self.own, self.wall = host_busy_seconds(), time.process_time(), time.perf_counter()
+
+    def other_cores(self) -> float | None:
+        busy = host_busy_seconds()
+        if busy is None or self.busy is None:
+            return None
+        wall = time.perf_counter() - self.wall
+        own = time.process_time() - self.own
+        return max(0.0, (busy - self.busy - own) / wall) if wall > 0 else None
 
 
 def load_average() -> float | None:

@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 
 from training.io import atomic_write_bytes, atomic_write_text
 
-from .latency import LOAD_PER_CORE_LIMIT, TAIL_RATIO_LIMIT
+from .latency import LOAD_PER_CORE_LIMIT, OTHER_CORES_LIMIT, TAIL_RATIO_LIMIT
 from .results import DeviceRuns, Row, merge_results
 
 STATUS_MARKS = {"ok": "✅", "unavailable": "❎", "rejected": "❎", "failed": "❌"}
@@ -149,8 +149,9 @@ METHOD_NOTE = (
     "percentiles of per-run wall times of one batch. Accuracy: 10-fold verification accuracy (threshold "
     "chosen on the other folds); flips: pairs whose same/different decision at the manifest threshold "
     "differs from the torch-fp32 reference; worst cos: lowest cosine between an image's embedding and "
-    f"the reference's. ⚠ disturbed: load average above cores × {LOAD_PER_CORE_LIMIT} before or after, or "
-    f"p99/p50 > {TAIL_RATIO_LIMIT}."
+    f"the reference's. ⚠ disturbed: other processes used more than {OTHER_CORES_LIMIT} core on average "
+    f"while the runs were timed (where that cannot be measured: load average above cores × "
+    f"{LOAD_PER_CORE_LIMIT}), or p99/p50 > {TAIL_RATIO_LIMIT}."
 )
 
 

@@ -40,6 +40,21 @@ def _python_path(extra: str) -> str:
     return os.pathsep.join([extra, current]) if current else extra
 
 
+def run_tool(command: list[str], what: str, timeout_s: float, missing: str) -> str:
+    """Run a host tool (ssh, scp, adb); any failure is a one-line TargetError naming ``what``."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+    except FileNotFoundError:
+        raise TargetError(missing) from None
+    except subprocess.TimeoutExpired:
+        raise TargetError(f"{what} timed out after {timeout_s:.0f} s") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines()
+                or [f"exit code {done.returncode}"])[-1]
+        raise TargetError(f"{what} failed: {last}")
+    return done.stdout
+
+
 class LocalTarget:
     """This machine. ``python`` is the default interpreter for workers (this one if omitted)."""
 
@@ -133,16 +148,8 @@ class SshTarget:
         return ["ssh", "-p", str(self.port), *self._common_options(), self.destination, remote_command]
 
     def _run(self, command: list[str], what: str, timeout_s: float = 120.0) -> str:
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
-        except FileNotFoundError:
-            raise TargetError(f"{command[0]} is not installed: install openssh-client") from None
-        except subprocess.TimeoutExpired:
-            raise TargetError(f"{what} on {self.destination} timed out after {timeout_s:.0f} s") from None
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
-            raise TargetError(f"{what} on {self.destination}:{self.port} failed: {last}")
-        return done.stdout
+        return run_tool(command, f"{what} on {self.destination}:{self.port}", timeout_s,
+                        missing=f"{command[0]} is not installed: install openssh-client")
 
     def _scp(self, source: str, target: str, what: str, recursive: bool = False) -> None:
         flags = ["-q", "-r"] if recursive else ["-q"]
@@ -321,16 +328,8 @@ class AdbTarget:
 
     def _adb(self, *args: str, timeout_s: float = 600.0) -> str:
         command = [self.adb, *(["-s", self.serial] if self.serial else []), *args]
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
-        except FileNotFoundError:
-            raise TargetError(f"{self.adb} not on PATH: install Android platform-tools") from None
-        except subprocess.TimeoutExpired:
-            raise TargetError(f"adb {' '.join(args[:2])} timed out after {timeout_s:.0f} s") from None
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines() or ["no output"])[-1]
-            raise TargetError(f"adb {' '.join(args[:2])} failed: {last}")
-        return done.stdout
+        return run_tool(command, f"adb {' '.join(args[:2])}", timeout_s,
+                        missing=f"{self.adb} not on PATH: install Android platform-tools")
 
     def unavailable_reason(self) -> str | None:
         if shutil.which(self.adb) is None:

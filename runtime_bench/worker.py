@@ -35,7 +35,7 @@ import sys
 import time
 from typing import Callable, TextIO
 
-from .latency import TimingPlan, host_info, load_average, peak_rss_mb, time_runs
+from .latency import OtherCpuMeter, TimingPlan, host_info, load_average, peak_rss_mb, time_runs
 
 PROTOCOL_VERSION = 1
 logger = logging.getLogger("runtime_bench.worker")
@@ -114,8 +114,11 @@ def _time(state: WorkerState, request: dict) -> dict:
         started = time.perf_counter()
         state.run(batch)
         first_ms = (time.perf_counter() - started) * 1000.0
+    meter = OtherCpuMeter()
     runs = time_runs(lambda: state.run(batch), plan)
+    other_cores = meter.other_cores()
     return {
+        "other_cpu_cores": other_cores,
         "first_ms": first_ms,
         "warmup_ms": runs.warmup_ms,
         "times_ms": runs.times_ms,

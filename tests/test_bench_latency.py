@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,3 +95,35 @@ def test_peak_rss_tracks_this_process_only():
     assert before < 200 and after - before > 48
     assert peak_rss_mb() > 256
     del ballast
+
+
+def test_disturbance_prefers_measured_other_cpu_over_load_average():
+    from runtime_bench.latency import disturbance
+
+    # a high load average (our own worker counts in it) is not a disturbance when others were idle
+    assert disturbance(1.9, 1.9, 2, 10.0, 11.0, other_cores=0.05) is None
+    assert "other processes used 0.90 cores" in disturbance(0.1, 0.1, 2, 10.0, 11.0, other_cores=0.9)
+    assert "load average" in disturbance(1.9, 1.9, 2, 10.0, 11.0, other_cores=None)
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="needs Linux /proc/stat")
+def test_other_cpu_meter_sees_a_busy_sibling_and_not_itself():
+    import time as _time
+
+    from runtime_bench.latency import OtherCpuMeter
+
+    meter = OtherCpuMeter()
+    deadline = _time.perf_counter() + 0.5
+    while _time.perf_counter() < deadline:  # our own busy loop must not count
+        pass
+    alone = meter.other_cores()
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<3: pass"])
+    try:
+        _time.sleep(0.3)
+        meter = OtherCpuMeter()
+        _time.sleep(1.0)
+        with_sibling = meter.other_cores()
+    finally:
+        busy.wait()
+    assert with_sibling > 0.6
+    assert with_sibling > alone + 0.5

@@ -257,3 +257,16 @@ def test_run_bench_on_targets_writes_one_result_per_target(export_dir, tmp_path)
     reasons = {row.artifact: (row.status, row.reason) for row in result.rows}
     assert reasons["torch-fp32"] == ("unavailable", f"{tmp_path / 'no-adb'} not on PATH: install Android platform-tools")
     assert reasons["tflite-int8"][0] == "rejected"
+
+
+def test_formats_the_export_could_not_make_still_get_a_row(tmp_path):
+    from runtime_bench.bench import export_only_rows
+
+    (tmp_path / "export_summary.json").write_text(json.dumps([
+        {"format": "onnx", "precision": "fp32", "status": "ok", "reason": ""},
+        {"format": "tensorrt", "precision": "int8", "status": "unavailable", "reason": "TensorRT not installed"},
+        {"format": "tflite", "precision": "int8", "status": "failed", "reason": "converter crashed"},
+    ]))
+    rows = export_only_rows(tmp_path, measured={"onnx-fp32", "tflite-int8"})
+    assert [(r.artifact, r.status, r.reason) for r in rows] == [
+        ("tensorrt-int8", "unavailable", "export: TensorRT not installed")]

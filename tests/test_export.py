@@ -30,15 +30,6 @@ from training.preprocess import STUDENT_DEFAULT
 TENSORRT_INSTALLED = formats.FORMATS["tensorrt"].unavailable_reason() is None
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """PyTorch's default of one thread per core crawls when other processes share the cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)

@@ -37,15 +37,6 @@ def _needs(format_name: str):
     return pytest.mark.skipif(reason is not None, reason=reason or "")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """PyTorch's default of one thread per core crawls when other processes share the cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def real_faces(facekd_home):
     """(calibration paths from training identities, parity paths and 16 pairs from validation identities)."""
