@@ -104,8 +104,8 @@ def cmd_bench(args) -> None:
     from .stages import bench_export
 
     cfg = run_config(args)
-    path = bench_export(cfg, Path(args.export_dir), Path(args.out), progress=not args.quiet)
-    print(f"results written to {path}")
+    paths = bench_export(cfg, Path(args.export_dir), Path(args.out), progress=not args.quiet)
+    print("results written to " + ", ".join(str(p) for p in paths))
 
 
 def cmd_report(args) -> None:
@@ -186,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="accuracy and latency of every artifact of an export folder on this host")
     p.add_argument("export_dir")
     _config_args(p)
-    p.add_argument("--out", required=True, help="result JSON")
+    p.add_argument("--out", required=True, help="result JSON (with bench.targets beyond this machine: "
+                   "one <target>.json per target in its folder)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="merge result JSONs into report.md + report.html")

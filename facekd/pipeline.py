@@ -62,25 +62,27 @@ def run_demo(cfg: RunConfig, out: Path, config_path: str | None = None, progress
     timings["export"] = time.perf_counter() - started
 
     bench_dir = out / f"bench-{_digest(sha256_file(export_dir / 'export_summary.json'), to_dict(cfg.bench))}"
-    result = bench_dir / "result.json"
-    started = _announce(3, str(result))
-    if result.exists():
-        log.info("reusing finished benchmark %s", result)
+    done = bench_dir / "results.json"
+    started = _announce(3, str(bench_dir))
+    if done.exists():
+        log.info("reusing finished benchmark %s", bench_dir)
+        results = [Path(p) for p in json.loads(done.read_text())]
     else:
-        bench_export(cfg, export_dir, result, progress=progress)
+        results = bench_export(cfg, export_dir, bench_dir / "result.json", progress=progress)
+        atomic_write_json(done, [str(p) for p in results])
     timings["bench"] = time.perf_counter() - started
 
     from runtime_bench.report import write_report
 
     started = _announce(4, str(out / "report"))
-    md, html = write_report([result], out / "report")
+    md, html = write_report(results, out / "report")
     timings["report"] = time.perf_counter() - started
 
     _link(out / "export", export_dir)
     _link(out / "student.pt", student)
     metrics = json.loads((train_dir / "metrics.json").read_text())
     summary = {"config": config_path, "config_digest": config_digest(cfg), "train_dir": str(train_dir),
-               "student": str(student), "export_dir": str(export_dir), "result": str(result),
+               "student": str(student), "export_dir": str(export_dir), "results": [str(p) for p in results],
                "report_html": str(html), "report_md": str(md), "val": metrics.get("val"),
                "stage_seconds": timings}
     atomic_write_json(out / "demo.json", summary)

@@ -79,9 +79,15 @@ def export_student(cfg: RunConfig, checkpoint: Path, out_dir: Path, progress: bo
     return records
 
 
-def bench_export(cfg: RunConfig, export_dir: Path, out_path: Path, progress: bool = True) -> Path:
-    from runtime_bench.bench import run_bench
+def bench_export(cfg: RunConfig, export_dir: Path, out_path: Path, progress: bool = True) -> list[Path]:
+    """Bench on this machine into `out_path`; with other targets in bench.targets (ssh, adb),
+    one `<target>.json` per target beside it."""
+    from runtime_bench.bench import run_bench, run_bench_on_targets
 
-    path = run_bench(export_dir, _val_pairs(cfg), cfg.bench, out_path, progress=progress)
+    pairs = _val_pairs(cfg)
+    if [t.get("kind") for t in cfg.bench.targets] == ["local"]:
+        paths = [run_bench(export_dir, pairs, cfg.bench, out_path, progress=progress)]
+    else:
+        paths = run_bench_on_targets(export_dir, pairs, cfg.bench, out_path.parent, progress=progress)
     save_config(cfg, out_path.parent / "config.yaml")
-    return path
+    return paths

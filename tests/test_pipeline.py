@@ -24,7 +24,7 @@ def test_demo_chain_writes_report_and_reuses_finished_stages(tiny_faces, tiny_te
     assert "onnx" in html and "torch" in html
     result = json.loads((out / "demo.json").read_text())
     assert result["report_html"] == summary["report_html"]
-    rows = json.loads(open(summary["result"]).read())["rows"]
+    rows = json.loads(open(summary["results"][0]).read())["rows"]
     assert {(r["format"], r["precision"]) for r in rows if r["status"] == "ok"} >= {("torch", "fp32"), ("onnx", "fp32")}
     assert (out / "export" / "golden" / "golden.json").is_file()
 
