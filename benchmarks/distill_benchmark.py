@@ -20,11 +20,10 @@ import numpy as np
 
 from facekd.cli import run_config
 from facekd.stages import ensure_teacher_cache, train_student
-from training.trainer import Trainer, open_training_data
+from training.trainer import Trainer, load_val_pairs, open_training_data
 from training.checkpoint import load_checkpoint
 from training.evaluate import evaluate
 from training.io import atomic_write_json
-from training.pairs import read_lfw_pairs
 from training.teacher import load_teacher
 
 KD_TERMS = ("fcd", "hard_fcd", "exclusivity", "rad", "logit_kd", "sp", "rkd")
@@ -71,7 +70,7 @@ def main(argv=None) -> int:
     for term in KD_TERMS:
         setattr(plain_cfg.loss, term, 0.0)
 
-    pairs = read_lfw_pairs(kd_cfg.data.val_pairs, kd_cfg.data.val_images_root or kd_cfg.data.aligned_root)
+    pairs = load_val_pairs(kd_cfg)
     teacher_file = out / "teacher_val.json"
     if teacher_file.exists():
         teacher_val = json.loads(teacher_file.read_text())

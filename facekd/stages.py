@@ -9,7 +9,7 @@ from training.data import FaceFolder
 from training.io import sha256_text
 from training.teacher import load_teacher
 from training.teacher_cache import StaleCacheError, TeacherCache, build_teacher_cache, cache_key
-from training.trainer import Trainer, TrainingError, TrainResult, open_training_data
+from training.trainer import Trainer, TrainingError, TrainResult, load_val_pairs, open_training_data
 
 from .config import RunConfig, save_config
 from .paths import cache_dir
@@ -50,12 +50,6 @@ def train_student(cfg: RunConfig, run_dir: Path, resume: bool = False, progress:
     return trainer.run()
 
 
-def _val_pairs(cfg: RunConfig):
-    from training.pairs import read_lfw_pairs
-
-    return read_lfw_pairs(cfg.data.val_pairs, cfg.data.val_images_root or cfg.data.aligned_root)
-
-
 def _calibration_images(cfg: RunConfig, count: int) -> list[Path]:
     """Real training faces for INT8 calibration: a seeded, identity-spread sample."""
     import numpy as np
@@ -70,7 +64,7 @@ def export_student(cfg: RunConfig, checkpoint: Path, out_dir: Path, progress: bo
     gated on the val pairs' faces (identities never trained on)."""
     from export.build import export_checkpoint
 
-    pairs = _val_pairs(cfg)
+    pairs = load_val_pairs(cfg)
     parity = list(dict.fromkeys(pairs.images))[: cfg.export.parity_count]
     records = export_checkpoint(checkpoint, out_dir, cfg.export,
                                 calibration_images=_calibration_images(cfg, cfg.export.calib_count),
@@ -84,7 +78,9 @@ def bench_export(cfg: RunConfig, export_dir: Path, out_path: Path, progress: boo
     one `<target>.json` per target beside it."""
     from runtime_bench.bench import run_bench, run_bench_on_targets
 
-    pairs = _val_pairs(cfg)
+    pairs = load_val_pairs(cfg)
+    if pairs is None:
+        raise TrainingError("data.val_pairs is not set: the benchmark measures accuracy on verification pairs")
     if [t.get("kind") for t in cfg.bench.targets] == ["local"]:
         paths = [run_bench(export_dir, pairs, cfg.bench, out_path, progress=progress)]
     else:
