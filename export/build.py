@@ -41,7 +41,7 @@ from .manifest import Manifest, artifact_size, sha256_artifact
 from .parity import DEFAULT_BARS, RUN_BATCH, ParityBar, ParityReference, embed, gate, measure_parity
 
 if TYPE_CHECKING:
-    from training.models.mobilefacenet import MobileFaceNet
+    from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def _pair_faces(pairs: VerificationPairs, count: int) -> tuple[FaceSet, np.ndarr
     return FaceSet(names, images), subset.left, subset.right
 
 
-def _threshold(model: "MobileFaceNet", preprocess: PreprocessSpec, state: dict, pairs: VerificationPairs | None,
+def _threshold(model: "nn.Module", preprocess: PreprocessSpec, state: dict, pairs: VerificationPairs | None,
                progress: bool) -> tuple[float | None, str]:
     """The verification threshold: recomputed with the PyTorch model on ``pairs``, else the checkpoint's."""
     if pairs is not None and len(pairs):
@@ -164,7 +164,7 @@ def _torch_threads(threads: int | None):
         torch.set_num_threads(previous)
 
 
-def _torch_embeddings(model: "MobileFaceNet", inputs: np.ndarray) -> np.ndarray:
+def _torch_embeddings(model: "nn.Module", inputs: np.ndarray) -> np.ndarray:
     import torch
 
     with torch.inference_mode():
@@ -190,7 +190,7 @@ class _Run:
 
     out_dir: Path
     config: ExportConfig
-    model: "MobileFaceNet"
+    model: "nn.Module"
     preprocess: PreprocessSpec
     calibration: FaceSet
     parity_faces: FaceSet

@@ -27,7 +27,7 @@ from .artifact import ArtifactIO, Runner
 from .errors import ExportError, FormatUnavailable
 
 if TYPE_CHECKING:
-    from training.models.mobilefacenet import MobileFaceNet
+    from torch import nn
     from training.preprocess import PreprocessSpec
 
     from .faces import FaceSet
@@ -55,7 +55,7 @@ def _save_package(mlmodel, out_path: Path) -> Path:
     return out_path
 
 
-def convert(model: "MobileFaceNet", precision: str, calibration: "FaceSet", out_path: Path, *,
+def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
             preprocess: "PreprocessSpec", max_batch: int) -> Path:
     import coremltools as ct
     import torch

@@ -26,7 +26,7 @@ from training.io import atomic_write_bytes, atomic_write_json
 from .errors import ExportError
 
 if TYPE_CHECKING:
-    from training.models.mobilefacenet import MobileFaceNet
+    from torch import nn
     from training.preprocess import PreprocessSpec
 
 GOLDEN_SCHEMA_VERSION = 1
@@ -60,7 +60,7 @@ def _encode_png(rgb: np.ndarray) -> bytes:
     return encoded.tobytes()
 
 
-def write_golden(out_dir: Path, model: "MobileFaceNet", preprocess: "PreprocessSpec",
+def write_golden(out_dir: Path, model: "nn.Module", preprocess: "PreprocessSpec",
                  candidates: Sequence[str | os.PathLike], threshold: float | None) -> Path:
     """Write the golden folder; returns the path of ``golden.json``."""
     import torch

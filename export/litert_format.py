@@ -28,7 +28,7 @@ from .artifact import ArtifactIO, Runner, package_versions, run_one_by_one
 from .errors import ExportError
 
 if TYPE_CHECKING:
-    from training.models.mobilefacenet import MobileFaceNet
+    from torch import nn
     from training.preprocess import PreprocessSpec
 
     from .faces import FaceSet
@@ -65,7 +65,7 @@ def _float_boundary_quantizer():
     return FloatBoundaryQuantizer().set_global(config)
 
 
-def convert(model: "MobileFaceNet", precision: str, calibration: "FaceSet", out_path: Path, *,
+def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
             preprocess: "PreprocessSpec", max_batch: int) -> Path:
     import litert_torch
     import torch

@@ -28,7 +28,7 @@ from .artifact import ArtifactIO, Runner
 from .errors import ExportError
 
 if TYPE_CHECKING:
-    from training.models.mobilefacenet import MobileFaceNet
+    from torch import nn
     from training.preprocess import PreprocessSpec
 
     from .faces import FaceSet
@@ -40,7 +40,7 @@ CALIBRATION_BATCH = 8
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
-def export_fp32(model: "MobileFaceNet", out_path: Path, preprocess: "PreprocessSpec") -> Path:
+def export_fp32(model: "nn.Module", out_path: Path, preprocess: "PreprocessSpec") -> Path:
     """Single-file ONNX with input ``input`` [batch, 3, H, W] and output ``embedding`` [batch, D]."""
     import onnx
     import torch
@@ -89,7 +89,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration_inputs: np.ndarra
     return out_path
 
 
-def convert(model: "MobileFaceNet", precision: str, calibration: "FaceSet", out_path: Path, *,
+def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
             preprocess: "PreprocessSpec", max_batch: int) -> Path:
     if precision == "fp32":
         return export_fp32(model, out_path, preprocess)

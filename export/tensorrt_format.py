@@ -24,7 +24,7 @@ from .artifact import ArtifactIO, Runner
 from .errors import ExportError, FormatUnavailable
 
 if TYPE_CHECKING:
-    from training.models.mobilefacenet import MobileFaceNet
+    from torch import nn
     from training.preprocess import PreprocessSpec
 
     from .faces import FaceSet
@@ -63,7 +63,7 @@ def _checked(runtime, result):
     return values[0] if len(values) == 1 else tuple(values)
 
 
-def convert(model: "MobileFaceNet", precision: str, calibration: "FaceSet", out_path: Path, *,
+def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
             preprocess: "PreprocessSpec", max_batch: int) -> Path:
     if precision not in SOURCE_PRECISION:
         raise ExportError(f"tensorrt has no precision {precision!r}")

@@ -10,7 +10,7 @@ import numpy as np
 from .artifact import ArtifactIO, Runner
 
 if TYPE_CHECKING:
-    from training.models.mobilefacenet import MobileFaceNet
+    from torch import nn
     from training.preprocess import PreprocessSpec
 
     from .faces import FaceSet
@@ -19,7 +19,7 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "embedding"
 
 
-def convert(model: "MobileFaceNet", precision: str, calibration: "FaceSet", out_path: Path, *,
+def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
             preprocess: "PreprocessSpec", max_batch: int) -> Path:
     """Save ``student_state`` (arch, preprocess, weights) — loadable by ``load_student``."""
     from training.checkpoint import save_checkpoint, student_state

@@ -48,11 +48,16 @@ def cmd_prepare(args) -> None:
 
 
 def cmd_cache_teacher(args) -> None:
-    from .stages import ensure_teacher_cache
+    from .stages import ensure_teacher_cache, ensure_view_cache
 
     cfg = run_config(args)
+    if args.views is not None:
+        cfg.teacher.views = args.views
     cache = ensure_teacher_cache(cfg, progress=not args.quiet)
     print(f"teacher cache ready: {cache.cache_dir} ({len(cache.embeddings)} images)")
+    views = ensure_view_cache(cfg, progress=not args.quiet)
+    if views is not None:
+        print(f"teacher view cache ready: {views.cache_dir} ({views.embeddings.shape[0]} images × {views.views} views)")
 
 
 def cmd_train(args) -> None:
@@ -155,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cache-teacher", help="embed the training set with the teacher once (memory-mapped cache)")
     _config_args(p)
+    p.add_argument("--views", type=int, help="also cache the teacher on V augmented views per image "
+                   "(sets teacher.views; training then draws one stored view per image per step)")
     p.set_defaults(func=cmd_cache_teacher)
 
     p = sub.add_parser("train", help="distil the student from the cached teacher")

@@ -17,6 +17,7 @@ from runtime_bench.bench import BenchConfig
 from training.config import TrainingSection
 from training.io import atomic_write_text
 from training.preprocess import PreprocessSpec
+from training.views import ViewSpec
 
 
 class ConfigError(ValueError):
@@ -92,7 +93,7 @@ def _from_dict(cls, data: dict, prefix: str = ""):
 
 def to_dict(cfg) -> dict:
     """Plain nested dict (YAML-safe) of a config dataclass."""
-    if isinstance(cfg, PreprocessSpec):
+    if isinstance(cfg, (PreprocessSpec, ViewSpec)):
         return cfg.to_dict()
     if dataclasses.is_dataclass(cfg):
         return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}

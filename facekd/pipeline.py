@@ -15,7 +15,7 @@ from pathlib import Path
 from training.io import atomic_write_json, sha256_file, sha256_text
 
 from .config import RunConfig, config_digest, save_config, to_dict
-from .stages import bench_export, ensure_teacher_cache, export_student, train_student
+from .stages import bench_export, ensure_teacher_cache, ensure_view_cache, export_student, train_student
 from training.trainer import open_training_data
 
 log = logging.getLogger(__name__)
@@ -40,10 +40,11 @@ def run_demo(cfg: RunConfig, out: Path, config_path: str | None = None, progress
     started = _announce(0, cfg.teacher.path)
     folder = open_training_data(cfg)
     cache = ensure_teacher_cache(cfg, folder, progress)
+    views = ensure_view_cache(cfg, folder, progress)
     timings["teacher cache"] = time.perf_counter() - started
 
     training = {k: to_dict(getattr(cfg, k)) for k in ("data", "teacher", "student", "loss", "optim", "train")}
-    train_dir = out / f"train-{_digest(training, cache.key)}"
+    train_dir = out / f"train-{_digest(training, cache.key, *([views.key] if views else []))}"
     started = _announce(1, str(train_dir))
     student = train_dir / "student.pt"
     if student.exists():

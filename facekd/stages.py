@@ -8,7 +8,8 @@ from pathlib import Path
 from training.data import FaceFolder
 from training.io import sha256_text
 from training.teacher import load_teacher
-from training.teacher_cache import StaleCacheError, TeacherCache, build_teacher_cache, cache_key
+from training.teacher_cache import (StaleCacheError, TeacherCache, ViewCache, build_teacher_cache, build_view_cache,
+                                    cache_key, view_cache_key)
 from training.trainer import Trainer, TrainingError, TrainResult, load_val_pairs, open_training_data
 
 from .config import RunConfig, save_config
@@ -17,10 +18,20 @@ from .paths import cache_dir
 log = logging.getLogger(__name__)
 
 
-def _cache_dir(cfg: RunConfig, key: dict) -> Path:
+def _cache_dir(cfg: RunConfig, key: dict, suffix: str = "") -> Path:
     if cfg.teacher.cache_dir:
         return Path(cfg.teacher.cache_dir)
-    return cache_dir() / "teacher" / sha256_text(repr(sorted(key.items())))[:16]
+    return cache_dir() / "teacher" / (sha256_text(repr(sorted(key.items())))[:16] + suffix)
+
+
+def _open_or_build(directory: Path, open_cache, build_cache):
+    try:
+        return open_cache()
+    except StaleCacheError as exc:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise TrainingError(f"{exc}; under torchrun run `facekd cache-teacher` with the same config first") from None
+        log.info("building teacher cache in %s (%s)", directory, exc)
+    return build_cache()
 
 
 def ensure_teacher_cache(cfg: RunConfig, folder: FaceFolder | None = None, progress: bool = True) -> TeacherCache:
@@ -30,21 +41,32 @@ def ensure_teacher_cache(cfg: RunConfig, folder: FaceFolder | None = None, progr
     teacher = load_teacher(cfg.teacher.path, cfg.teacher.preprocess)
     key = cache_key(teacher, folder, cfg.teacher.with_flip)
     directory = _cache_dir(cfg, key)
-    try:
-        return TeacherCache.open(directory, key)
-    except StaleCacheError as exc:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise TrainingError(f"{exc}; under torchrun run `facekd cache-teacher` with the same config first") from None
-        log.info("building teacher cache in %s (%s)", directory, exc)
-    return build_teacher_cache(teacher, folder, directory, with_flip=cfg.teacher.with_flip,
-                               batch_size=cfg.teacher.batch_size, progress=progress)
+    return _open_or_build(directory, lambda: TeacherCache.open(directory, key),
+                          lambda: build_teacher_cache(teacher, folder, directory, with_flip=cfg.teacher.with_flip,
+                                                      batch_size=cfg.teacher.batch_size, progress=progress))
+
+
+def ensure_view_cache(cfg: RunConfig, folder: FaceFolder | None = None, progress: bool = True) -> ViewCache | None:
+    """The consistent-view teacher cache of `teacher.views` views per image (None when views = 0 or
+    the teacher runs online), built or resumed like the plain cache, in a folder of its own key."""
+    if cfg.teacher.views <= 0 or cfg.teacher.mode == "online":
+        return None
+    folder = folder or open_training_data(cfg)
+    teacher = load_teacher(cfg.teacher.path, cfg.teacher.preprocess)
+    spec, views = cfg.teacher.view_spec, cfg.teacher.views
+    key = view_cache_key(teacher, folder, spec, views)
+    directory = _cache_dir(cfg, key, suffix="-views") if not cfg.teacher.cache_dir else Path(cfg.teacher.cache_dir) / "views"
+    return _open_or_build(directory, lambda: ViewCache.open(directory, key, spec),
+                          lambda: build_view_cache(teacher, folder, directory, spec, views,
+                                                   batch_size=cfg.teacher.batch_size, progress=progress))
 
 
 def train_student(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = True) -> TrainResult:
     folder = open_training_data(cfg)
     cache = ensure_teacher_cache(cfg, folder, progress)
+    views = ensure_view_cache(cfg, folder, progress)
     run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(cfg, run_dir, cache, folder, resume=resume, progress=progress)
+    trainer = Trainer(cfg, run_dir, cache, folder, resume=resume, progress=progress, views=views)
     if trainer.dist.main:
         save_config(cfg, run_dir / "config.yaml")
     return trainer.run()

@@ -470,3 +470,33 @@ def test_suite_validation(batch: LossInputs) -> None:
         suite(LossInputs(student=batch.student, labels=batch.labels, teacher=batch.teacher))
     with pytest.raises(LossInputError, match="teacher_dim"):
         suite(LossInputs(student=batch.student, labels=batch.labels, teacher=batch.teacher[:, :8], model=TinyConvNet()))
+
+
+# ---------------------------------------------------------------- unlabelled samples
+
+
+def test_margin_head_skips_unlabelled_samples(batch: LossInputs) -> None:
+    from dataclasses import replace
+
+    from training.data import UNLABELLED
+
+    head = CombinedMarginHead(5, STUDENT_DIM)
+    mixed = replace(batch, labels=torch.tensor([0, UNLABELLED, 1, 1, UNLABELLED, 3, 3, 4]))
+    keep = mixed.labels != UNLABELLED
+    subset = replace(batch, student=batch.student[keep], labels=mixed.labels[keep])
+    close(head(mixed), float(head(subset)))
+    none = replace(batch, labels=torch.full((BATCH,), UNLABELLED))
+    loss = head(none)
+    close(loss, 0.0)
+    loss.backward()  # a batch of unlabelled faces still gives a graph-connected zero
+
+
+def test_rad_gives_unlabelled_anchors_no_positives(batch: LossInputs) -> None:
+    from training.data import UNLABELLED
+
+    term = RelationAwareDistillation(STUDENT_DIM, TEACHER_DIM, form="mse", top_k=0)
+    labels = torch.tensor([UNLABELLED, UNLABELLED, 1, 1, 2, 3, 3, 4])
+    relations = torch.nn.functional.normalize(batch.teacher, dim=1) @ torch.nn.functional.normalize(batch.teacher, dim=1).T
+    mined = term.mined_mask(relations, labels, labels)
+    assert not mined[0].any() and not mined[1].any()  # two unlabelled faces are not "the same identity"
+    assert mined[2, 3] and mined[5, 6]

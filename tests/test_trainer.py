@@ -151,3 +151,74 @@ def test_ddp_two_gloo_processes(tiny_faces, tiny_teacher, tiny_pairs, tmp_path):
     assert state["epoch"] == 1
     # 24 images, batches of 6, two ranks: each rank took every other batch -> 2 steps each
     assert load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")["global_step"] == 2
+
+
+@pytest.fixture(scope="module")
+def unlabelled_faces(tmp_path_factory) -> Path:
+    """Faces without identity folders: a flat folder and a nested one."""
+    import cv2
+
+    root = tmp_path_factory.mktemp("unlabelled")
+    rng = np.random.default_rng(7)
+    for number in range(10):
+        folder = root / ("nested/deeper" if number % 2 else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"face_{number}.jpg"), rng.integers(0, 256, (112, 112, 3), dtype=np.uint8))
+    return root
+
+
+def test_unlabelled_faces_join_batches_and_skip_the_margin_head(tiny_faces, tiny_teacher, tiny_pairs, tmp_path,
+                                                                unlabelled_faces, monkeypatch):
+    from training.data import UNLABELLED
+    from training.losses.margin import CombinedMarginHead
+
+    cfg = tiny_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, f"data.unlabelled=[{unlabelled_faces}]",
+                      "data.unlabelled_per_batch=4", "train.epochs=1")
+    folder = FaceFolder(cfg.data.aligned_root, unlabelled=cfg.data.unlabelled)
+    assert len(folder) == 24 + 10 and (folder.labels == UNLABELLED).sum() == 10
+    assert folder.path(30).is_file() and len(folder.classes) == 6
+    cache = ensure_teacher_cache(cfg, folder, False)
+    assert cache.embeddings.shape[0] == 34  # the teacher embeds the unlabelled faces too
+    trainer = Trainer(cfg, tmp_path / "run", cache, folder, progress=False)
+    batches = trainer._epoch_batches()
+    assert all(len(b) == 6 + 4 and all(folder.labels[i] == UNLABELLED for i in b[6:]) for b in batches)
+    assert all(folder.labels[i] != UNLABELLED for b in batches for i in b[:6])
+
+    seen = []
+    real_forward = CombinedMarginHead.forward
+    monkeypatch.setattr(CombinedMarginHead, "forward",
+                        lambda self, inputs: seen.append(inputs.labels.clone()) or real_forward(self, inputs))
+    result = trainer.run()
+    assert result.metrics["steps"] == len(batches) and seen
+    assert all((labels == UNLABELLED).sum() == 4 for labels in seen)  # the head is given them, and skips them
+
+
+def test_online_teacher_mode_trains_on_fresh_views(tiny_faces, tiny_teacher, tiny_pairs, tmp_path):
+    cfg = tiny_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, "teacher.mode=online", "teacher.mixup=0.5",
+                      "train.epochs=1")
+    result = train_student(cfg, tmp_path / "run", progress=False)
+    assert result.metrics["steps"] == 4 and 0.0 <= result.metrics["val"]["accuracy"] <= 1.0
+
+
+def test_view_cache_training_end_to_end_and_cli_builds_it(tiny_faces, tiny_teacher, tiny_pairs, tmp_path):
+    from facekd.stages import ensure_view_cache
+
+    cfg = tiny_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, "teacher.views=3", "train.epochs=1")
+    views = ensure_view_cache(cfg, progress=False)
+    assert views.embeddings.shape == (24, 3, 16)
+    assert ensure_view_cache(cfg, progress=False).cache_dir == views.cache_dir  # reused, not rebuilt
+    result = train_student(cfg, tmp_path / "run", progress=False)
+    assert result.metrics["steps"] == 4
+
+
+def test_teacher_derived_student_trains_from_the_teacher(tiny_faces, tiny_pairs, tmp_path):
+    from tests.test_derived import ChainTeacher, _export
+
+    teacher = _export(ChainTeacher(rank1_head=True), tmp_path / "chain.onnx")
+    cfg = tiny_config(tiny_faces, teacher, tiny_pairs, tmp_path, "student.family=teacher_derived",
+                      "student.keep_ratio=0.5", "teacher.preprocess.mean=[0,0,0]", "teacher.preprocess.std=[1,1,1]",
+                      "train.epochs=1")
+    result = train_student(cfg, tmp_path / "run", progress=False)
+    model, spec, state = load_student(result.student_path)
+    assert state["arch"]["name"] == "teacher_derived" and spec == cfg.teacher.preprocess
+    assert model(torch.zeros(2, 3, 112, 112)).shape == (2, 16)

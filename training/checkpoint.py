@@ -13,7 +13,9 @@ from pathlib import Path
 import torch
 
 from .io import atomic_path
-from .models.mobilefacenet import MobileFaceNet, StudentArch, build_student
+from torch import nn
+
+from .models import build_student
 from .preprocess import PreprocessSpec
 
 CHECKPOINT_FORMAT = "facekd-checkpoint"
@@ -47,7 +49,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return state
 
 
-def student_state(model: MobileFaceNet, preprocess: PreprocessSpec, **extra) -> dict:
+def student_state(model: nn.Module, preprocess: PreprocessSpec, **extra) -> dict:
     """The exportable part of a checkpoint."""
     from dataclasses import asdict
 
@@ -59,12 +61,11 @@ def student_state(model: MobileFaceNet, preprocess: PreprocessSpec, **extra) -> 
     }
 
 
-def load_student(path: str | os.PathLike) -> tuple[MobileFaceNet, PreprocessSpec, dict]:
+def load_student(path: str | os.PathLike) -> tuple[nn.Module, PreprocessSpec, dict]:
     """Rebuild the student of a checkpoint in eval mode; returns (model, preprocess, checkpoint)."""
     state = load_checkpoint(path)
     try:
-        arch = StudentArch(**state["arch"])
-        model = build_student(arch)
+        model = build_student(dict(state["arch"]))
         model.load_state_dict(state["model"])
     except (KeyError, TypeError, RuntimeError, ValueError) as exc:
         first = str(exc).splitlines()[0][:200]

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 from .losses import LossConfig
 from .preprocess import PreprocessSpec
+from .views import ViewSpec
 
 
 @dataclass
@@ -18,6 +19,8 @@ class DataConfig:
     images_per_identity: int = 4      # K
     flip_prob: float = 0.5            # horizontal flip (teacher embedding of the flipped image is used)
     skip_bad_images: bool = False     # count and skip unreadable images instead of stopping
+    unlabelled: list[str] = field(default_factory=list)  # folders of aligned faces without identities (any layout)
+    unlabelled_per_batch: int = 0     # unlabelled faces added to each batch (teacher-only terms use them)
 
 
 @dataclass
@@ -27,13 +30,21 @@ class TeacherConfig:
     cache_dir: str = ""               # defaults to <run dir>/../teacher_cache/<key>
     with_flip: bool = True            # also cache embeddings of the flipped images
     batch_size: int = 64
+    views: int = 0                    # >0: cache the teacher on this many augmented views per image (view 0 = the image)
+    view_spec: ViewSpec = field(default_factory=ViewSpec)  # augmentation of the views (training.views)
+    mode: str = "cached"              # cached (teacher never runs in training) | online (teacher embeds each batch)
+    mixup: float = 0.0                # online mode: probability that a batch is mixed up (same mix for both nets)
+    online_threads: int = 1           # online mode: onnxruntime threads of the teacher worker
 
 
 @dataclass
 class StudentConfig:
-    width: float = 1.0
-    embedding_size: int = 128
-    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
+    family: str = "mobilefacenet"     # mobilefacenet (from scratch) | teacher_derived (teacher's network, pruned)
+    width: float = 1.0                # mobilefacenet width multiplier
+    keep_ratio: float = 0.5           # teacher_derived: fraction of each layer's channels kept
+    prune_importance: str = "bn_scale"  # teacher_derived: bn_scale (BatchNorm |γ|) | l2 (filter norm)
+    embedding_size: int = 128         # mobilefacenet; a derived student keeps the teacher's
+    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)  # mobilefacenet; derived: the teacher's
 
 
 @dataclass

@@ -17,6 +17,8 @@ from .preprocess import PreprocessSpec
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+UNLABELLED = -1                 # label of a face without identity (data.unlabelled)
+UNLABELLED_PREFIX = "@unlabelled"  # sample key prefix of unlabelled faces: "@unlabelled<k>/<path>"
 
 
 class BadImageError(ValueError):
@@ -64,7 +66,8 @@ class FaceFolder:
     """Images of ``root/<identity>/<image>``, labelled by the identity's position in ``classes``.
 
     ``identities`` (default: every sub-folder, sorted) fixes which identities are used and their
-    label order. With ``skip_bad=True`` every image is decoded once up front and the unreadable
+    label order. ``unlabelled`` folders add faces without identity (every image below them, any
+    layout) with label ``UNLABELLED`` (-1), after the labelled ones. With ``skip_bad=True`` every image is decoded once up front and the unreadable
     ones are left out and listed in ``skipped``; otherwise loading one raises BadImageError.
     """
 
@@ -74,6 +77,7 @@ class FaceFolder:
         identities: Sequence[str] | None = None,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
         skip_bad: bool = False,
+        unlabelled: Sequence[str | os.PathLike] = (),
     ):
         self.root = Path(root)
         if not self.root.is_dir():
@@ -96,6 +100,15 @@ class FaceFolder:
                 if entry.is_file() and entry.suffix.lower() in suffixes
             )
             samples.extend((f"{identity}/{name}", label) for name in files)
+        self.unlabelled_roots = [Path(folder) for folder in unlabelled]
+        for number, folder in enumerate(self.unlabelled_roots):
+            if not folder.is_dir():
+                raise DatasetError(f"unlabelled folder {folder} does not exist: pass folders of aligned faces")
+            files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                           if p.is_file() and p.suffix.lower() in suffixes)
+            if not files:
+                raise DatasetError(f"unlabelled folder {folder} holds no images with extensions {suffixes}")
+            samples.extend((f"{UNLABELLED_PREFIX}{number}/{name}", UNLABELLED) for name in files)
         self.skipped: list[str] = []
         if skip_bad:
             samples = self._drop_unreadable(samples)
@@ -108,7 +121,7 @@ class FaceFolder:
         kept = []
         for relative, label in samples:
             try:
-                load_rgb_file(self.root / relative)
+                load_rgb_file(self._resolve(relative))
             except BadImageError:
                 self.skipped.append(relative)
                 continue
@@ -121,7 +134,18 @@ class FaceFolder:
         return len(self.samples)
 
     def path(self, index: int) -> Path:
-        return self.root / self.samples[index][0]
+        return self._resolve(self.samples[index][0])
+
+    def _resolve(self, relative: str) -> Path:
+        if relative.startswith(UNLABELLED_PREFIX):
+            number, rest = relative[len(UNLABELLED_PREFIX):].split("/", 1)
+            return self.unlabelled_roots[int(number)] / rest
+        return self.root / relative
+
+    @property
+    def labelled(self) -> np.ndarray:
+        """Indices of the faces with an identity."""
+        return np.flatnonzero(self.labels != UNLABELLED)
 
     def load_rgb(self, index: int) -> np.ndarray:
         """Image ``index`` as uint8 RGB [H, W, 3]."""
@@ -130,6 +154,8 @@ class FaceFolder:
     def file_list_digest(self) -> str:
         """sha256 of the sorted ``relative path\\tlabel`` lines: changes whenever the file list does."""
         digest = hashlib.sha256()
+        for number, folder in enumerate(self.unlabelled_roots):
+            digest.update(f"{UNLABELLED_PREFIX}{number}={folder.resolve()}\n".encode("utf-8"))
         for relative, label in sorted(self.samples):
             digest.update(f"{relative}\t{label}\n".encode("utf-8"))
         return digest.hexdigest()

@@ -67,7 +67,7 @@ def _clean_graph(model) -> None:
 
 
 class OnnxTeacher:
-    """An ONNX face-recognition model run with onnxruntime on the CPU.
+    """An ONNX face-recognition model run with onnxruntime (CUDA execution provider when present, else CPU).
 
     A model whose batch dimension is fixed (e.g. to 1) is run in chunks of that size.
     """
@@ -92,7 +92,8 @@ class OnnxTeacher:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+            self.session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise TeacherError(f"onnxruntime cannot load {path}: {exc}") from None
         model_input = self.session.get_inputs()[0]
@@ -151,11 +152,12 @@ class TorchTeacher:
         return l2_normalise(outputs.float().cpu().numpy().reshape(len(inputs), -1))
 
 
-def load_teacher(path_or_module: str | os.PathLike | nn.Module, preprocess: PreprocessSpec = SFACE) -> Teacher:
+def load_teacher(path_or_module: str | os.PathLike | nn.Module, preprocess: PreprocessSpec = SFACE,
+                 threads: int | None = None) -> Teacher:
     """An ``nn.Module`` becomes a TorchTeacher; a path must be an ``.onnx`` file (OnnxTeacher)."""
     if isinstance(path_or_module, nn.Module):
         return TorchTeacher(path_or_module, preprocess)
     path = Path(path_or_module)
     if path.suffix.lower() != ".onnx":
         raise TeacherError(f"teacher {path} is not an .onnx file: export the teacher to ONNX or pass a torch module")
-    return OnnxTeacher(path, preprocess)
+    return OnnxTeacher(path, preprocess, threads=threads)

@@ -1,6 +1,6 @@
 """Teacher embeddings of a training folder, computed once and memory-mapped during training.
 
-A cache folder holds ``embeddings.npy`` (and ``flipped.npy``, embeddings of the mirrored
+A plain cache folder holds ``embeddings.npy`` (and ``flipped.npy``, embeddings of the mirrored
 images) as float32 [N, D] arrays, plus ``index.json``::
 
     {"key": {format, teacher, preprocess, dataset, with_flip, count, dim}, "done": int, "complete": bool}
@@ -8,6 +8,9 @@ images) as float32 [N, D] arrays, plus ``index.json``::
 The arrays are filled in place chunk by chunk; ``index.json`` is rewritten atomically after
 each flushed chunk and is the only commit point: a cache counts as built only once its index
 says ``complete: true`` with the expected key, and an interrupted build resumes at ``done``.
+
+A view cache (``views.npy`` [N, V, D]) holds the teacher's embeddings of V augmented views per
+image (`training.views`); its key adds the augmentation spec and V.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from tqdm import tqdm
 from .data import FaceFolder
 from .io import atomic_write_json
 from .teacher import Teacher
+from .views import ViewSpec, make_view
 
 logger = logging.getLogger(__name__)
 
@@ -124,59 +128,137 @@ def build_teacher_cache(
     Returns the existing cache when it matches; resumes an interrupted build with the same key;
     starts over when the teacher, preprocess or file list changed.
     """
-    cache_dir = Path(cache_dir)
     key = _as_json(cache_key(teacher, folder, with_flip))
-    count, dim = key["count"], key["dim"]
-    index = _read_index(cache_dir)
-    if index is not None and index["key"] == key and index.get("complete"):
-        try:
-            return TeacherCache.open(cache_dir, key)
-        except StaleCacheError as exc:
-            logger.warning("%s", exc)
-    arrays = _resume_arrays(cache_dir, index, key)
-    if arrays is None:
-        if index is not None:
-            logger.info("teacher cache in %s does not match this teacher/dataset: rebuilding", cache_dir)
-        done = 0
-        (cache_dir / INDEX_FILE).unlink(missing_ok=True)
-        if not with_flip:
-            (cache_dir / FLIPPED_FILE).unlink(missing_ok=True)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        names = [EMBEDDINGS_FILE, FLIPPED_FILE] if with_flip else [EMBEDDINGS_FILE]
-        arrays = [np.lib.format.open_memmap(cache_dir / name, mode="w+", dtype=np.float32, shape=(count, dim)) for name in names]
-        atomic_write_json(cache_dir / INDEX_FILE, {"key": key, "done": 0, "complete": False})
-    else:
-        done = int(index["done"])
-        logger.info("resuming teacher cache in %s at %d/%d", cache_dir, done, count)
-    with tqdm(total=count, initial=done, desc="teacher cache", unit="img", disable=not progress) as bar:
-        for start in range(done, count, batch_size):
-            end = min(start + batch_size, count)
-            images = np.stack([teacher.preprocess.resize_rgb(folder.load_rgb(i)) for i in range(start, end)])
-            views = [images, images[:, :, ::-1]] if with_flip else [images]
-            for array, view in zip(arrays, views):
-                embeddings = teacher.embed(view)
-                if embeddings.shape != (end - start, dim):
-                    raise RuntimeError(f"teacher returned {embeddings.shape} for {end - start} images, expected dim {dim}")
-                array[start:end] = embeddings
-                array.flush()
-            atomic_write_json(cache_dir / INDEX_FILE, {"key": key, "done": end, "complete": False})
-            bar.update(end - start)
-    for array in arrays:
-        array.flush()
-    del arrays
-    atomic_write_json(cache_dir / INDEX_FILE, {"key": key, "done": count, "complete": True})
+    names = [EMBEDDINGS_FILE, FLIPPED_FILE] if with_flip else [EMBEDDINGS_FILE]
+    shape = (key["count"], key["dim"])
+
+    def embed_chunk(start: int, end: int) -> list[np.ndarray]:
+        images = np.stack([teacher.preprocess.resize_rgb(folder.load_rgb(i)) for i in range(start, end)])
+        views = [images, images[:, :, ::-1]] if with_flip else [images]
+        return [_checked(teacher.embed(view), (end - start, key["dim"])) for view in views]
+
+    _fill_cache(Path(cache_dir), key, {name: shape for name in names}, embed_chunk, batch_size, progress,
+                "teacher cache", stale_files=[FLIPPED_FILE] if not with_flip else [])
     return TeacherCache.open(cache_dir, key)
 
 
-def _resume_arrays(cache_dir: Path, index: dict | None, key: dict) -> list[np.memmap] | None:
+def _checked(embeddings: np.ndarray, shape: tuple) -> np.ndarray:
+    if embeddings.shape != shape:
+        raise RuntimeError(f"teacher returned {embeddings.shape} for {shape[0]} images, expected dim {shape[1]}")
+    return embeddings
+
+
+def _fill_cache(cache_dir: Path, key: dict, arrays: dict[str, tuple], embed_chunk, batch_size: int,
+                progress: bool, desc: str, stale_files: list[str] = ()) -> None:
+    """Fill the memory-mapped ``arrays`` {file: shape} of ``cache_dir`` image chunk by image chunk.
+
+    ``embed_chunk(start, end)`` returns one array per file for images ``start:end``. ``index.json``
+    is rewritten atomically after each flushed chunk: an interrupted build resumes at ``done``;
+    a complete cache with the same key is left as it is.
+    """
+    count = key["count"]
+    index = _read_index(cache_dir)
+    if index is not None and index["key"] == key and index.get("complete"):
+        return
+    maps = _resume_arrays(cache_dir, index, key, arrays)
+    if maps is None:
+        if index is not None:
+            logger.info("%s in %s does not match this teacher/dataset: rebuilding", desc, cache_dir)
+        done = 0
+        (cache_dir / INDEX_FILE).unlink(missing_ok=True)
+        for name in stale_files:
+            (cache_dir / name).unlink(missing_ok=True)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        maps = [np.lib.format.open_memmap(cache_dir / name, mode="w+", dtype=np.float32, shape=shape)
+                for name, shape in arrays.items()]
+        atomic_write_json(cache_dir / INDEX_FILE, {"key": key, "done": 0, "complete": False})
+    else:
+        done = int(index["done"])
+        logger.info("resuming %s in %s at %d/%d", desc, cache_dir, done, count)
+    with tqdm(total=count, initial=done, desc=desc, unit="img", disable=not progress) as bar:
+        for start in range(done, count, batch_size):
+            end = min(start + batch_size, count)
+            for array, values in zip(maps, embed_chunk(start, end)):
+                array[start:end] = values
+                array.flush()
+            atomic_write_json(cache_dir / INDEX_FILE, {"key": key, "done": end, "complete": False})
+            bar.update(end - start)
+    del maps
+    atomic_write_json(cache_dir / INDEX_FILE, {"key": key, "done": count, "complete": True})
+
+
+def _resume_arrays(cache_dir: Path, index: dict | None, key: dict, arrays: dict[str, tuple]) -> list[np.memmap] | None:
     """The half-filled arrays of an interrupted build with the same key, or None."""
     if index is None or index["key"] != key or index.get("complete") or not isinstance(index.get("done"), int):
         return None
-    names = [EMBEDDINGS_FILE, FLIPPED_FILE] if key["with_flip"] else [EMBEDDINGS_FILE]
     try:
-        arrays = [np.lib.format.open_memmap(cache_dir / name, mode="r+") for name in names]
+        maps = [np.lib.format.open_memmap(cache_dir / name, mode="r+") for name in arrays]
     except (OSError, ValueError):
         return None
-    if any(array.shape != (key["count"], key["dim"]) or array.dtype != np.float32 for array in arrays):
+    if any(m.shape != tuple(shape) or m.dtype != np.float32 for m, shape in zip(maps, arrays.values())):
         return None
-    return arrays
+    return maps
+
+
+# -- consistent views ------------------------------------------------------------------------------
+
+VIEWS_FILE = "views.npy"
+
+
+def view_cache_key(teacher: Teacher, folder: FaceFolder, spec: ViewSpec, views: int) -> dict:
+    """The plain cache's key plus the augmentation spec and the number of views per image."""
+    key = cache_key(teacher, folder, with_flip=False)
+    key.pop("with_flip")
+    return {**key, "kind": "views", "views": int(views), "view_spec": spec.to_dict()}
+
+
+@dataclass
+class ViewCache:
+    """Teacher embeddings of ``views`` augmented views per image: ``embeddings[i, v]`` is the teacher's
+    embedding of ``make_view(image i, spec, i, v)``."""
+
+    cache_dir: Path
+    key: dict
+    spec: ViewSpec
+    embeddings: np.memmap   # [N, V, D] float32
+
+    @property
+    def views(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    @classmethod
+    def open(cls, cache_dir: str | os.PathLike, expected_key: dict, spec: ViewSpec) -> "ViewCache":
+        cache_dir = Path(cache_dir)
+        index = _read_index(cache_dir)
+        expected = _as_json(expected_key)
+        if index is None or index["key"] != expected or not index.get("complete"):
+            state = "missing" if index is None else ("stale" if index["key"] != expected else "incomplete")
+            raise StaleCacheError(f"teacher view cache in {cache_dir} is {state}: build it with "
+                                  "`facekd cache-teacher --views V` (an interrupted build resumes)")
+        shape = (expected["count"], expected["views"], expected["dim"])
+        try:
+            embeddings = np.load(cache_dir / VIEWS_FILE, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise StaleCacheError(f"teacher view cache in {cache_dir} is damaged ({exc}): delete it and rebuild") from None
+        if embeddings.shape != shape or embeddings.dtype != np.float32:
+            raise StaleCacheError(f"teacher view cache in {cache_dir} holds {embeddings.shape}, expected {shape}: rebuild it")
+        return cls(cache_dir, expected, spec, embeddings)
+
+
+def build_view_cache(teacher: Teacher, folder: FaceFolder, cache_dir: str | os.PathLike, spec: ViewSpec,
+                     views: int, batch_size: int = 64, progress: bool = True) -> ViewCache:
+    """Embed ``views`` views of every image (view 0 = the image itself) into ``cache_dir``; resumable."""
+    if views < 1:
+        raise ValueError(f"views must be at least 1, got {views}")
+    key = _as_json(view_cache_key(teacher, folder, spec, views))
+    dim = key["dim"]
+
+    def embed_chunk(start: int, end: int) -> list[np.ndarray]:
+        sources = [teacher.preprocess.resize_rgb(folder.load_rgb(i)) for i in range(start, end)]
+        batch = np.stack([make_view(image, spec, start + k, v) for k, image in enumerate(sources) for v in range(views)])
+        return [_checked(teacher.embed(batch), (len(batch), dim)).reshape(end - start, views, dim)]
+
+    per_chunk = max(1, batch_size // views)
+    _fill_cache(Path(cache_dir), key, {VIEWS_FILE: (key["count"], views, dim)}, embed_chunk, per_chunk, progress,
+                f"teacher views ×{views}")
+    return ViewCache.open(cache_dir, key, spec)

@@ -22,15 +22,19 @@ from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint, student_state
 from .config import TrainingSection
-from .data import FaceFolder, read_identity_list
+from .data import UNLABELLED, FaceFolder, read_identity_list
 from .evaluate import evaluate, student_embed_fn
-from .io import atomic_write_json, sha256_text
+from .io import atomic_write_json, sha256_file, sha256_text
 from .losses import LossInputs, LossSuite
-from .models.mobilefacenet import StudentArch, build_student
+from .models.derived import DERIVED_NAME, ConversionError, derive_student
+from .models.mobilefacenet import MobileFaceNet
 from .pairs import VerificationPairs, read_lfw_pairs
 from .preprocess import PreprocessSpec
 from .sampler import IdentityBalancedSampler
-from .teacher_cache import TeacherCache
+from .online import OnlineTeacher
+from .teacher import load_teacher
+from .teacher_cache import TeacherCache, ViewCache
+from .views import make_view
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +149,8 @@ def open_training_data(cfg: TrainingSection) -> FaceFolder:
         if identities is None:
             identities = sorted(p.name for p in Path(cfg.data.aligned_root).iterdir() if p.is_dir())
         identities = sorted(identities)[: cfg.data.max_identities]
-    return FaceFolder(cfg.data.aligned_root, identities=identities, skip_bad=cfg.data.skip_bad_images)
+    return FaceFolder(cfg.data.aligned_root, identities=identities, skip_bad=cfg.data.skip_bad_images,
+                      unlabelled=cfg.data.unlabelled)
 
 
 def class_centres(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -154,11 +159,28 @@ def class_centres(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: i
     return nn.functional.normalize(sums, dim=1)
 
 
+def make_student(cfg: TrainingSection) -> tuple[nn.Module, PreprocessSpec]:
+    """The student of this run and the preprocessing it takes."""
+    family = cfg.student.family
+    if family == "mobilefacenet":
+        return MobileFaceNet(width=cfg.student.width, embedding_size=cfg.student.embedding_size), cfg.student.preprocess
+    if family == DERIVED_NAME:
+        if not cfg.teacher.path:
+            raise TrainingError("student.family=teacher_derived needs the teacher's ONNX file (teacher.path / --teacher)")
+        try:
+            student = derive_student(cfg.teacher.path, cfg.student.keep_ratio, sha256_file(cfg.teacher.path),
+                                     cfg.student.prune_importance)
+        except (ConversionError, ValueError) as exc:
+            raise TrainingError(f"cannot derive a student from the teacher: {exc}") from None
+        return student, cfg.teacher.preprocess
+    raise TrainingError(f"student.family must be mobilefacenet or {DERIVED_NAME}, got {family!r}")
+
+
 class Trainer:
     """One training run in `run_dir`; `run()` trains to the end and writes `student.pt`."""
 
     def __init__(self, cfg: TrainingSection, run_dir: str | Path, cache: TeacherCache, folder: FaceFolder,
-                 resume: bool = False, progress: bool = True):
+                 resume: bool = False, progress: bool = True, views: ViewCache | None = None):
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
         self.device = pick_device(cfg.train.device)
         self.dist = _Dist(self.device)
@@ -173,14 +195,36 @@ class Trainer:
                                 if cache.flipped is not None else None)
         if len(self.teacher) != len(folder):
             raise TrainingError("teacher cache and dataset differ in size: rebuild it with `facekd cache-teacher`")
-        self.spec = cfg.student.preprocess
+        self.student, self.spec = make_student(cfg)
         self.images = preload_images(folder, self.spec, progress and self.dist.main)
         self.val_pairs = load_val_pairs(cfg)
-
-        self.student = build_student(StudentArch(width=cfg.student.width, embedding_size=cfg.student.embedding_size))
+        self.labelled = folder.labelled
+        self.unlabelled = np.flatnonzero(folder.labels == UNLABELLED)
+        if len(self.labelled) == 0:
+            raise TrainingError("the training data has no labelled identity: the P×K sampler needs some")
+        if cfg.data.unlabelled_per_batch and len(self.unlabelled) == 0:
+            raise TrainingError("data.unlabelled_per_batch > 0 but data.unlabelled adds no faces")
+        self.views = views
+        self.view_teacher = None
+        if views is not None:
+            if cfg.teacher.preprocess.size != self.spec.size:
+                raise TrainingError("teacher views need the same input size for teacher and student "
+                                    f"({cfg.teacher.preprocess.size} vs {self.spec.size})")
+            if views.embeddings.shape[0] != len(folder):
+                raise TrainingError("teacher view cache and dataset differ in size: rebuild it with `facekd cache-teacher --views V`")
+            self.view_teacher = torch.from_numpy(np.array(views.embeddings, dtype=np.float32))
+        self.online = None
+        if cfg.teacher.mode == "online":
+            teacher = load_teacher(cfg.teacher.path, cfg.teacher.preprocess, threads=cfg.teacher.online_threads)
+            self.online = OnlineTeacher(teacher, self.images, self.labels, cfg.teacher.view_spec,
+                                        cfg.teacher.mixup, seed=cfg.train.seed * 1_000_003 + self.dist.rank)
+        elif cfg.teacher.mode != "cached":
+            raise TrainingError(f"teacher.mode must be cached or online, got {cfg.teacher.mode!r}")
         num_classes = len(folder.classes)
-        centres = class_centres(self.teacher, self.labels, num_classes) if cfg.loss.logit_kd > 0 else None
-        self.suite = LossSuite(cfg.loss, num_classes=num_classes, student_dim=cfg.student.embedding_size,
+        labelled = torch.from_numpy(self.labelled)
+        centres = (class_centres(self.teacher[labelled], self.labels[labelled], num_classes)
+                   if cfg.loss.logit_kd > 0 else None)
+        self.suite = LossSuite(cfg.loss, num_classes=num_classes, student_dim=self.student.embedding_size,
                                teacher_dim=self.teacher.shape[1], class_centres=centres)
         # channels_last: 1.4× faster training steps measured on a 2-core AVX2 CPU (depthwise convs)
         self.student.to(memory_format=torch.channels_last)
@@ -188,7 +232,7 @@ class Trainer:
         self.ddp = (nn.parallel.DistributedDataParallel(self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
                     if self.dist.world > 1 else self.net)
         self.optimizer = make_optimizer(cfg.optim, self.net.parameters())
-        self.sampler = IdentityBalancedSampler(self.labels.numpy(), cfg.data.identities_per_batch,
+        self.sampler = IdentityBalancedSampler(self.labels.numpy()[self.labelled], cfg.data.identities_per_batch,
                                                cfg.data.images_per_identity, seed=cfg.train.seed,
                                                rank=self.dist.rank, world_size=self.dist.world)
         self.steps_per_epoch = len(self.sampler)
@@ -242,12 +286,33 @@ class Trainer:
         log.info("resumed %s at epoch %d step %d", path, self.epoch, self.step_in_epoch)
 
     # -- one step ----------------------------------------------------------------------------
+    def _epoch_batches(self) -> list[list[int]]:
+        """This epoch's batches as dataset indices: P×K labelled faces, then unlabelled ones."""
+        extra = self.cfg.data.unlabelled_per_batch
+        batches = []
+        for number, positions in enumerate(list(iter(self.sampler))[: self.steps_per_epoch]):
+            batch = [int(self.labelled[p]) for p in positions]
+            if extra:
+                rng = np.random.default_rng([self.cfg.train.seed, self.dist.rank, self.epoch, number])
+                batch += [int(i) for i in rng.choice(self.unlabelled, extra, replace=len(self.unlabelled) < extra)]
+            batches.append(batch)
+        return batches
+
     def _batch(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
         idx = torch.as_tensor(indices, dtype=torch.long)
         gen = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + self.global_step)
-        images = self.images[idx]
-        teacher = self.teacher[idx]
-        if self.teacher_flipped is not None and self.cfg.data.flip_prob > 0:
+        labels = self.labels[idx]
+        if self.online is not None:
+            images, teacher, labels = self.online.take(self.global_step, indices)
+        elif self.view_teacher is not None:
+            view_ids = torch.randint(0, self.view_teacher.shape[1], (len(idx),), generator=gen)
+            images = torch.from_numpy(np.stack([
+                make_view(self.images[i].numpy(), self.views.spec, int(i), int(v)) for i, v in zip(idx, view_ids)]))
+            teacher = self.view_teacher[idx, view_ids]
+        else:
+            images = self.images[idx]
+            teacher = self.teacher[idx]
+        if self.online is None and self.view_teacher is None and self.teacher_flipped is not None and self.cfg.data.flip_prob > 0:
             flip = torch.rand(len(idx), generator=gen) < self.cfg.data.flip_prob
             images = torch.where(flip[:, None, None, None], images.flip(2), images)
             teacher = torch.where(flip[:, None], self.teacher_flipped[idx], teacher)
@@ -257,7 +322,7 @@ class Trainer:
             queue, queue_labels = self.teacher[q].to(self.device), self.labels[q].to(self.device)
         x = normalise_batch(images, self.spec).to(self.device, non_blocking=True)
         teacher = teacher.to(self.device) if "teacher" in self.suite.needs or queue is not None else None
-        return x, self.labels[idx].to(self.device), teacher, queue, queue_labels
+        return x, labels.to(self.device), teacher, queue, queue_labels
 
     def _step(self, indices: list[int]) -> dict[str, float]:
         cfg = self.cfg
@@ -298,6 +363,8 @@ class Trainer:
         finally:
             if self.writer:
                 self.writer.close()
+            if self.online is not None:
+                self.online.close()
         result = self._finish()
         self.dist.close()
         return result
@@ -305,11 +372,13 @@ class Trainer:
     def _run_epoch(self) -> None:
         cfg = self.cfg
         self.sampler.set_epoch(self.epoch)
-        batches = list(iter(self.sampler))[: self.steps_per_epoch]
+        batches = self._epoch_batches()
         bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, unit="step",
                    desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}", disable=not (self.progress and self.dist.main))
         self.net.train()
-        for indices in batches[self.step_in_epoch:]:
+        for position, indices in enumerate(batches[self.step_in_epoch:], start=self.step_in_epoch):
+            if self.online is not None and position + 1 < len(batches):
+                self.online.prefetch(self.global_step + 1, batches[position + 1])
             started = time.perf_counter()
             values = self._step(indices)
             self.step_times.append(time.perf_counter() - started)

@@ -13,6 +13,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from training.data import UNLABELLED  # label of a face without identity: label-dependent terms skip it
+
 OPTIONAL_INPUTS = frozenset({"teacher", "queue", "model"})
 
 _Value = TypeVar("_Value")
@@ -25,7 +27,7 @@ class LossInputError(ValueError):
 @dataclass
 class LossInputs:
     student: Tensor  # [B, Ds] raw student embeddings (requires grad)
-    labels: Tensor  # [B] int64 class ids in [0, num_classes)
+    labels: Tensor  # [B] int64 class ids in [0, num_classes), or UNLABELLED
     teacher: Tensor | None = None  # [B, Dt] L2-normalised teacher embeddings of the same images
     queue: Tensor | None = None  # [Q, Dt] L2-normalised teacher embeddings of other training images
     queue_labels: Tensor | None = None  # [Q] int64

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from training.losses.base import LossInputError, LossInputs, LossTerm, normalized
+from training.losses.base import UNLABELLED, LossInputError, LossInputs, LossTerm, normalized, zero_like_graph
 
 
 class CombinedMarginHead(LossTerm):
@@ -16,7 +17,7 @@ class CombinedMarginHead(LossTerm):
         cos θ_ij = ⟨f̂s_i, Ŵ_j⟩
         logit_ij = S·cos θ_ij                      for j ≠ y_i
         logit_iy = S·(cos(θ_iy + m2) − m3)         for the target class y_i
-        L = mean_i CE(logit_i, y_i)
+        L = mean_i CE(logit_i, y_i)      over labelled samples (unlabelled ones are skipped)
 
     ArcFace is (m2, m3) = (m, 0), CosFace is (0, m); both may be combined. SphereFace's multiplicative
     m1 (cos(m1·θ)) is not offered: it needs acos, whose gradient is unbounded at θ = 0.
@@ -56,8 +57,15 @@ class CombinedMarginHead(LossTerm):
 
     def forward(self, inputs: LossInputs) -> Tensor:
         labels = inputs.labels
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
-            raise LossInputError(f"labels must lie in [0, {self.num_classes}); check num_classes of the loss suite")
+        if labels.numel() and (int(labels.min()) < UNLABELLED or int(labels.max()) >= self.num_classes):
+            raise LossInputError(f"labels must lie in [0, {self.num_classes}) or be UNLABELLED; "
+                                 "check num_classes of the loss suite")
+        labelled = labels != UNLABELLED
+        if not bool(labelled.all()):
+            if not bool(labelled.any()):
+                return zero_like_graph(inputs.student)
+            labels = labels[labelled]
+            inputs = replace(inputs, student=inputs.student[labelled])
         cosine = normalized(inputs.student) @ normalized(self.weight).T
         target = self.target_cosine(cosine.gather(1, labels[:, None]))
         logits = cosine.scatter(1, labels[:, None], target)

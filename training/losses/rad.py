@@ -5,7 +5,7 @@ import torch
 from torch import Tensor
 
 from training.losses.base import (
-    LossInputError, LossInputs, LossTerm, normalized, require, student_projection, zero_like_graph,
+    UNLABELLED, LossInputError, LossInputs, LossTerm, normalized, require, student_projection, zero_like_graph,
 )
 
 RAD_FORMS = ("mse", "l1", "kl")
@@ -23,7 +23,7 @@ class RelationAwareDistillation(LossTerm):
         r^s_ij = cos(g_i, ft_j),  g_i = P·fs_i (P learnable when Ds ≠ Dt, identity otherwise)
         r^t_ij = cos(ft_i, ft_j)
     Mining (all from the teacher, no gradient): drop j = i and any candidate with r^t_ij ≥ 1 − 1e-6
-    (the anchor's own image again); M_i = positives {j : y_j = y_i} ∪ the top_k negatives
+    (the anchor's own image again); M_i = positives {j : y_j = y_i, y_i labelled} ∪ the top_k negatives
     {j : y_j ≠ y_i} with the largest r^t_ij (the hardest for the teacher). Anchors with an empty
     M_i (batch of one, no queue) are skipped; a row without positives keeps its negatives.
     Loss, averaged over anchors with non-empty M_i:
@@ -63,7 +63,7 @@ class RelationAwareDistillation(LossTerm):
         batch = labels.shape[0]
         valid = teacher_relations < SAME_IMAGE_COSINE
         valid[:, :batch] &= ~torch.eye(batch, dtype=torch.bool, device=labels.device)
-        same_label = labels[:, None] == candidate_labels[None, :]
+        same_label = (labels[:, None] == candidate_labels[None, :]) & (labels != UNLABELLED)[:, None]
         negatives = valid & ~same_label
         mined = valid & same_label
         k = min(self.top_k, teacher_relations.shape[1])

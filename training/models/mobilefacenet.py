@@ -6,7 +6,7 @@ PReLU activations, as in the paper.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -86,13 +86,3 @@ class MobileFaceNet(nn.Module):
         return self.features(x).flatten(1)
 
 
-def build_student(arch: StudentArch | dict) -> MobileFaceNet:
-    if isinstance(arch, dict):
-        arch = StudentArch(**arch)
-    if arch.name != "mobilefacenet":
-        raise ValueError(f"unknown student architecture {arch.name!r} (known: mobilefacenet)")
-    return MobileFaceNet(width=arch.width, embedding_size=arch.embedding_size)
-
-
-def arch_dict(model: MobileFaceNet) -> dict:
-    return asdict(model.arch)

@@ -1,0 +1,166 @@
+"""The teacher-derived student: ONNX chain -> torch, rank-1 GDC head, channel pruning, checkpoint
+round trip and export parity."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from export.build import ExportConfig, export_checkpoint
+from training.checkpoint import load_student, save_checkpoint, student_state
+from training.models import build_student
+from training.models.derived import ConversionError, convert_teacher, derive_student, prune_channels
+from training.preprocess import PreprocessSpec
+from training.teacher import OnnxTeacher
+
+RAW = PreprocessSpec(mean=(0.0,) * 3, std=(1.0,) * 3)
+
+
+class ChainTeacher(nn.Module):
+    """SFace's shape in miniature: scaling, conv-BN-PReLU, depthwise + pointwise, BN, Gemm over C·7·7, BN."""
+
+    def __init__(self, rank1_head: bool):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 16, 3, 4, 1, bias=False), nn.BatchNorm2d(16), nn.PReLU(16),
+            nn.Conv2d(16, 16, 3, 2, 1, groups=16, bias=False), nn.BatchNorm2d(16), nn.PReLU(16),
+            nn.Conv2d(16, 32, 1, bias=False), nn.BatchNorm2d(32), nn.PReLU(32),
+            nn.Conv2d(32, 32, 3, 2, 1, groups=32, bias=False), nn.BatchNorm2d(32), nn.PReLU(32),
+            nn.Conv2d(32, 48, 1, bias=False), nn.BatchNorm2d(48), nn.PReLU(48),
+            nn.BatchNorm2d(48),
+        )
+        self.gemm = nn.Linear(48 * 49, 16)
+        self.out_bn = nn.BatchNorm1d(16)
+        for module in self.modules():
+            if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.data.uniform_(0.5, 1.5)
+        if rank1_head:  # W[o, c, hw] = a[o, c] * g[c, hw]: the GDC head represents it exactly
+            a, g = torch.randn(16, 48, 1), torch.randn(1, 48, 49)
+            self.gemm.weight.data = (a * g).reshape(16, -1) * 0.05
+
+    def forward(self, x):
+        x = (x - 127.5) * 0.0078125
+        return self.out_bn(self.gemm(self.body(x).flatten(1)))
+
+
+def _export(module: nn.Module, path: Path) -> Path:
+    torch.onnx.export(module.eval(), (torch.rand(1, 3, 112, 112) * 255,), str(path), input_names=["data"],
+                      output_names=["fc1"], dynamic_axes={"data": {0: "n"}, "fc1": {0: "n"}}, dynamo=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exact_teacher(tmp_path_factory) -> Path:
+    return _export(ChainTeacher(rank1_head=True), tmp_path_factory.mktemp("teacher") / "chain.onnx")
+
+
+@pytest.fixture(scope="module")
+def faces_uint8(tiny_faces) -> np.ndarray:
+    from training.data import FaceFolder
+
+    folder = FaceFolder(tiny_faces)
+    return np.stack([folder.load_rgb(i) for i in range(8)])
+
+
+def _embed(student: nn.Module, faces: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        out = student.eval()(torch.from_numpy(RAW.apply(faces)))
+    return torch.nn.functional.normalize(out, dim=1).numpy()
+
+
+def test_conversion_reproduces_the_teacher_when_its_head_is_rank_one(exact_teacher, faces_uint8):
+    student, info = convert_teacher(exact_teacher)
+    assert info["input_shift"] == pytest.approx(127.5) and info["input_scale"] == pytest.approx(0.0078125)
+    teacher = OnnxTeacher(exact_teacher, RAW).embed(faces_uint8)
+    np.testing.assert_allclose(_embed(student, faces_uint8), teacher, atol=2e-5)
+    heads = [m for m in student.features if isinstance(m, nn.Conv2d)][-2:]
+    assert heads[0].groups == heads[0].in_channels == 48 and heads[0].kernel_size == (7, 7)  # GDC
+    assert heads[1].out_channels == 16
+
+
+def test_conversion_of_a_full_rank_head_is_its_best_rank_one_fit(tmp_path, faces_uint8):
+    path = _export(ChainTeacher(rank1_head=False), tmp_path / "full.onnx")
+    student, _ = convert_teacher(path)
+    teacher = OnnxTeacher(path, RAW).embed(faces_uint8)
+    cosine = (_embed(student, faces_uint8) * teacher).sum(axis=1)
+    assert 0.0 < cosine.min() < 0.9999  # an approximation, not the teacher itself
+
+
+def test_pruning_keeps_the_embedding_and_shrinks_every_hidden_layer(exact_teacher, faces_uint8):
+    full, _ = convert_teacher(exact_teacher)
+    pruned = derive_student(exact_teacher, keep_ratio=0.5, teacher_sha256="abc")
+    convs = [m for m in pruned.features if isinstance(m, nn.Conv2d)]
+    assert convs[-1].out_channels == 16 and convs[0].in_channels == 3
+    assert [c.out_channels for c in convs[:-1]] == [8, 8, 16, 16, 24, 24]
+    assert sum(p.numel() for p in pruned.parameters()) < 0.45 * sum(p.numel() for p in full.parameters())
+    assert _embed(pruned, faces_uint8).shape == (8, 16)
+    # torch's exporter folded the BatchNorms into the convs: BN-scale importance falls back to l2
+    assert pruned.arch.source == {"teacher_sha256": "abc", "keep_ratio": 0.5, "importance": "l2"}
+    by_norm = derive_student(exact_teacher, keep_ratio=0.5, importance="l2")
+    assert [c.out_channels for c in by_norm.features if isinstance(c, nn.Conv2d)][:-1] == [8, 8, 16, 16, 24, 24]
+    with pytest.raises(ValueError, match="keep ratio"):
+        prune_channels(full, 0.0)
+    with pytest.raises(ValueError, match="importance"):
+        prune_channels(full, 0.5, importance="random")
+
+
+def test_pruned_student_round_trips_through_a_checkpoint(exact_teacher, faces_uint8, tmp_path):
+    student = derive_student(exact_teacher, keep_ratio=0.5)
+    path = save_checkpoint(tmp_path / "s.pt", student_state(student, RAW))
+    loaded, spec, state = load_student(path)
+    assert spec == RAW and state["arch"]["name"] == "teacher_derived"
+    np.testing.assert_array_equal(_embed(loaded, faces_uint8), _embed(student, faces_uint8))
+    assert asdict(build_student(asdict(student.arch)).arch) == asdict(student.arch)
+
+
+def test_unsupported_teacher_ops_are_named(tmp_path):
+    class WithPool(nn.Module):
+        def forward(self, x):
+            return nn.functional.max_pool2d(x, 2).flatten(1)[:, :8]
+
+    path = _export(WithPool(), tmp_path / "pool.onnx")
+    with pytest.raises(ConversionError, match="MaxPool"):
+        convert_teacher(path)
+
+
+def test_pruned_student_exports_with_parity(exact_teacher, tiny_faces, tmp_path):
+    from training.pairs import VerificationPairs
+
+    student = derive_student(exact_teacher, keep_ratio=0.5)
+    checkpoint = save_checkpoint(tmp_path / "s.pt", student_state(student, RAW))
+    faces = sorted(tiny_faces.glob("*/*.jpg"))
+    pairs = VerificationPairs(faces, [0, 4, 8, 12], [1, 5, 9, 13], [True, False, True, False], folds=np.array([0, 0, 1, 1]), name="t")
+    config = ExportConfig(formats=["torch", "onnx"], calib_count=4, parity_count=8, threads=1)
+    records = export_checkpoint(checkpoint, tmp_path / "export", config, faces[:8], faces, pairs, progress=False)
+    by_name = {f"{r.format}-{r.precision}": r for r in records}
+    for name in ("torch-fp32", "onnx-fp32"):
+        assert by_name[name].status == "ok", by_name[name]
+        assert by_name[name].parity["worst_cos"] > 0.9999
+    assert by_name["onnx-int8"].status in ("ok", "rejected")  # measured against the bar, either way
+    assert by_name["onnx-int8"].parity["worst_cos"] > 0.9
+
+
+def test_real_sface_converts_close_to_itself(facekd_home):
+    from training.data import FaceFolder
+    from training.preprocess import SFACE
+
+    path = facekd_home / "models" / "sface" / "sface_fp32.onnx"
+    student, _ = convert_teacher(path)
+    assert sum(p.numel() for p in student.parameters()) < 0.4 * 9_667_074  # the 6.4 M-weight Gemm head is gone
+    folder = FaceFolder(facekd_home / "data" / "lfw" / "aligned_112")
+    faces = np.stack([folder.load_rgb(i) for i in range(0, 400, 25)])
+    teacher = OnnxTeacher(path, SFACE).embed(faces)
+    with torch.no_grad():
+        mine = torch.nn.functional.normalize(student.eval()(torch.from_numpy(SFACE.apply(faces))), dim=1).numpy()
+    assert (mine * teacher).sum(axis=1).mean() > 0.5  # rank-1 head: 0.61 measured; training closes the rest
+    pruned = derive_student(path, keep_ratio=0.5)
+    assert pruned.arch.source["importance"] == "bn_scale"  # SFace keeps its BatchNorms: Network Slimming applies
+    assert sum(p.numel() for p in pruned.parameters()) < 1_000_000
