@@ -25,9 +25,20 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class DemoConfig:
+    """`facekd demo` only: a finished student shown beside the freshly trained one in the report."""
+
+    reference_student: str = ""       # checkpoint (e.g. zoo/<name>/student.pt; relative: to the cwd, else the repo)
+    reference_formats: list[str] = field(default_factory=lambda: ["torch", "onnx"])
+    reference_precisions: dict[str, list[str]] = field(default_factory=lambda: {"onnx": ["fp32"]})
+    reference_threads: list[int] = field(default_factory=lambda: [1])
+
+
+@dataclass
 class RunConfig(TrainingSection):
     export: ExportConfig = field(default_factory=ExportConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
 
 
 def _coerce(value, hint, key: str):

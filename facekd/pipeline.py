@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from training.io import atomic_write_json, sha256_file, sha256_text
@@ -73,6 +73,12 @@ def run_demo(cfg: RunConfig, out: Path, config_path: str | None = None, progress
         atomic_write_json(done, [str(p) for p in results])
     timings["bench"] = time.perf_counter() - started
 
+    started = time.perf_counter()
+    reference = _bench_reference(cfg, out, progress)
+    if reference is not None:
+        results.append(reference)
+        timings["reference"] = time.perf_counter() - started
+
     from runtime_bench.report import write_report
 
     started = _announce(4, str(out / "report"))
@@ -91,6 +97,40 @@ def run_demo(cfg: RunConfig, out: Path, config_path: str | None = None, progress
     accuracy = f"student val accuracy {100 * val['accuracy']:.2f}% | " if val else ""
     print(f"\nfacekd demo done: {accuracy}report: {html}")
     return summary
+
+
+def reference_checkpoint(path: str) -> Path | None:
+    """The demo's reference student: ``path`` as given, else relative to the repository."""
+    if not path:
+        return None
+    for candidate in (Path(path), Path(__file__).resolve().parents[1] / path):
+        if candidate.is_file():
+            return candidate
+    log.warning("demo.reference_student %s not found: the report shows the new student only", path)
+    return None
+
+
+def _bench_reference(cfg: RunConfig, out: Path, progress: bool) -> Path | None:
+    """Export + bench the reference student (few formats, one thread); its rows are named ``reference <artifact>``."""
+    from runtime_bench.results import with_artifact_prefix
+
+    checkpoint = reference_checkpoint(cfg.demo.reference_student)
+    if checkpoint is None:
+        return None
+    ref_cfg = replace(cfg, export=replace(cfg.export, formats=list(cfg.demo.reference_formats),
+                                          precisions=dict(cfg.demo.reference_precisions)),
+                      bench=replace(cfg.bench, threads=list(cfg.demo.reference_threads)))
+    export_dir = out / f"reference-export-{_digest(sha256_file(checkpoint), to_dict(ref_cfg.export))}"
+    log.info("reference student %s -> %s", checkpoint, export_dir)
+    if not (export_dir / "export_summary.json").exists():
+        export_student(ref_cfg, checkpoint, export_dir, progress=progress)
+    bench_dir = out / f"reference-bench-{_digest(sha256_file(export_dir / 'export_summary.json'), to_dict(ref_cfg.bench))}"
+    renamed = bench_dir / "result-reference.json"
+    if not renamed.exists():
+        (result,) = bench_export(replace(ref_cfg, bench=replace(ref_cfg.bench, targets=[{"kind": "local"}])),
+                                 export_dir, bench_dir / "result.json", progress=progress)
+        with_artifact_prefix(result, "reference ", renamed)
+    return renamed
 
 
 def _link(link: Path, target: Path) -> None:

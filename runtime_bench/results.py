@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
@@ -167,6 +167,14 @@ def save_result(result: BenchResult, path: str | os.PathLike) -> Path:
     data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     BenchResult.from_dict(data, source=str(path))
     return atomic_write_json(path, data)
+
+
+def with_artifact_prefix(path: str | os.PathLike, prefix: str, out_path: str | os.PathLike) -> Path:
+    """A copy of a result whose rows are named ``<prefix><artifact>``, so a second model's rows
+    (e.g. the zoo reference student) sit beside the first's in one device table."""
+    result = load_result(path)
+    result.rows = [replace(row, artifact=f"{prefix}{row.artifact}") for row in result.rows]
+    return save_result(result, out_path)
 
 
 def load_result(path: str | os.PathLike) -> BenchResult:

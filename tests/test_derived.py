@@ -96,7 +96,7 @@ def test_conversion_of_a_full_rank_head_is_its_best_rank_one_fit(tmp_path, faces
 
 def test_pruning_keeps_the_embedding_and_shrinks_every_hidden_layer(exact_teacher, faces_uint8):
     full, _ = convert_teacher(exact_teacher)
-    pruned = derive_student(exact_teacher, keep_ratio=0.5, teacher_sha256="abc")
+    pruned = derive_student(exact_teacher, keep_ratio=0.5, teacher_sha256="abc", importance="bn_scale")
     convs = [m for m in pruned.features if isinstance(m, nn.Conv2d)]
     assert convs[-1].out_channels == 16 and convs[0].in_channels == 3
     assert [c.out_channels for c in convs[:-1]] == [8, 8, 16, 16, 24, 24]
@@ -161,6 +161,6 @@ def test_real_sface_converts_close_to_itself(facekd_home):
     with torch.no_grad():
         mine = torch.nn.functional.normalize(student.eval()(torch.from_numpy(SFACE.apply(faces))), dim=1).numpy()
     assert (mine * teacher).sum(axis=1).mean() > 0.5  # rank-1 head: 0.61 measured; training closes the rest
-    pruned = derive_student(path, keep_ratio=0.5)
+    pruned = derive_student(path, keep_ratio=0.5, importance="bn_scale")
     assert pruned.arch.source["importance"] == "bn_scale"  # SFace keeps its BatchNorms: Network Slimming applies
     assert sum(p.numel() for p in pruned.parameters()) < 1_000_000

@@ -34,3 +34,30 @@ def test_demo_chain_writes_report_and_reuses_finished_stages(tiny_faces, tiny_te
     reused = [r.getMessage() for r in caplog.records if r.getMessage().startswith("reusing")]
     assert len(reused) == 3  # train, export, bench
     assert (out / "student.pt").resolve().stat().st_mtime_ns == student_mtime
+
+
+def test_demo_report_shows_the_reference_student_beside_the_new_one(tiny_faces, tiny_teacher, tiny_pairs, tmp_path):
+    import torch
+
+    from training.checkpoint import save_checkpoint, student_state
+    from training.models.mobilefacenet import MobileFaceNet
+    from training.preprocess import STUDENT_DEFAULT
+
+    torch.manual_seed(3)
+    reference = save_checkpoint(tmp_path / "zoo" / "student.pt", student_state(MobileFaceNet(width=0.25).eval(), STUDENT_DEFAULT))
+    cfg = load_config(None, [
+        f"data.aligned_root={tiny_faces}", f"data.val_pairs={tiny_pairs}", f"teacher.path={tiny_teacher}",
+        f"teacher.cache_dir={tmp_path / 'cache'}", "student.width=0.25", "data.identities_per_batch=3",
+        "data.images_per_identity=2", "train.epochs=1", "train.threads=1", "loss.fcd=1.0",
+        "export.formats=[torch]", "export.calib_count=8", "export.parity_count=8",
+        "bench.threads=[1]", "bench.min_runs=3", "bench.min_seconds=0.05", "bench.warmup_count=1",
+        "bench.warmup_seconds=0.0", f"demo.reference_student={reference}",
+    ])
+    summary = run_demo(cfg, tmp_path / "demo", progress=False)
+    assert len(summary["results"]) == 2
+    reference_rows = json.loads(open(summary["results"][1]).read())["rows"]
+    names = {r["artifact"] for r in reference_rows if r["status"] == "ok"}
+    assert names == {"reference torch-fp32", "reference onnx-fp32"}
+    report = (tmp_path / "demo" / "report" / "report.md").read_text()
+    assert "reference onnx-fp32" in report and "torch-fp32" in report
+    assert report.count("## ") == 1  # one device table holding both students

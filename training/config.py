@@ -42,7 +42,7 @@ class StudentConfig:
     family: str = "mobilefacenet"     # mobilefacenet (from scratch) | teacher_derived (teacher's network, pruned)
     width: float = 1.0                # mobilefacenet width multiplier
     keep_ratio: float = 0.5           # teacher_derived: fraction of each layer's channels kept
-    prune_importance: str = "bn_scale"  # teacher_derived: bn_scale (BatchNorm |γ|) | l2 (filter norm)
+    prune_importance: str = "l2"      # teacher_derived: l2 (filter norm) | bn_scale (BatchNorm |γ|)
     embedding_size: int = 128         # mobilefacenet; a derived student keeps the teacher's
     preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)  # mobilefacenet; derived: the teacher's
 

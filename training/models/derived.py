@@ -235,16 +235,17 @@ def _rank1_head(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # -- pruning ---------------------------------------------------------------------------------------
 
-PRUNE_IMPORTANCE = ("bn_scale", "l2")
+PRUNE_IMPORTANCE = ("l2", "bn_scale")
 
 
-def prune_channels(student: DerivedStudent, keep_ratio: float, importance: str = "bn_scale",
+def prune_channels(student: DerivedStudent, keep_ratio: float, importance: str = "l2",
                    round_to: int = 8) -> DerivedStudent:
     """Remove the (1 - keep_ratio) least important channels of every layer (torch-pruning).
 
-    Importance ``bn_scale``: |γ| of the BatchNorm after each conv (Network Slimming); ``l2``: the
-    L2 norm of each filter. Measured on SFace at keep 0.5 (mean cosine to the teacher on 128
-    training faces, before any training): bn_scale 0.145, l2 0.068. The embedding layer's outputs
+    Importance ``l2``: the L2 norm of each filter; ``bn_scale``: |γ| of the BatchNorm after each
+    conv (Network Slimming). Measured on SFace at keep 0.5: before training bn_scale points closer
+    to the teacher (mean cosine 0.145 vs 0.068 on 128 training faces), but l2 trains faster
+    (hardness-aware FCD after 60 steps: 137 vs 175), so l2 is the default. The embedding layer's outputs
     are kept; depthwise convs, BatchNorms and PReLUs follow the channels of the layer they read
     from (torch-pruning's dependency graph).
     """
@@ -273,7 +274,7 @@ def prune_channels(student: DerivedStudent, keep_ratio: float, importance: str =
 
 
 def derive_student(teacher_path: str | Path, keep_ratio: float, teacher_sha256: str = "",
-                   importance: str = "bn_scale") -> DerivedStudent:
+                   importance: str = "l2") -> DerivedStudent:
     """Convert the ONNX teacher, replace its head, prune it to ``keep_ratio`` of its channels."""
     student, _ = convert_teacher(teacher_path)
     student.eval()
