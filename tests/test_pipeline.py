@@ -9,15 +9,18 @@ from facekd.pipeline import run_demo
 from tests.test_trainer import tiny_pairs, tiny_teacher  # noqa: F401  (fixtures)
 
 
-def test_demo_chain_writes_report_and_reuses_finished_stages(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, caplog):
-    cfg = load_config(None, [
+def tiny_demo_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, *extra):
+    return load_config(None, [
         f"data.aligned_root={tiny_faces}", f"data.val_pairs={tiny_pairs}", f"teacher.path={tiny_teacher}",
         f"teacher.cache_dir={tmp_path / 'cache'}", "student.width=0.25", "data.identities_per_batch=3",
         "data.images_per_identity=2", "train.epochs=1", "train.threads=1", "loss.fcd=1.0",
-        "export.formats=[torch, onnx]", "export.calib_count=8", "export.parity_count=8",
-        "bench.threads=[1]", "bench.min_runs=3", "bench.min_seconds=0.05", "bench.warmup_count=1",
-        "bench.warmup_seconds=0.0",
+        "export.calib_count=8", "export.parity_count=8", "bench.threads=[1]", "bench.min_runs=3",
+        "bench.min_seconds=0.05", "bench.warmup_count=1", "bench.warmup_seconds=0.0", *extra,
     ])
+
+
+def test_demo_chain_writes_report_and_reuses_finished_stages(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, caplog):
+    cfg = tiny_demo_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, "export.formats=[torch, onnx]")
     out = tmp_path / "demo"
     summary = run_demo(cfg, out, progress=False)
     html = (out / "report" / "report.html").read_text()
@@ -45,14 +48,8 @@ def test_demo_report_shows_the_reference_student_beside_the_new_one(tiny_faces, 
 
     torch.manual_seed(3)
     reference = save_checkpoint(tmp_path / "zoo" / "student.pt", student_state(MobileFaceNet(width=0.25).eval(), STUDENT_DEFAULT))
-    cfg = load_config(None, [
-        f"data.aligned_root={tiny_faces}", f"data.val_pairs={tiny_pairs}", f"teacher.path={tiny_teacher}",
-        f"teacher.cache_dir={tmp_path / 'cache'}", "student.width=0.25", "data.identities_per_batch=3",
-        "data.images_per_identity=2", "train.epochs=1", "train.threads=1", "loss.fcd=1.0",
-        "export.formats=[torch]", "export.calib_count=8", "export.parity_count=8",
-        "bench.threads=[1]", "bench.min_runs=3", "bench.min_seconds=0.05", "bench.warmup_count=1",
-        "bench.warmup_seconds=0.0", f"demo.reference_student={reference}",
-    ])
+    cfg = tiny_demo_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, "export.formats=[torch]",
+                           f"demo.reference_student={reference}")
     summary = run_demo(cfg, tmp_path / "demo", progress=False)
     assert len(summary["results"]) == 2
     reference_rows = json.loads(open(summary["results"][1]).read())["rows"]
