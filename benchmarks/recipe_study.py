@@ -100,7 +100,11 @@ def main(argv=None) -> int:
     study = yaml.safe_load(Path(args.study).read_text())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    common = list(study.get("set", []))
+    cfg = run_config(argparse.Namespace(config=None, overrides=list(study.get("set", [])), data=args.data,
+                                        teacher=args.teacher))
+    if study.get("val_pairs_file"):  # a pairs file beside the default one (e.g. val_pairs_3000.txt)
+        cfg.data.val_pairs = str(Path(cfg.data.val_pairs).with_name(study["val_pairs_file"]))
+    common = [*study.get("set", []), f"data.val_pairs={cfg.data.val_pairs}"]
     cpu_file = out / "cpu_minutes.json"
     cpu_minutes = json.loads(cpu_file.read_text()) if cpu_file.exists() else {}
 
@@ -110,7 +114,6 @@ def main(argv=None) -> int:
         cpu_minutes[arm["name"]] = cpu_minutes.get(arm["name"], 0.0) + train_arm(arm, out, common)
         atomic_write_json(cpu_file, cpu_minutes)
 
-    cfg = run_config(argparse.Namespace(config=None, overrides=common, data=args.data, teacher=args.teacher))
     pairs = load_val_pairs(cfg)
     teacher_file = out / "teacher_val.json"
     if teacher_file.exists():

@@ -1,9 +1,14 @@
-"""Distillation trainer: student + loss suite on cached teacher embeddings.
+"""Distillation trainer: student + loss suite on teacher embeddings.
 
-The teacher never runs here: its embeddings (and those of the flipped images) come from the
-teacher cache. Single process or `torchrun` (DDP; gloo on CPU, nccl on CUDA). Checkpoints are
-written atomically every epoch and every `checkpoint_every_steps`; `resume=True` continues the
-same run from `checkpoints/last.pt`, mid-epoch included.
+In cached mode (default) the teacher never runs here: its embeddings come from the teacher
+cache — of each image and its mirror, or, with a view cache, of V augmented views per image,
+one drawn per image per step and re-created pixel for pixel (`training.views`). In online mode
+a worker thread embeds each batch's own fresh views one batch ahead (`training.online`).
+Unlabelled faces (`data.unlabelled`) join each batch after the P×K labelled ones.
+
+Single process or `torchrun` (DDP; gloo on CPU, nccl on CUDA). Checkpoints are written
+atomically every epoch and every `checkpoint_every_steps`; `resume=True` continues the same run
+from `checkpoints/last.pt`, mid-epoch included.
 """
 from __future__ import annotations
 
