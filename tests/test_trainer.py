@@ -222,3 +222,14 @@ def test_teacher_derived_student_trains_from_the_teacher(tiny_faces, tiny_pairs,
     model, spec, state = load_student(result.student_path)
     assert state["arch"]["name"] == "teacher_derived" and spec == cfg.teacher.preprocess
     assert model(torch.zeros(2, 3, 112, 112)).shape == (2, 16)
+
+
+def test_cache_teacher_cli_builds_the_view_cache(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, capsys):
+    from facekd.cli import main
+
+    sets = [f"data.aligned_root={tiny_faces}", f"data.val_pairs={tiny_pairs}", f"teacher.path={tiny_teacher}",
+            f"teacher.cache_dir={tmp_path / 'cache'}", "teacher.with_flip=false"]
+    assert main(["--quiet", "cache-teacher", "--views", "2", *sum((["--set", s] for s in sets), [])]) == 0
+    out = capsys.readouterr().out
+    assert "teacher view cache ready" in out and "24 images × 2 views" in out
+    assert (tmp_path / "cache" / "views" / "views.npy").is_file()
