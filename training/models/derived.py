@@ -149,9 +149,11 @@ def convert_teacher(path: str | Path) -> tuple[DerivedStudent, dict]:
         if gemm is not None and op != "BatchNormalization":
             raise ConversionError(f"{path}: op {op} after the embedding Gemm is not supported")
         if op in ("Sub", "Mul") and not layers:
+            if node.input[1] not in weights or np.asarray(weights[node.input[1]]).size != 1:
+                raise ConversionError(f"{path}: input {op} must be by a constant scalar")
             value = float(np.asarray(weights[node.input[1]]).reshape(-1)[0])
             if op == "Sub":
-                shift += value / scale if scale != 1.0 else value
+                shift += value / scale  # (x·s − v) = s·(x − v/s)
             else:
                 scale *= value
         elif op == "Conv":
@@ -166,12 +168,11 @@ def convert_teacher(path: str | Path) -> tuple[DerivedStudent, dict]:
             spec = {"op": "conv", "cin": channels, "cout": int(w.shape[0]), "kernel": int(kernel),
                     "stride": int(attrs.get("strides", [1])[0]), "padding": int(pads[0]),
                     "groups": int(attrs.get("group", 1)), "bias": len(node.input) > 2}
-            if shift or scale != 1.0:
-                if not layers:
-                    add({"op": "scale", "shift": shift, "scale": scale}, {})
+            if not layers and (shift or scale != 1.0):
+                add({"op": "scale", "shift": shift, "scale": scale}, {})
             add(spec, tensors)
             channels = int(w.shape[0])
-            spatial = [s // spec["stride"] for s in spatial]
+            spatial = [(side + 2 * spec["padding"] - spec["kernel"]) // spec["stride"] + 1 for side in spatial]
         elif op == "BatchNormalization":
             gamma, beta, mean, var = (weights[name] for name in node.input[1:5])
             bn = {"weight": gamma, "bias": beta, "running_mean": mean, "running_var": var}
@@ -215,7 +216,7 @@ def convert_teacher(path: str | Path) -> tuple[DerivedStudent, dict]:
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     if missing:
         raise ConversionError(f"{path}: no weights read for {missing[:3]}")
-    student.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)).reshape(expected[k].shape)
+    student.load_state_dict({k: torch.tensor(np.asarray(v, dtype=np.float32)).reshape(expected[k].shape)
                              for k, v in state.items()}, strict=False)
     return student, {"input_shift": shift, "input_scale": scale, "head_hw": (height, width)}
 
