@@ -76,6 +76,13 @@ def interleaved_latency_ms(sessions: dict[str, ort.InferenceSession], rounds: in
     return {name: float(np.median(values)) for name, values in times.items()}
 
 
+def onnx_parameters(path: Path) -> int:
+    """Number of weights stored in an ONNX file's initializers."""
+    import onnx
+
+    return int(sum(np.prod(tensor.dims, dtype=np.int64) for tensor in onnx.load(str(path)).graph.initializer))
+
+
 def describe(student_path: Path, work: Path) -> tuple[dict, Path]:
     """Parameters and MACs of a student, and an fp32 ONNX file of it for the latency run."""
     import torch_pruning as tp
@@ -134,7 +141,7 @@ def main(argv=None) -> int:
                                  "step_ms_median": metrics.get("step_ms_median")}
             sessions[arm["name"]] = onnx_session(onnx_path)
         latency = interleaved_latency_ms(sessions)
-    teacher_params = 9_667_074 if "sface" in str(cfg.teacher.path) else None
+    teacher_params = onnx_parameters(Path(cfg.teacher.path))
     for name, row in rows.items():
         row["latency_ms"] = latency[name]
         row["latency_vs_teacher"] = latency[name] / latency["teacher"]
@@ -144,7 +151,7 @@ def main(argv=None) -> int:
             kd, base, top = rows[arm["name"]]["val"]["accuracy"], rows[plain]["val"]["accuracy"], teacher_val["accuracy"]
             rows[arm["name"]]["gap_recovered"] = (kd - base) / (top - base) if top > base else None
     summary = {"pairs": str(cfg.data.val_pairs), "teacher": {"val": teacher_val, "latency_ms": latency["teacher"],
-               "params": teacher_params}, "arms": rows, "cpu": _cpu_isa(), "threads": os.cpu_count()}
+               "params": teacher_params}, "arms": rows, "cpu": _cpu_isa(), "cores": os.cpu_count()}
     atomic_write_json(out / "summary.json", summary)
 
     print(f"val pairs {cfg.data.val_pairs}; teacher {100 * teacher_val['accuracy']:.2f}% ± "

@@ -119,7 +119,7 @@ def _bench_reference(cfg: RunConfig, out: Path, progress: bool) -> Path | None:
         return None
     ref_cfg = replace(cfg, export=replace(cfg.export, formats=list(cfg.demo.reference_formats),
                                           precisions=dict(cfg.demo.reference_precisions)),
-                      bench=replace(cfg.bench, threads=list(cfg.demo.reference_threads)))
+                      bench=replace(cfg.bench, threads=list(cfg.demo.reference_threads), targets=[{"kind": "local"}]))
     export_dir = out / f"reference-export-{_digest(sha256_file(checkpoint), to_dict(ref_cfg.export))}"
     log.info("reference student %s -> %s", checkpoint, export_dir)
     if not (export_dir / "export_summary.json").exists():
@@ -127,8 +127,7 @@ def _bench_reference(cfg: RunConfig, out: Path, progress: bool) -> Path | None:
     bench_dir = out / f"reference-bench-{_digest(sha256_file(export_dir / 'export_summary.json'), to_dict(ref_cfg.bench))}"
     renamed = bench_dir / "result-reference.json"
     if not renamed.exists():
-        (result,) = bench_export(replace(ref_cfg, bench=replace(ref_cfg.bench, targets=[{"kind": "local"}])),
-                                 export_dir, bench_dir / "result.json", progress=progress)
+        (result,) = bench_export(ref_cfg, export_dir, bench_dir / "result.json", progress=progress)
         with_artifact_prefix(result, "reference ", renamed)
     return renamed
 

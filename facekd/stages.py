@@ -18,10 +18,11 @@ from .paths import cache_dir
 log = logging.getLogger(__name__)
 
 
-def _cache_dir(cfg: RunConfig, key: dict, suffix: str = "") -> Path:
+def _cache_dir(cfg: RunConfig, key: dict, kind: str = "") -> Path:
+    """teacher.cache_dir (views in its `views/` folder), else a folder of the user cache named by the key."""
     if cfg.teacher.cache_dir:
-        return Path(cfg.teacher.cache_dir)
-    return cache_dir() / "teacher" / (sha256_text(repr(sorted(key.items())))[:16] + suffix)
+        return Path(cfg.teacher.cache_dir, kind)
+    return cache_dir() / "teacher" / (sha256_text(repr(sorted(key.items())))[:16] + (f"-{kind}" if kind else ""))
 
 
 def _open_or_build(directory: Path, open_cache, build_cache):
@@ -55,7 +56,7 @@ def ensure_view_cache(cfg: RunConfig, folder: FaceFolder | None = None, progress
     teacher = load_teacher(cfg.teacher.path, cfg.teacher.preprocess)
     spec, views = cfg.teacher.view_spec, cfg.teacher.views
     key = view_cache_key(teacher, folder, spec, views)
-    directory = _cache_dir(cfg, key, suffix="-views") if not cfg.teacher.cache_dir else Path(cfg.teacher.cache_dir) / "views"
+    directory = _cache_dir(cfg, key, kind="views")
     return _open_or_build(directory, lambda: ViewCache.open(directory, key, spec),
                           lambda: build_view_cache(teacher, folder, directory, spec, views,
                                                    batch_size=cfg.teacher.batch_size, progress=progress))

@@ -11,10 +11,9 @@ import os
 from pathlib import Path
 
 import torch
-
-from .io import atomic_path
 from torch import nn
 
+from .io import atomic_path
 from .models import build_student
 from .preprocess import PreprocessSpec
 

@@ -67,8 +67,9 @@ class FaceFolder:
 
     ``identities`` (default: every sub-folder, sorted) fixes which identities are used and their
     label order. ``unlabelled`` folders add faces without identity (every image below them, any
-    layout) with label ``UNLABELLED`` (-1), after the labelled ones. With ``skip_bad=True`` every image is decoded once up front and the unreadable
-    ones are left out and listed in ``skipped``; otherwise loading one raises BadImageError.
+    layout) with label ``UNLABELLED`` (-1), after the labelled ones. With ``skip_bad=True`` every
+    image is decoded once up front and the unreadable ones are left out and listed in
+    ``skipped``; otherwise loading one raises BadImageError.
     """
 
     def __init__(

@@ -317,10 +317,10 @@ class Trainer:
         else:
             images = self.images[idx]
             teacher = self.teacher[idx]
-        if self.online is None and self.view_teacher is None and self.teacher_flipped is not None and self.cfg.data.flip_prob > 0:
-            flip = torch.rand(len(idx), generator=gen) < self.cfg.data.flip_prob
-            images = torch.where(flip[:, None, None, None], images.flip(2), images)
-            teacher = torch.where(flip[:, None], self.teacher_flipped[idx], teacher)
+            if self.teacher_flipped is not None and self.cfg.data.flip_prob > 0:
+                flip = torch.rand(len(idx), generator=gen) < self.cfg.data.flip_prob
+                images = torch.where(flip[:, None, None, None], images.flip(2), images)
+                teacher = torch.where(flip[:, None], self.teacher_flipped[idx], teacher)
         queue = queue_labels = None
         if "queue" in self.suite.needs and self.cfg.train.queue_size > 0:
             q = torch.randint(0, len(self.teacher), (self.cfg.train.queue_size,), generator=gen)

@@ -59,7 +59,10 @@ def view_parameters(spec: ViewSpec, image_index: int, view_id: int) -> dict:
         return {"identity": True}
     rng = np.random.default_rng([spec.seed, int(image_index), int(view_id)])
     u = rng.random(16)
-    jitter = lambda amount, x: 1.0 + amount * (2.0 * x - 1.0)  # noqa: E731 - U(1 ± amount)
+
+    def jitter(amount: float, x: float) -> float:
+        return 1.0 + amount * (2.0 * x - 1.0)  # U(1 ± amount)
+
     return {
         "identity": False,
         "scale": spec.scale[0] + (spec.scale[1] - spec.scale[0]) * u[0],

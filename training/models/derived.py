@@ -92,13 +92,13 @@ class DerivedStudent(nn.Module):
         super().__init__()
         self.features = nn.Sequential(*[_layer(spec) for spec in arch.layers])
         self.embedding_size = arch.embedding_size
-        self._source = dict(arch.source)
+        self.source = dict(arch.source)  # provenance, updated by derive_student / prune_channels
 
     @property
     def arch(self) -> DerivedArch:
         """The architecture as it is now (after pruning, the layer list follows the modules)."""
         return DerivedArch(embedding_size=self.embedding_size,
-                           layers=tuple(_spec_of(m) for m in self.features), source=self._source)
+                           layers=tuple(_spec_of(m) for m in self.features), source=self.source)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x).flatten(1)
@@ -261,10 +261,12 @@ def prune_channels(student: DerivedStudent, keep_ratio: float, importance: str =
     layers = list(student.features)
     convs = [m for m in layers if isinstance(m, nn.Conv2d)]
     embedding_conv = convs[-1]
-    if importance == "bn_scale" and not all(isinstance(layers[layers.index(c) + 1], nn.BatchNorm2d) for c in convs[:-3]):
+    backbone_convs = convs[:-2]  # the head's GDC and 1×1 convs follow the backbone's channels
+    if importance == "bn_scale" and not all(isinstance(after, nn.BatchNorm2d)
+                                            for layer, after in zip(layers, layers[1:]) if layer in backbone_convs):
         logger.warning("the teacher's convs are not all followed by a BatchNorm (folded?): pruning by l2 filter norm")
         importance = "l2"
-    student._source = {**student._source, "importance": importance}
+    student.source["importance"] = importance
     scorer = tp.importance.BNScaleImportance() if importance == "bn_scale" else tp.importance.MagnitudeImportance(p=2)
     pruner = tp.pruner.MetaPruner(
         student, example_inputs=torch.zeros(1, 3, 112, 112), importance=scorer,
@@ -280,6 +282,6 @@ def derive_student(teacher_path: str | Path, keep_ratio: float, teacher_sha256: 
     student, _ = convert_teacher(teacher_path)
     student.eval()
     prune_channels(student, keep_ratio, importance)
-    student._source = {**student._source, "teacher_sha256": teacher_sha256, "keep_ratio": keep_ratio}
+    student.source.update(teacher_sha256=teacher_sha256, keep_ratio=keep_ratio)
     return student
 

@@ -84,5 +84,3 @@ class MobileFaceNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[N,3,112,112] normalised input -> [N, embedding_size] raw (un-normalised) embedding."""
         return self.features(x).flatten(1)
-
-
