@@ -1,4 +1,4 @@
-# Two commands, each doing its own set-up:  make demo   |   make test
+# Two commands, each doing its own set-up (venv, and for the tests the system packages):  make demo   |   make test
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -23,6 +23,7 @@ demo: setup
 	$(VENV)/bin/facekd demo
 
 test: setup
+	bash scripts/system-deps.sh
 	bash scripts/test.sh
 
 test-slow: setup

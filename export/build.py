@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ExportConfig", "ExportError", "ExportRecord", "available_formats", "export_checkpoint", "plan_jobs"]
+__all__ = ["ExportConfig", "ExportError", "ExportRecord", "available_formats", "export_checkpoint", "plan_jobs",
+           "split_format_requests"]
 
 REJECTED = "rejected"
 GOLDEN = "golden"
@@ -63,6 +64,7 @@ class ExportConfig:
     bars: dict[str, ParityBar] = field(default_factory=lambda: dict(DEFAULT_BARS))
     threads: int | None = None  # threads for PyTorch and every runtime during the export (None: their defaults)
     max_batch: int = 64  # largest batch of formats with a bounded dynamic batch (Core ML, TensorRT)
+    golden: bool = True  # write golden vectors for the app tests (failing to is an error)
 
 
 @dataclass
@@ -93,21 +95,43 @@ def available_formats() -> list[tuple[str, str, bool, str]]:
     return listing
 
 
+def split_format_requests(requests: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """``["onnx", "tflite-int8", "tflite-fp16"]`` -> (formats, {format: precisions}); a bare
+    format asks for all its precisions, so it wins over ``FORMAT-PRECISION`` entries of the same format."""
+    names, precisions, whole = [], {}, set()
+    for request in requests:
+        name, _, precision = request.partition("-")
+        if name not in FORMATS:
+            raise ExportError(f"unknown export format {request!r}: choose from {', '.join(FORMATS)} "
+                              f"(optionally FORMAT-PRECISION, e.g. onnx-fp32)")
+        names.append(name)
+        if precision:  # checked against the format's precisions by plan_jobs
+            precisions.setdefault(name, []).append(precision)
+        else:
+            whole.add(name)
+    return list(dict.fromkeys(names)), {k: list(dict.fromkeys(v)) for k, v in precisions.items() if k not in whole}
+
+
 def plan_jobs(config: ExportConfig) -> list[tuple[FormatRow, str, str | None]]:
     """(row, precision, unavailable reason) for every requested job; raise on requests that cannot work."""
     explicit = config.formats is not None
-    names = list(config.formats) if explicit else list(FORMATS)
-    choices = ", ".join(FORMATS)
-    for name in names + list(config.precisions):
+    names, requested = split_format_requests(config.formats) if explicit else (list(FORMATS), {})
+    for name in list(config.precisions):
         if name not in FORMATS:
-            raise ExportError(f"unknown export format {name!r}: choose from {choices}")
-    for name, precisions in config.precisions.items():
+            raise ExportError(f"unknown export format {name!r}: choose from {', '.join(FORMATS)}")
+    precisions_of = {**requested, **config.precisions}
+    for name, precisions in precisions_of.items():
         if name not in names:
             raise ExportError(f"precisions given for {name!r}, which is not among the formats to export ({', '.join(names)})")
         for precision in precisions:
             if precision not in FORMATS[name].precisions:
                 offered = ", ".join(FORMATS[name].precisions)
                 raise ExportError(f"format {name} has no precision {precision!r}: it offers {offered}")
+    for name in dict.fromkeys(names):
+        for precision in precisions_of.get(name) or FORMATS[name].precisions:
+            if precision not in config.bars:
+                raise ExportError(f"no parity bar for {name}-{precision}: set export.bars.{precision} "
+                                  f"(bars given: {', '.join(sorted(config.bars)) or 'none'})")
     for setting in ("calib_count", "parity_count", "parity_pairs", "max_batch"):
         if getattr(config, setting) < 1:
             raise ExportError(f"export {setting} must be at least 1, got {getattr(config, setting)}")
@@ -117,7 +141,7 @@ def plan_jobs(config: ExportConfig) -> list[tuple[FormatRow, str, str | None]]:
         reason = row.unavailable_reason()
         if reason and explicit:
             raise ExportError(f"cannot export {name}: {reason}")
-        jobs += [(row, precision, reason) for precision in config.precisions.get(name) or row.precisions]
+        jobs += [(row, precision, reason) for precision in precisions_of.get(name) or row.precisions]
     return jobs
 
 
@@ -238,8 +262,8 @@ def _export_one(run: _Run, row: FormatRow, precision: str) -> ExportRecord:
             runner.load(artifact, run.config.threads)
             batch_size = min(RUN_BATCH, run.config.max_batch)  # bounded-batch formats accept up to max_batch
             parity = measure_parity(embed(runner, run.inputs(row.layout), batch_size), run.reference)
-            reason = gate(precision, parity, run.config.bars) or ""
-            status = "rejected" if reason else "ok"
+            verdict = gate(precision, parity, run.config.bars)
+            status, reason = ("ok" if verdict.passed else "rejected"), verdict.statement
     except Exception as exc:  # an artifact that cannot be read back or run is not presented as good
         logger.warning("%s: validation failed", job, exc_info=True)
         status, reason = "failed", _one_line(exc)
@@ -309,10 +333,12 @@ def export_checkpoint(
             parity_faces=parity_faces, reference=reference, threshold_source=threshold_source,
             source={"checkpoint": checkpoint_path.name, "sha256": sha256_file(checkpoint_path), "arch": state.get("arch")},
         )
-        try:
-            write_golden(out_dir / GOLDEN, model, preprocess, golden_candidates + list(parity_images), threshold)
-        except (ExportError, BadImageError) as exc:
-            logger.warning("golden vectors not written: %s", exc)
+        if config.golden:
+            try:
+                write_golden(out_dir / GOLDEN, model, preprocess, golden_candidates + list(parity_images), threshold)
+            except (ExportError, BadImageError) as exc:
+                raise ExportError(f"golden vectors for the app tests cannot be written: {exc} "
+                                  "(or set export.golden=false to export without them)") from None
         bar = tqdm(jobs, desc="export", unit="artifact", disable=not progress)
         for row, precision, unavailable in bar:
             bar.set_postfix_str(f"{row.name}-{precision}")

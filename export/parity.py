@@ -80,12 +80,24 @@ def measure_parity(embeddings: np.ndarray, reference: ParityReference) -> Parity
     )
 
 
-def gate(precision: str, parity: Parity, bars: dict[str, ParityBar]) -> str | None:
-    """None when ``parity`` meets the bar for ``precision``, else the reason it does not."""
+@dataclass(frozen=True)
+class GateResult:
+    """The bar an artifact was held to, the value it measured, and the one-line verdict."""
+
+    passed: bool
+    statement: str  # e.g. "int8 mean_cos 0.99712 >= bar 0.99" or "... below the bar 0.999 by 0.00812"
+
+
+def gate(precision: str, parity: Parity, bars: dict[str, ParityBar]) -> GateResult:
+    """Hold ``parity`` to the bar of ``precision``; a precision without a bar is an error, not a pass."""
     bar = bars.get(precision)
     if bar is None:
-        return None
+        raise ValueError(f"no parity bar for precision {precision!r}: set export.bars.{precision} "
+                         f"(bars exist for {', '.join(sorted(bars)) or 'none'})")
     value = getattr(parity, bar.metric)
-    if not np.isfinite(value) or value < bar.minimum:
-        return f"{precision} {bar.metric} {value:.5f} is below the bar {bar.minimum}"
-    return None
+    measured = f"{precision} {bar.metric} {value:.5f}"
+    if not np.isfinite(value):
+        return GateResult(False, f"{measured} is not finite (bar {bar.minimum})")
+    if value < bar.minimum:
+        return GateResult(False, f"{measured} is below the bar {bar.minimum} by {bar.minimum - value:.5f}")
+    return GateResult(True, f"{measured} >= bar {bar.minimum}")

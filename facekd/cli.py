@@ -9,9 +9,13 @@ import sys
 from pathlib import Path
 
 from .config import RunConfig, load_config, save_config
+from .outcome import EXIT_ERROR, EXIT_INTERRUPTED, bench_lines, exit_code, export_lines, export_summary_lines, table
 
 OWN_PACKAGES = {"facekd", "training", "export", "runtime_bench"}
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
+EXIT_HELP = ("exit codes: 0 everything requested was made and passed; 2 the command could not run (one-line "
+             "error); 3 a requested artifact or benchmark row failed or was rejected (--strict: or is unavailable "
+             "here); 130 interrupted")
 log = logging.getLogger("facekd")
 
 
@@ -24,19 +28,20 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run_config(args) -> RunConfig:
-    """Config file + overrides, with data/teacher paths filled from flags, env or the fetch cache."""
+    """Config file + overrides, with data/teacher paths from (first set wins) flags, config keys
+    (``data.aligned_root``, ``teacher.path``), env or the fetch cache: one resolver decides."""
     from .paths import resolve_resources
 
     cfg = load_config(args.config, args.overrides)
-    needs_data = not cfg.data.aligned_root or not cfg.teacher.path
-    if needs_data:
-        res = resolve_resources(data=getattr(args, "data", None), teacher=getattr(args, "teacher", None))
-        cfg.data.aligned_root = cfg.data.aligned_root or str(res.aligned_root)
-        if not cfg.data.train_identities and res.train_identities:
-            cfg.data.train_identities = str(res.train_identities)
-        cfg.data.val_pairs = cfg.data.val_pairs or str(res.val_pairs)
-        cfg.data.val_images_root = cfg.data.val_images_root or str(res.val_images_root)
-        cfg.teacher.path = cfg.teacher.path or str(res.teacher)
+    res = resolve_resources(data=getattr(args, "data", None) or cfg.data.aligned_root or None,
+                            teacher=getattr(args, "teacher", None) or cfg.teacher.path or None)
+    cfg.data.aligned_root = str(res.aligned_root)
+    if not cfg.data.train_identities and res.train_identities:
+        cfg.data.train_identities = str(res.train_identities)
+    if not cfg.data.val_pairs and res.val_pairs:
+        cfg.data.val_pairs = str(res.val_pairs)
+    cfg.data.val_images_root = cfg.data.val_images_root or str(res.val_images_root)
+    cfg.teacher.path = str(res.teacher)
     return cfg
 
 
@@ -94,23 +99,26 @@ def cmd_eval(args) -> None:
     print(text)
 
 
-def cmd_export(args) -> None:
+def cmd_export(args) -> int:
     from .stages import export_student
 
     cfg = run_config(args)
     if args.formats:
         cfg.export.formats = args.formats
-    records = export_student(cfg, Path(args.checkpoint), Path(args.out), progress=not args.quiet)
-    for record in records:
-        print(f"{record.format}-{record.precision}: {record.status}" + (f" ({record.reason})" if record.reason else ""))
+    lines = export_lines(export_student(cfg, Path(args.checkpoint), Path(args.out), progress=not args.quiet))
+    print(table(lines, args.strict))
+    return exit_code(lines, args.strict)
 
 
-def cmd_bench(args) -> None:
+def cmd_bench(args) -> int:
     from .stages import bench_export
 
     cfg = run_config(args)
     paths = bench_export(cfg, Path(args.export_dir), Path(args.out), progress=not args.quiet)
+    lines = bench_lines(paths)
+    print(table(lines, args.strict))
     print("results written to " + ", ".join(str(p) for p in paths))
+    return exit_code(lines, args.strict)
 
 
 def cmd_report(args) -> None:
@@ -128,12 +136,18 @@ def cmd_fetch(args) -> None:
     print(f"data and models ready under {report.home} (fetched {len(report.fetched)}, already there {len(report.skipped)})")
 
 
-def cmd_demo(args) -> None:
+def cmd_demo(args) -> int:
     from .pipeline import run_demo
 
     args.config = args.config or str(DEMO_CONFIG)
     cfg = run_config(args)
-    run_demo(cfg, Path(args.out), config_path=args.config, progress=not args.quiet)
+    summary = run_demo(cfg, Path(args.out), config_path=args.config, progress=not args.quiet)
+    lines = export_summary_lines(Path(summary["export_dir"]))
+    if summary.get("reference_export_dir"):
+        lines += export_summary_lines(Path(summary["reference_export_dir"]), "reference export")
+    lines += bench_lines(Path(p) for p in summary["results"])
+    print(table(lines, args.strict))
+    return exit_code(lines, args.strict)
 
 
 def format_help() -> str:
@@ -146,8 +160,14 @@ def format_help() -> str:
     return "\n".join(lines)
 
 
+def _strict_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 3 also when a requested format is unavailable on this host (always: when one failed or was rejected)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="facekd", description=__doc__)
+    parser = argparse.ArgumentParser(prog="facekd", description=__doc__, epilog=EXIT_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -188,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument("--formats", nargs="+", metavar="FORMAT[-PRECISION]", help="default: all available here")
     p.add_argument("--out", required=True)
+    _strict_arg(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="accuracy and latency of every artifact of an export folder on this host")
@@ -195,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument("--out", required=True, help="result JSON (with bench.targets beyond this machine: "
                    "one <target>.json per target in its folder)")
+    _strict_arg(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="merge result JSONs into report.md + report.html")
@@ -212,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default config: facekd/demo.yaml)")
     _config_args(p)
     p.add_argument("--out", default="runs/demo", help="demo folder (re-running reuses finished stages)")
+    _strict_arg(p)
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -223,16 +246,15 @@ def main(argv: list[str] | None = None) -> int:
     for package in OWN_PACKAGES:  # our progress messages; third-party INFO chatter stays hidden
         logging.getLogger(package).setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
-        args.func(args)
+        return args.func(args) or 0
     except KeyboardInterrupt:
         print("facekd: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:
         if type(exc).__module__.split(".")[0] in OWN_PACKAGES and not args.verbose:
             print(f"facekd: error: {exc}", file=sys.stderr)
-            return 2
+            return EXIT_ERROR
         raise
-    return 0
 
 
 if __name__ == "__main__":

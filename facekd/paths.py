@@ -53,7 +53,7 @@ class Resources:
 
     aligned_root: Path
     train_identities: Path | None
-    val_pairs: Path
+    val_pairs: Path | None  # None: no splits/val_pairs.txt beside the faces (validation is optional)
     val_images_root: Path
     teacher: Path
     detector: Path | None
@@ -79,13 +79,13 @@ def is_aligned_root(path: Path) -> bool:
 class _Data:
     aligned_root: Path
     train_identities: Path | None
-    val_pairs: Path
+    val_pairs: Path | None
 
 
 def _data_at(path: Path, origin: str) -> _Data:
     """Data from a home (``data/lfw`` inside), an LFW folder (``aligned_112`` inside) or an aligned root.
 
-    Splits are read from the ``splits/`` folder beside the aligned root.
+    Splits (optional) are read from the ``splits/`` folder beside the aligned root.
     """
     aligned = path
     for lfw in (path / LFW_DIR, path):
@@ -98,14 +98,23 @@ def _data_at(path: Path, origin: str) -> _Data:
             f"or at a folder holding {ALIGNED_DIR.as_posix()}, or {FETCH_HINT}"
         )
     splits = aligned.parent / SPLITS_DIR.name
-    val_pairs = splits / "val_pairs.txt"
-    if not val_pairs.is_file():
-        raise ResourcesNotFound(
-            f"{origin}={path}: no {val_pairs} beside the aligned faces; write LFW-format val pairs there "
-            f"or {FETCH_HINT}"
-        )
-    train_identities = splits / "train_identities.txt"
-    return _Data(aligned, train_identities if train_identities.is_file() else None, val_pairs)
+    val_pairs, train_identities = splits / "val_pairs.txt", splits / "train_identities.txt"
+    return _Data(aligned, train_identities if train_identities.is_file() else None,
+                 val_pairs if val_pairs.is_file() else None)
+
+
+def home_problem(home: Path) -> str | None:
+    """Why ``home`` is not a complete home (aligned faces, their val pairs, a teacher), or None
+    when it is. The one definition of a valid data folder: the CLI resolves a home with the same
+    checks, and the tests decide with it whether real faces are there."""
+    try:
+        data = _data_at(Path(home), "FACEKD_HOME")
+        _home_teacher(Path(home), "FACEKD_HOME")
+    except ResourcesNotFound as exc:
+        return str(exc)
+    if data.val_pairs is None:
+        return f"FACEKD_HOME={home}: no {SPLITS_DIR.as_posix()}/val_pairs.txt beside the aligned faces; {FETCH_HINT}"
+    return None
 
 
 def _teacher_at(path: Path, origin: str) -> Path:
@@ -146,7 +155,7 @@ def resolve_resources(
         found, data_source = _data_at(Path(env["FACEKD_DATA"]).expanduser(), "FACEKD_DATA"), "env:FACEKD_DATA"
     elif home_var:
         found, data_source = _data_at(Path(home_var).expanduser(), "FACEKD_HOME"), "env:FACEKD_HOME"
-    elif is_aligned_root(cache / ALIGNED_DIR) and (cache / SPLITS_DIR / "val_pairs.txt").is_file():
+    elif is_aligned_root(cache / ALIGNED_DIR):
         found, data_source = _data_at(cache, "FACEKD_CACHE"), "cache"
     else:
         raise ResourcesNotFound(

@@ -76,7 +76,8 @@ def run_demo(cfg: RunConfig, out: Path, config_path: str | None = None, progress
     started = time.perf_counter()
     reference = _bench_reference(cfg, out, progress)
     if reference is not None:
-        results.append(reference)
+        reference_export, reference_result = reference
+        results.append(reference_result)
         timings["reference"] = time.perf_counter() - started
 
     from runtime_bench.report import write_report
@@ -89,7 +90,9 @@ def run_demo(cfg: RunConfig, out: Path, config_path: str | None = None, progress
     _link(out / "student.pt", student)
     metrics = json.loads((train_dir / "metrics.json").read_text())
     summary = {"config": config_path, "config_digest": config_digest(cfg), "train_dir": str(train_dir),
-               "student": str(student), "export_dir": str(export_dir), "results": [str(p) for p in results],
+               "student": str(student), "export_dir": str(export_dir),
+               "reference_export_dir": str(reference_export) if reference is not None else None,
+               "results": [str(p) for p in results],
                "report_html": str(html), "report_md": str(md), "val": metrics.get("val"),
                "stage_seconds": timings}
     atomic_write_json(out / "demo.json", summary)
@@ -110,8 +113,9 @@ def reference_checkpoint(path: str) -> Path | None:
     return None
 
 
-def _bench_reference(cfg: RunConfig, out: Path, progress: bool) -> Path | None:
-    """Export + bench the reference student (few formats, one thread); its rows are named ``reference <artifact>``."""
+def _bench_reference(cfg: RunConfig, out: Path, progress: bool) -> tuple[Path, Path] | None:
+    """Export + bench the reference student (few formats, one thread): (export folder, result file
+    whose rows are named ``reference <artifact>``)."""
     from runtime_bench.results import with_artifact_prefix
 
     checkpoint = reference_checkpoint(cfg.demo.reference_student)
@@ -129,7 +133,7 @@ def _bench_reference(cfg: RunConfig, out: Path, progress: bool) -> Path | None:
     if not renamed.exists():
         (result,) = bench_export(ref_cfg, export_dir, bench_dir / "result.json", progress=progress)
         with_artifact_prefix(result, "reference ", renamed)
-    return renamed
+    return export_dir, renamed
 
 
 def _link(link: Path, target: Path) -> None:

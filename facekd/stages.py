@@ -88,6 +88,9 @@ def export_student(cfg: RunConfig, checkpoint: Path, out_dir: Path, progress: bo
     from export.build import export_checkpoint
 
     pairs = load_val_pairs(cfg)
+    if pairs is None:
+        raise TrainingError("data.val_pairs is not set: export gates every artifact on verification pairs of "
+                            "faces never trained on and takes the threshold from them; pass --set data.val_pairs=FILE")
     parity = list(dict.fromkeys(pairs.images))[: cfg.export.parity_count]
     records = export_checkpoint(checkpoint, out_dir, cfg.export,
                                 calibration_images=_calibration_images(cfg, cfg.export.calib_count),

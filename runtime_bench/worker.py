@@ -5,7 +5,8 @@ remote host over ssh). Only the standard library, numpy and the runner's own run
 imported, so a worker needs neither torch nor OpenCV unless its runner does.
 
 Protocol (one JSON object per line; every reply has ``ok``; failures add ``kind``
-("unavailable" when the runtime is not installed, else "error") and a one-line ``error``):
+("unavailable" when a package the runner declares is not installed, else "error") and a one-line
+``error``):
 
 - on start the worker sends ``{"op": "hello", "protocol": 1, "pid", "host": {...}, "numpy"}``
 - ``{"op": "load", "format", "precision", "path", "threads", "layout", "runner"?, "options"?}``
@@ -185,8 +186,28 @@ def _is_format_unavailable(exc: Exception) -> bool:
     return errors is not None and isinstance(exc, errors.FormatUnavailable)
 
 
+def _declared_package_missing(request, exc: Exception) -> str | None:
+    """"X not installed (hint)" when ``exc`` is the absence of a package the runner declares (the
+    format row's ``requires``, or a custom runner's ``REQUIRES``); None for anything else (a broken
+    install, an ABI clash, a missing transitive dependency): a failure, not "unavailable"."""
+    if not isinstance(exc, ModuleNotFoundError) or not exc.name or not isinstance(request, dict):
+        return None
+    if request.get("runner"):
+        factory = _runner_factory(request)
+        declared, hint = tuple(getattr(factory, "REQUIRES", ())), getattr(factory, "INSTALL_HINT", "")
+    else:
+        from export.formats import FORMATS  # lazy: imports no runtime, only the format table
+
+        row = FORMATS.get(request.get("format"))
+        declared, hint = (row.requires, row.install_hint) if row else ((), "")
+    if exc.name.split(".")[0] not in declared:
+        return None
+    return f"{exc.name} not installed" + (f" ({hint})" if hint else "")
+
+
 def handle(state: WorkerState, line: str) -> tuple[dict, bool]:
     """Answer one request line; returns (reply, whether to stop)."""
+    request = None
     try:
         request = json.loads(line)
         op = request.get("op") if isinstance(request, dict) else None
@@ -194,11 +215,10 @@ def handle(state: WorkerState, line: str) -> tuple[dict, bool]:
             raise ProtocolError(f"unknown op {op!r}; expected one of {sorted(HANDLERS)}")
         reply = {"ok": True, "op": op, **HANDLERS[op](state, request)}
         return reply, op == "bye"
-    except ImportError as exc:
-        missing = getattr(exc, "name", None)
-        reason = f"{missing} not installed" if missing else _one_line(exc)
-        return {"ok": False, "kind": "unavailable", "error": reason}, False
     except Exception as exc:  # a runner may raise anything; the parent gets it as one line
+        hint = _declared_package_missing(request, exc)
+        if hint is not None:
+            return {"ok": False, "kind": "unavailable", "error": hint}, False
         if _is_format_unavailable(exc):
             return {"ok": False, "kind": "unavailable", "error": str(exc)}, False
         logger.exception("request failed")

@@ -7,21 +7,36 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facekd.paths import home_problem
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _home() -> Path | None:
+REQUIRE_REAL_DATA = "FACEKD_REQUIRE_REAL_DATA"
+
+
+def _home() -> tuple[Path, str | None]:
+    """The real-data folder the tests look at, and why it is not usable (None when it is)."""
     env = os.environ.get("FACEKD_HOME")
     candidate = Path(env) if env else REPO.parent / "shared"
-    return candidate if (candidate / "data" / "lfw" / "aligned_112").is_dir() else None
+    return candidate, home_problem(candidate)
 
 
 @pytest.fixture(scope="session")
 def facekd_home() -> Path:
-    home = _home()
-    if home is None:
-        pytest.skip("real faces not found: set FACEKD_HOME to a folder laid out like ../shared")
+    """Real faces; skipped when absent, except under FACEKD_REQUIRE_REAL_DATA=1 (CI), where a
+    missing or wrong folder fails the run with the path it looked at."""
+    home, problem = _home()
+    if problem is not None:
+        real_data_missing(f"real faces not usable at {home}: {problem}")
     return home
+
+
+def real_data_missing(message: str) -> None:
+    """Skip a test that needs real data, or fail it under FACEKD_REQUIRE_REAL_DATA=1."""
+    if os.environ.get(REQUIRE_REAL_DATA) == "1":
+        pytest.fail(f"{message} ({REQUIRE_REAL_DATA}=1: set FACEKD_HOME to a folder laid out like ../shared)")
+    pytest.skip(f"{message}: set FACEKD_HOME to a folder laid out like ../shared")
 
 
 @pytest.fixture(scope="session")

@@ -47,8 +47,26 @@ class RaisingRunner:
 
 
 class MissingRuntimeRunner:
+    REQUIRES = ("facekd_runtime_that_does_not_exist",)
+
     def load(self, path, threads):
         import facekd_runtime_that_does_not_exist  # noqa: F401
+
+
+class BrokenInstallRunner:
+    """Its declared runtime imports, but one of that runtime's own modules is missing."""
+
+    REQUIRES = ("numpy",)
+
+    def load(self, path, threads):
+        import facekd_transitive_dependency_that_does_not_exist  # noqa: F401
+
+
+class AbiClashRunner:
+    REQUIRES = ("numpy",)
+
+    def load(self, path, threads):
+        raise ImportError("libruntime.so: undefined symbol: _ZN4core6Tensor4sizeEv")
 
 
 class HangingRunner:
@@ -115,6 +133,27 @@ def test_missing_runtime_is_unavailable(target):
                            runner="bench_test_runners:MissingRuntimeRunner")
     assert caught.value.kind == "unavailable"
     assert str(caught.value) == "facekd_runtime_that_does_not_exist not installed"
+
+
+@pytest.mark.parametrize("runner, message", [
+    ("BrokenInstallRunner", "ModuleNotFoundError: No module named 'facekd_transitive_dependency_that_does_not_exist'"),
+    ("AbiClashRunner", "ImportError: libruntime.so: undefined symbol: _ZN4core6Tensor4sizeEv"),
+])
+def test_broken_install_is_a_failure_not_unavailable(target, runner, message):
+    with target.start_worker(timeout_s=60) as worker:
+        with pytest.raises(WorkerError) as caught:
+            worker.request("load", format="x", precision="fp32", path="unused", threads=1, layout="NCHW",
+                           runner=f"bench_test_runners:{runner}")
+    assert caught.value.kind == "error" and str(caught.value) == message
+
+
+def test_a_format_rows_declared_package_missing_is_unavailable_with_its_hint():
+    from runtime_bench.worker import _declared_package_missing
+
+    request = {"op": "load", "format": "tflite"}
+    hint = _declared_package_missing(request, ModuleNotFoundError("No module named 'ai_edge_litert'", name="ai_edge_litert"))
+    assert hint == "ai_edge_litert not installed (pip install 'facekd[tflite]')"
+    assert _declared_package_missing(request, ModuleNotFoundError("x", name="flatbuffers")) is None
 
 
 def test_hanging_worker_times_out(target):

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from export import build, formats
-from export.build import ExportConfig, ExportError, available_formats, export_checkpoint
+from export.build import ExportConfig, ExportError, available_formats, export_checkpoint, plan_jobs, split_format_requests
 from export.errors import FormatUnavailable
 from export.manifest import Manifest, verify_artifact
 from export.parity import DEFAULT_BARS, Parity, ParityBar, ParityReference, gate, measure_parity
@@ -222,13 +222,39 @@ def test_available_formats_lists_every_row_and_precision():
     assert all(row.host in formats.HOSTS and row.layout in ("NCHW", "NHWC") for row in formats.FORMATS.values())
 
 
-def test_gate_applies_the_bar_of_each_precision():
+def test_gate_applies_the_bar_of_each_precision_and_states_it():
     good_fp = Parity(mean_cos=0.9999, worst_cos=0.9995, flip_rate=0.0, n_images=8, n_pairs=4)
     int8_like = Parity(mean_cos=0.995, worst_cos=0.98, flip_rate=0.0, n_images=8, n_pairs=4)
-    assert gate("fp32", good_fp, DEFAULT_BARS) is None
-    assert "worst_cos 0.98000 is below the bar 0.999" in gate("fp16", int8_like, DEFAULT_BARS)
-    assert gate("int8", int8_like, DEFAULT_BARS) is None
-    assert "mean_cos" in gate("int8", int8_like, {**DEFAULT_BARS, "int8": ParityBar("mean_cos", 0.999)})
+    passed = gate("fp32", good_fp, DEFAULT_BARS)
+    assert passed.passed and passed.statement == "fp32 worst_cos 0.99950 >= bar 0.999"
+    failed = gate("fp16", int8_like, DEFAULT_BARS)
+    assert not failed.passed and failed.statement == "fp16 worst_cos 0.98000 is below the bar 0.999 by 0.01900"
+    assert gate("int8", int8_like, DEFAULT_BARS).passed
+    strict = gate("int8", int8_like, {**DEFAULT_BARS, "int8": ParityBar("mean_cos", 0.999)})
+    assert not strict.passed and "mean_cos 0.99500 is below the bar 0.999" in strict.statement
+    nan = gate("fp32", Parity(float("nan"), float("nan"), None, 8, 0), DEFAULT_BARS)
+    assert not nan.passed and "not finite" in nan.statement
+
+
+def test_a_precision_without_a_bar_is_an_error_not_a_pass():
+    with pytest.raises(ValueError, match="no parity bar for precision 'int8'"):
+        gate("int8", Parity(1.0, 1.0, 0.0, 8, 4), {"fp32": DEFAULT_BARS["fp32"]})
+    bars = {k: v for k, v in DEFAULT_BARS.items() if k != "int8"}
+    with pytest.raises(ExportError, match="no parity bar for onnx-int8: set export.bars.int8"):
+        plan_jobs(ExportConfig(formats=["onnx"], bars=bars))
+    assert [p for _, p, _ in plan_jobs(ExportConfig(formats=["onnx-fp32"], bars=bars))] == ["fp32"]
+
+
+def test_format_requests_take_an_optional_precision():
+    assert split_format_requests(["onnx-fp32", "tflite-int8", "tflite-fp16"]) == (
+        ["onnx", "tflite"], {"onnx": ["fp32"], "tflite": ["int8", "fp16"]})
+    assert split_format_requests(["onnx-int8", "onnx"]) == (["onnx"], {})
+    jobs = plan_jobs(ExportConfig(formats=["onnx-fp32", "torch"]))
+    assert [(row.name, precision) for row, precision, _ in jobs] == [("onnx", "fp32"), ("torch", "fp32")]
+    with pytest.raises(ExportError, match="unknown export format 'onnx2-fp32'"):
+        split_format_requests(["onnx2-fp32"])
+    with pytest.raises(ExportError, match="format onnx has no precision 'fp8'"):
+        plan_jobs(ExportConfig(formats=["onnx-fp8"]))
 
 
 def test_parity_counts_flipped_decisions():

@@ -30,6 +30,7 @@ from facekd.fetch import (
     resolve_mirror,
 )
 from facekd.paths import SPLIT_FILES, resolve_resources
+from tests.conftest import real_data_missing
 from training.pairs import read_lfw_pairs
 
 SHARED = Path(os.environ.get("FACEKD_HOME") or Path(__file__).resolve().parents[2] / "shared")
@@ -262,8 +263,9 @@ def test_make_splits_refuses_too_few_identities(tmp_path):
 def needs_shared() -> None:
     required = [SHARED / "data/lfw/raw_sample", SHARED / "models/sface/sface_int8bq_original.onnx",
                 SHARED / "models/yunet/yunet_2023mar_int8bq.onnx"]
-    if not all(path.exists() for path in required):
-        pytest.skip(f"shared raw_sample photos and models not found under {SHARED}: set FACEKD_HOME")
+    missing = [str(path) for path in required if not path.exists()]
+    if missing:
+        real_data_missing(f"shared raw_sample photos and models not found: {', '.join(missing)}")
 
 
 def build_tiny_mirror(server: MirrorServer, with_splits: bool) -> list[Source]:

@@ -1,14 +1,13 @@
 """Where data and teacher come from: flags -> FACEKD_DATA/FACEKD_TEACHER -> FACEKD_HOME -> cache."""
 from __future__ import annotations
 
-import os
+import shutil
 from pathlib import Path
 
 import pytest
 
-from facekd.paths import ResourcesNotFound, cache_dir, resolve_resources
+from facekd.paths import ResourcesNotFound, cache_dir, home_problem, resolve_resources
 
-SHARED = Path(os.environ.get("FACEKD_HOME") or Path(__file__).resolve().parents[2] / "shared")
 
 
 def make_home(
@@ -146,24 +145,38 @@ def test_wrong_explicit_setting_is_an_error_not_a_fallback(tmp_path):
         resolve_resources(env={**env, "FACEKD_HOME": str(teacherless)})
 
 
-def test_aligned_faces_without_val_pairs_point_at_the_missing_file(tmp_path):
+def test_aligned_faces_without_val_pairs_resolve_with_validation_off(tmp_path):
     home = make_home(tmp_path / "h")
     (home / "data/lfw/splits/val_pairs.txt").unlink()
-    with pytest.raises(ResourcesNotFound, match=r"no .*splits/val_pairs.txt beside the aligned faces"):
-        resolve_resources(env={"FACEKD_HOME": str(home)})
+    found = resolve_resources(env={"FACEKD_HOME": str(home)})
+    assert found.val_pairs is None and found.aligned_root == home / "data/lfw/aligned_112"
+    assert "no data/lfw/splits/val_pairs.txt" in home_problem(home)
 
 
-def test_incomplete_cache_counts_as_absent(tmp_path):
+def test_a_bare_folder_of_identities_is_data(tmp_path):
+    faces = tmp_path / "MYFACES"
+    (faces / "ann").mkdir(parents=True)
+    teacher = tmp_path / "t.onnx"
+    teacher.write_bytes(b"x")
+    found = resolve_resources(data=faces, teacher=teacher, env={})
+    assert (found.aligned_root, found.val_pairs, found.train_identities) == (faces, None, None)
+
+
+def test_home_problem_is_none_only_for_a_complete_home(tmp_path):
+    assert home_problem(make_home(tmp_path / "ok")) is None
+    assert "no aligned faces" in home_problem(tmp_path / "nowhere")
+    assert "no teacher" in home_problem(make_home(tmp_path / "teacherless", teacher=None))
+
+
+def test_cache_without_faces_counts_as_absent(tmp_path):
     cache = make_home(tmp_path / "cache")
-    (cache / "data/lfw/splits/val_pairs.txt").unlink()
+    shutil.rmtree(cache / "data/lfw/aligned_112")
     with pytest.raises(ResourcesNotFound, match="^no face data"):
         resolve_resources(env={"FACEKD_CACHE": str(cache)})
 
 
-def test_shared_folder_resolves_as_facekd_home():
-    if not (SHARED / "data/lfw/aligned_112").is_dir():
-        pytest.skip(f"no shared data at {SHARED}: set FACEKD_HOME")
-    found = resolve_resources(env={"FACEKD_HOME": str(SHARED)})
+def test_shared_folder_resolves_as_facekd_home(facekd_home):
+    found = resolve_resources(env={"FACEKD_HOME": str(facekd_home)})
     assert found.source == "env:FACEKD_HOME"
     assert found.teacher.name == "sface_fp32.onnx"
     assert found.detector is not None and found.detector.is_file()

@@ -203,6 +203,9 @@ class Trainer:
         self.student, self.spec = make_student(cfg)
         self.images = preload_images(folder, self.spec, progress and self.dist.main)
         self.val_pairs = load_val_pairs(cfg)
+        if self.val_pairs is None and self.dist.main:
+            log.warning("no validation pairs (data.val_pairs is not set): training reports no accuracy "
+                        "and keeps the last epoch's weights")
         self.labelled = folder.labelled
         self.unlabelled = np.flatnonzero(folder.labels == UNLABELLED)
         if len(self.labelled) == 0:

@@ -1,0 +1,41 @@
+"""CI check of the mini-demo: every format whose packages are installed and which runs on this
+host produced an `ok` artifact and at least one `ok` benchmark row.
+
+Usage: python scripts/check_ci_demo.py DEMO_DIR   (exit 1 with the list of what is missing)
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from export.formats import FORMATS
+from runtime_bench.results import load_result
+
+
+def gaps(demo_dir: Path) -> list[str]:
+    summary = json.loads((demo_dir / "demo.json").read_text())
+    records = {f"{r['format']}-{r['precision']}": r for r in
+               json.loads((Path(summary["export_dir"]) / "export_summary.json").read_text())}
+    benched = {row.artifact for row in load_result(summary["results"][0]).rows if row.status == "ok"}
+    missing = []
+    for row in FORMATS.values():
+        if row.unavailable_reason() is not None or row.validate_only() is not None:
+            continue  # not installable or not runnable here: reported as unavailable, not required
+        for precision in row.precisions:
+            name = f"{row.name}-{precision}"
+            record = records.get(name)
+            if record is None or record["status"] != "ok":
+                missing.append(f"{name}: export {record['status'] + ' (' + record['reason'] + ')' if record else 'absent'}")
+            elif name not in benched:
+                missing.append(f"{name}: no ok benchmark row")
+    return missing
+
+
+if __name__ == "__main__":
+    problems = gaps(Path(sys.argv[1]))
+    for problem in problems:
+        print(f"ci-demo: {problem}", file=sys.stderr)
+    if not problems:
+        print("ci-demo: every installable format exported ok and benchmarked")
+    sys.exit(1 if problems else 0)
