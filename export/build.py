@@ -27,7 +27,7 @@ from tqdm import tqdm
 from training.checkpoint import load_student
 from training.data import BadImageError
 from training.evaluate import student_embed_fn
-from training.io import atomic_write_json, sha256_file
+from training.io import atomic_write_json, remove_stale_temp_files, sha256_file
 from training.pairs import VerificationPairs
 from training.preprocess import PreprocessSpec
 from training.verification import best_threshold, embed_pairs, l2_normalise, pair_scores
@@ -322,6 +322,7 @@ def export_checkpoint(
         raise ExportError("no parity faces: pass parity images and/or verification pairs of real aligned faces")
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(out_dir)
     golden_candidates = [image for image in (pairs.images if pairs is not None else []) if not isinstance(image, np.ndarray)]
     records = []
     with _torch_threads(config.threads):

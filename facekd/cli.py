@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .config import RunConfig, load_config, save_config
-from .outcome import EXIT_ERROR, EXIT_INTERRUPTED, bench_lines, exit_code, export_lines, export_summary_lines, table
+from .outcome import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NOT_MADE, bench_lines, exit_code, export_lines, export_summary_lines, table
 
 OWN_PACKAGES = {"facekd", "training", "export", "runtime_bench"}
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
@@ -45,11 +45,17 @@ def run_config(args) -> RunConfig:
     return cfg
 
 
-def cmd_prepare(args) -> None:
+def cmd_prepare(args) -> int:
     from training.align import prepare_folder
 
     report = prepare_folder(args.src, args.dst, args.detector, progress=not args.quiet)
     print(json.dumps(report.to_dict(), indent=2))
+    left_out = [f"no face in {name}" for name in report.no_face] + [f"cannot read {name}" for name in report.unreadable]
+    if left_out:
+        shown = "; ".join(left_out[:5]) + (f"; … {len(left_out) - 5} more in the report" if len(left_out) > 5 else "")
+        print(f"facekd: {len(left_out)} photos not aligned ({shown}): replace them or leave them out", file=sys.stderr)
+        return EXIT_NOT_MADE
+    return 0
 
 
 def cmd_cache_teacher(args) -> None:
@@ -251,10 +257,23 @@ def main(argv: list[str] | None = None) -> int:
         print("facekd: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
-        if type(exc).__module__.split(".")[0] in OWN_PACKAGES and not args.verbose:
-            print(f"facekd: error: {exc}", file=sys.stderr)
+        if _deliberate(exc) and not args.verbose:
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            print(f"facekd: error: {message}", file=sys.stderr)
             return EXIT_ERROR
         raise
+
+
+def _deliberate(exc: Exception) -> bool:
+    """An error facekd raised on purpose (its own type, or a ValueError raised in its own code), or an
+    OSError (a full disk, a missing file): shown as one line. Anything else is a bug: traceback."""
+    if type(exc).__module__.split(".")[0] in OWN_PACKAGES or isinstance(exc, OSError):
+        return True
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    own_frame = frame is not None and frame.tb_frame.f_globals.get("__name__", "").split(".")[0] in OWN_PACKAGES
+    return own_frame and isinstance(exc, ValueError)  # a validation facekd raised with a builtin type
 
 
 if __name__ == "__main__":

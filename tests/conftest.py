@@ -67,3 +67,12 @@ def _one_torch_thread():
     import torch
 
     torch.set_num_threads(1)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The bad-input campaign's tally (tests/test_bad_inputs.py), when it ran."""
+    import sys
+
+    campaign = sys.modules.get("tests.test_bad_inputs")
+    if campaign is not None and any(campaign.TALLY.values()):
+        terminalreporter.write_line(f"bad-input campaign: {campaign.tally_line()}")

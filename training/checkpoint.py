@@ -3,10 +3,13 @@
 A checkpoint is a plain dict of tensors and primitives:
 ``{"format": "facekd-checkpoint", "version": 1, "arch": {...}, "preprocess": {...},
 "model": state_dict, "epoch": int, "step": int, "threshold": float|None, "metrics": {...},
-"trainer": {optimizer/scheduler/loss-suite state, only in training checkpoints}}``.
+"trainer": {optimizer/scheduler/loss-suite state, only in training checkpoints},
+"content_sha256": digest of everything else}``. The digest catches a tampered or bit-rotted file
+that still unpickles (checkpoints written before it existed load without the check).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -25,8 +28,30 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message says what to do."""
 
 
+def content_digest(value, digest=None) -> str:
+    """sha256 over a nest of dicts, lists, tensors and primitives (keys, dtypes, shapes and bytes)."""
+    digest = digest or hashlib.sha256()
+    if isinstance(value, dict):
+        for key in sorted(value, key=str):
+            digest.update(f"<{key!s}>".encode())
+            content_digest(value[key], digest)
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"[{len(value)}".encode())
+        for item in value:
+            content_digest(item, digest)
+    elif isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    else:
+        digest.update(repr(value).encode())
+    return digest.hexdigest()
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     state = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
+    state.pop("content_sha256", None)
+    state["content_sha256"] = content_digest(state)
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
     return Path(path)
@@ -45,6 +70,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a facekd checkpoint (no 'format: {CHECKPOINT_FORMAT}' entry)")
+    recorded = state.pop("content_sha256", None)
+    if recorded is not None and content_digest(state) != recorded:
+        raise CheckpointError(f"checkpoint {path} was modified after it was written (content sha256 differs): "
+                              "it is damaged or tampered with; re-run `facekd train` or restore it from a copy")
     return state
 
 

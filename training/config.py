@@ -46,6 +46,17 @@ class StudentConfig:
     embedding_size: int = 128         # mobilefacenet; a derived student keeps the teacher's
     preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)  # mobilefacenet; derived: the teacher's
 
+    def __post_init__(self) -> None:
+        if self.family not in ("mobilefacenet", "teacher_derived"):
+            raise ValueError(f"student.family must be mobilefacenet or teacher_derived, got {self.family!r}")
+        if not 0.0 < self.keep_ratio <= 1.0:
+            raise ValueError(f"student.keep_ratio must lie in (0, 1], got {self.keep_ratio}")
+        if self.width <= 0 or self.embedding_size < 1:
+            raise ValueError(f"student.width must be > 0 and student.embedding_size >= 1, got {self.width}, "
+                             f"{self.embedding_size}")
+        if self.prune_importance not in ("l2", "bn_scale"):
+            raise ValueError(f"student.prune_importance must be l2 or bn_scale, got {self.prune_importance!r}")
+
 
 @dataclass
 class OptimConfig:

@@ -1,7 +1,6 @@
 """Teachers: anything that turns aligned uint8 RGB faces into L2-normalised embeddings."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -11,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checkpoint import content_digest
 from .io import sha256_file, sha256_text
 from .preprocess import SFACE, PreprocessSpec
 from .verification import l2_normalise
@@ -108,8 +108,13 @@ class OnnxTeacher:
                 )
         batch = model_input.shape[0]
         self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
+        self.name = str(path)
         self.identity = _identity(sha256_file(path), preprocess)
         dummy = np.zeros((1, preprocess.size, preprocess.size, 3), dtype=np.uint8)
+        raw = self.session.run(None, {self.input_name: self._padded(preprocess.apply(dummy))})[0]
+        if raw.ndim < 2 or int(np.prod(raw.shape[2:])) != 1:
+            raise TeacherError(f"{path}: its first output has shape {list(raw.shape)} for one image; a face-recognition "
+                               "teacher must output embeddings [N, D]: export the embedding, not a feature map")
         self.embedding_size = int(self.embed(dummy).shape[1])
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
@@ -122,11 +127,15 @@ class OnnxTeacher:
         outputs = []
         for start in range(0, len(inputs), self.fixed_batch):
             chunk = inputs[start : start + self.fixed_batch]
-            padding = self.fixed_batch - len(chunk)
-            if padding:
-                chunk = np.concatenate([chunk, np.zeros((padding, *chunk.shape[1:]), chunk.dtype)])
-            outputs.append(self._run(chunk)[: len(chunk) - padding])
+            outputs.append(self._run(self._padded(chunk))[: len(chunk)])
         return l2_normalise(np.concatenate(outputs))
+
+    def _padded(self, chunk: np.ndarray) -> np.ndarray:
+        """``chunk`` zero-padded to the model's fixed batch (unchanged for a dynamic batch)."""
+        padding = (self.fixed_batch or len(chunk)) - len(chunk)
+        if padding <= 0:
+            return chunk
+        return np.concatenate([chunk, np.zeros((padding, *chunk.shape[1:]), chunk.dtype)])
 
 
 class TorchTeacher:
@@ -135,12 +144,8 @@ class TorchTeacher:
     def __init__(self, module: nn.Module, preprocess: PreprocessSpec):
         self.module = module.eval()
         self.preprocess = preprocess
-        digest = hashlib.sha256(type(module).__qualname__.encode())
-        for name, tensor in module.state_dict().items():
-            tensor = tensor.detach().cpu().contiguous()
-            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-        self.identity = _identity(digest.hexdigest(), preprocess)
+        self.name = type(module).__qualname__
+        self.identity = _identity(content_digest({"module": self.name, "state": module.state_dict()}), preprocess)
         dummy = np.zeros((1, preprocess.size, preprocess.size, 3), dtype=np.uint8)
         self.embedding_size = int(self.embed(dummy).shape[1])
 

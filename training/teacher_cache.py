@@ -24,8 +24,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .data import FaceFolder
-from .io import atomic_write_json
-from .teacher import Teacher
+from .io import atomic_write_json, remove_stale_temp_files
+from .teacher import Teacher, TeacherError
 from .views import ViewSpec, make_view
 
 logger = logging.getLogger(__name__)
@@ -135,16 +135,24 @@ def build_teacher_cache(
     def embed_chunk(start: int, end: int) -> list[np.ndarray]:
         images = np.stack([teacher.preprocess.resize_rgb(folder.load_rgb(i)) for i in range(start, end)])
         views = [images, images[:, :, ::-1]] if with_flip else [images]
-        return [_checked(teacher.embed(view), (end - start, key["dim"])) for view in views]
+        return [_checked(teacher, teacher.embed(view), (end - start, key["dim"]), lambda row: folder.path(start + row))
+                for view in views]
 
     _fill_cache(Path(cache_dir), key, {name: shape for name in names}, embed_chunk, batch_size, progress,
                 "teacher cache", stale_files=[FLIPPED_FILE] if not with_flip else [])
     return TeacherCache.open(cache_dir, key)
 
 
-def _checked(embeddings: np.ndarray, shape: tuple) -> np.ndarray:
+def _checked(teacher: Teacher, embeddings: np.ndarray, shape: tuple, path_of_row) -> np.ndarray:
+    """The teacher's embeddings; TeacherError when wrong in shape or not finite (naming the image of the bad row)."""
+    name = getattr(teacher, "name", type(teacher).__name__)
     if embeddings.shape != shape:
-        raise RuntimeError(f"teacher returned {embeddings.shape} for {shape[0]} images, expected dim {shape[1]}")
+        raise TeacherError(f"teacher {name} returned {list(embeddings.shape)} for {shape[0]} images, expected dim "
+                           f"{shape[1]}: its output size changed between images")
+    if not np.all(np.isfinite(embeddings)):
+        bad = int(np.flatnonzero(~np.isfinite(embeddings).all(axis=tuple(range(1, embeddings.ndim))))[0])
+        raise TeacherError(f"teacher {name} returned NaN/inf for {path_of_row(bad)}: the model is broken "
+                           "for this input; check the teacher file and its preprocessing (teacher.preprocess)")
     return embeddings
 
 
@@ -157,6 +165,7 @@ def _fill_cache(cache_dir: Path, key: dict, arrays: dict[str, tuple], embed_chun
     a complete cache with the same key is left as it is.
     """
     count = key["count"]
+    remove_stale_temp_files(cache_dir)
     index = _read_index(cache_dir)
     if index is not None and index["key"] == key and index.get("complete"):
         return
@@ -256,7 +265,8 @@ def build_view_cache(teacher: Teacher, folder: FaceFolder, cache_dir: str | os.P
     def embed_chunk(start: int, end: int) -> list[np.ndarray]:
         sources = [teacher.preprocess.resize_rgb(folder.load_rgb(i)) for i in range(start, end)]
         batch = np.stack([make_view(image, spec, start + k, v) for k, image in enumerate(sources) for v in range(views)])
-        return [_checked(teacher.embed(batch), (len(batch), dim)).reshape(end - start, views, dim)]
+        embeddings = _checked(teacher, teacher.embed(batch), (len(batch), dim), lambda row: folder.path(start + row // views))
+        return [embeddings.reshape(end - start, views, dim)]
 
     per_chunk = max(1, batch_size // views)
     _fill_cache(Path(cache_dir), key, {VIEWS_FILE: (key["count"], views, dim)}, embed_chunk, per_chunk, progress,

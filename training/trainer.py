@@ -29,7 +29,7 @@ from .checkpoint import load_checkpoint, save_checkpoint, student_state
 from .config import TrainingSection
 from .data import UNLABELLED, FaceFolder, read_identity_list
 from .evaluate import evaluate, student_embed_fn
-from .io import atomic_write_json, sha256_file, sha256_text
+from .io import atomic_write_json, remove_stale_temp_files, sha256_file, sha256_text
 from .losses import LossInputs, LossSuite
 from .models.derived import DERIVED_NAME, ConversionError, derive_student
 from .models.mobilefacenet import MobileFaceNet
@@ -193,6 +193,8 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
         torch.manual_seed(cfg.train.seed)
         self.ckpt_dir = self.run_dir / "checkpoints"
+        if self.dist.main:
+            remove_stale_temp_files(self.run_dir)
         self.folder = folder
         self.labels = torch.from_numpy(np.asarray(folder.labels, dtype=np.int64))
         self.teacher = torch.from_numpy(np.array(cache.embeddings, dtype=np.float32))
