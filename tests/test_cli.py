@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from facekd.cli import main
 from training.checkpoint import save_checkpoint, student_state
 from training.models import MobileFaceNet
 from training.preprocess import PreprocessSpec
+from tests.test_trainer import tiny_pairs, tiny_teacher  # noqa: F401  (fixtures)
 
 
 def test_missing_checkpoint_is_one_line_error(capsys, tmp_path):
@@ -52,3 +54,99 @@ def test_export_help_lists_every_format(capsys):
     names = FORMATS.keys() if isinstance(FORMATS, dict) else [row.name for row in FORMATS]
     for name in names:
         assert name in text
+
+
+def _readme_block(heading: str) -> list[str]:
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index(heading):]
+    block = section[section.index("```bash") + len("```bash"): section.index("```", section.index("```bash") + 7)]
+    return [line for line in block.strip().splitlines() if line.startswith("facekd ")]
+
+
+def test_readme_own_data_commands_work_verbatim(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, monkeypatch, capsys):  # noqa: F811
+    """The README's own-data lines, run as written in a folder holding MYFACES, MYTEACHER.onnx and
+    MYPAIRS.txt; only `train` gets extra --set for the 6-identity toy data (batch size, width, epochs)."""
+    import shutil
+    import shlex
+
+    shutil.copytree(tiny_faces, tmp_path / "MYFACES")
+    shutil.copy(tiny_teacher, tmp_path / "MYTEACHER.onnx")
+    shutil.copy(tiny_pairs, tmp_path / "MYPAIRS.txt")
+    monkeypatch.chdir(tmp_path)
+    for name in ("FACEKD_HOME", "FACEKD_DATA", "FACEKD_TEACHER"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FACEKD_CACHE", str(tmp_path / "cache"))
+    toy = ["--set", "data.identities_per_batch=3", "--set", "data.images_per_identity=2", "--set", "student.width=0.25",
+           "--set", "train.epochs=1", "--set", "train.threads=1", "--set", "bench.threads=[1]", "--set", "bench.min_runs=3",
+           "--set", "bench.min_seconds=0.05", "--set", "export.golden=false"]
+    lines = _readme_block("## Using your own data and teacher")
+    assert [shlex.split(line)[1] for line in lines] == ["cache-teacher", "train", "export", "bench"]
+    for line in lines:
+        argv = shlex.split(line)[1:]
+        extra = toy if argv[0] in ("train", "export", "bench") else []
+        assert main(["--quiet", *argv, *extra]) == 0, line
+    assert (tmp_path / "runs/mine/student.pt").is_file()
+    assert json.loads((tmp_path / "runs/mine/export/export_summary.json").read_text())[0]["status"] == "ok"
+    rows = json.loads((tmp_path / "runs/mine/bench/result.json").read_text())["rows"]
+    assert any(row["status"] == "ok" and row["accuracy"] for row in rows)
+
+
+def test_training_without_val_pairs_says_so_once(tiny_faces, tiny_teacher, tmp_path, caplog):  # noqa: F811
+    import logging
+
+    args = ["--quiet", "train", "--data", str(tiny_faces), "--teacher", str(tiny_teacher), "--out", str(tmp_path / "run"),
+            "--set", f"teacher.cache_dir={tmp_path / 'cache'}", "--set", "data.identities_per_batch=3",
+            "--set", "data.images_per_identity=2", "--set", "student.width=0.25", "--set", "train.epochs=2",
+            "--set", "train.threads=1"]
+    with caplog.at_level(logging.WARNING, logger="training"):
+        assert main(args) == 0
+    said = [r.getMessage() for r in caplog.records if "no validation pairs" in r.getMessage()]
+    assert len(said) == 1
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["val"] is None and metrics["epochs"] == 2
+
+
+def _toy_export_args(tiny_faces, tiny_teacher, tiny_pairs, tmp_path):  # noqa: F811
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "s.pt", student_state(MobileFaceNet(width=0.25).eval(), PreprocessSpec()))
+    return [str(ckpt), "--data", str(tiny_faces), "--teacher", str(tiny_teacher), "--set", f"data.val_pairs={tiny_pairs}",
+            "--set", "export.calib_count=8", "--set", "export.parity_count=8", "--set", "export.golden=false"]
+
+
+def test_export_exit_code_says_whether_every_requested_artifact_passed(tiny_faces, tiny_teacher, tiny_pairs,  # noqa: F811
+                                                                        tmp_path, capsys):
+    args = _toy_export_args(tiny_faces, tiny_teacher, tiny_pairs, tmp_path)
+    assert main(["--quiet", "export", *args, "--formats", "onnx-fp32", "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == "all 1 made (· = not runnable on this host)"
+    assert "onnx-fp32" in out[0] and " ok " in out[0] and "fp32 worst_cos" in out[0] and ">= bar 0.999" in out[0]
+    code = main(["--quiet", "export", *args, "--formats", "onnx-fp32", "torch", "--out", str(tmp_path / "b"),
+                 "--set", "export.bars.fp32.minimum=1.5"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 3
+    assert out[-1] == "2 of 2 failed"
+    rejected = [line for line in out if line.startswith("✗")]
+    assert len(rejected) == 2 and all("rejected" in line and "below the bar 1.5 by" in line for line in rejected)
+
+
+def test_outcome_counts_unavailable_only_when_strict():
+    from facekd.outcome import Line, exit_code, table
+
+    lines = [Line("export", "onnx-fp32", "ok"), Line("export", "tensorrt-fp16", "unavailable", "TensorRT not installed"),
+             Line("export", "coreml-fp16", "validated-structure-only", "needs macOS")]
+    assert exit_code(lines) == 0 and exit_code(lines, strict=True) == 3
+    assert table(lines, strict=True).splitlines()[-1] == "2 of 3 failed (strict: unavailable counts)"
+    assert exit_code([*lines, Line("bench", "onnx-int8 threads=1 batch=1", "failed", "boom")]) == 3
+
+
+def test_demo_exit_code_propagates_a_rejected_artifact(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, capsys):  # noqa: F811
+    args = ["--quiet", "demo", "--data", str(tiny_faces), "--teacher", str(tiny_teacher), "--out", str(tmp_path / "demo"),
+            *[f"--set={s}" for s in (
+                f"data.val_pairs={tiny_pairs}", f"teacher.cache_dir={tmp_path / 'cache'}", "student.family=mobilefacenet",
+                "student.width=0.25", "data.identities_per_batch=3", "data.images_per_identity=2", "train.epochs=1",
+                "train.eval_every=1", "train.threads=1", "loss.fcd=1.0", "export.calib_count=8", "export.parity_count=8",
+                "export.formats=[onnx-fp32]", "export.golden=false", "export.bars.fp32.minimum=1.5", "bench.threads=[1]",
+                "bench.min_runs=3", "bench.min_seconds=0.05", "demo.reference_student=")]]
+    assert main(args) == 3
+    out = capsys.readouterr().out
+    assert "✗ export  onnx-fp32" in out and "rejected" in out
