@@ -161,7 +161,8 @@ public final class GalleryStore {
             for (int p = 0; p < people; p++) {
                 String name = in.readUTF();
                 int templates = in.readInt();
-                if (templates <= 0 || (long) templates * dimension * 4 > in.available()) {
+                // divide, never multiply: templates × dimension × 4 overflows a long for hostile headers
+                if (templates <= 0 || templates > in.available() / (4L * dimension)) {
                     throw corrupt("has an invalid template count " + templates + " for \"" + name + "\"");
                 }
                 for (int t = 0; t < templates; t++) {

@@ -15,8 +15,12 @@ import java.util.Map;
  * too, since a manifest may carry them (e.g. a parity value that could not be computed).
  */
 public final class Json {
+    /** Deeper nesting is refused: a manifest is 3 levels deep, and recursion must not overflow the stack. */
+    static final int MAX_DEPTH = 64;
+
     private final String text;
     private int pos;
+    private int depth;
 
     private Json(String text) {
         this.text = text;
@@ -41,9 +45,13 @@ public final class Json {
         char c = text.charAt(pos);
         switch (c) {
             case '{':
-                return readObject();
             case '[':
-                return readArray();
+                if (++depth > MAX_DEPTH) {
+                    throw error("nested deeper than " + MAX_DEPTH + " levels");
+                }
+                Object nested = c == '{' ? readObject() : readArray();
+                depth--;
+                return nested;
             case '"':
                 return readString();
             case 't':
