@@ -27,12 +27,13 @@ from tqdm import tqdm
 from training.checkpoint import load_student
 from training.data import BadImageError
 from training.evaluate import student_embed_fn
-from training.io import atomic_write_json, remove_stale_temp_files, sha256_file
+from training.io import atomic_path, atomic_write_json, remove_stale_temp_files, sha256_file
 from training.pairs import VerificationPairs
 from training.preprocess import PreprocessSpec
 from training.verification import best_threshold, embed_pairs, l2_normalise, pair_scores
 
 from .artifact import ArtifactIO
+from .cost import onnx_cost, torch_cost
 from .errors import ExportError, FormatUnavailable
 from .faces import FaceSet, evenly_spaced, image_name
 from .formats import FORMATS, FormatRow
@@ -45,8 +46,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ExportConfig", "ExportError", "ExportRecord", "available_formats", "export_checkpoint", "plan_jobs",
-           "split_format_requests"]
+__all__ = ["ExportConfig", "ExportError", "ExportRecord", "available_formats", "export_checkpoint", "export_teacher",
+           "plan_jobs", "split_format_requests"]
 
 REJECTED = "rejected"
 GOLDEN = "golden"
@@ -65,6 +66,7 @@ class ExportConfig:
     threads: int | None = None  # threads for PyTorch and every runtime during the export (None: their defaults)
     max_batch: int = 64  # largest batch of formats with a bounded dynamic batch (Core ML, TensorRT)
     golden: bool = True  # write golden vectors for the app tests (failing to is an error)
+    teacher: bool = True  # put the teacher's ONNX beside the artifacts, so the bench measures it too
 
 
 @dataclass
@@ -221,6 +223,7 @@ class _Run:
     reference: ParityReference
     threshold_source: str
     source: dict
+    cost: dict  # {params, macs} of the model (export.cost), the same for every artifact
     parity_inputs: dict[str, np.ndarray] = field(default_factory=dict)  # layout -> inputs
 
     def inputs(self, layout: str) -> np.ndarray:
@@ -281,7 +284,8 @@ def _export_one(run: _Run, row: FormatRow, precision: str) -> ExportRecord:
         threshold=run.reference.threshold, threshold_source=run.threshold_source,
         calibration=run.calibration.describe() if precision in row.calibrated else None,
         parity=None if parity is None else parity.to_dict(), converter_versions=row.versions(),
-        quantization=row.precisions[precision], source=run.source, details={} if io is None else io.details,
+        quantization=row.precisions[precision], source=run.source,
+        details={**({} if io is None else io.details), "model": {**run.cost, "role": "student"}},
         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     manifest.save(folder / MANIFEST)
@@ -299,11 +303,13 @@ def export_checkpoint(
     parity_images: Sequence[str | os.PathLike] = (),
     pairs: VerificationPairs | None = None,
     progress: bool = True,
+    teacher: tuple[str | os.PathLike, PreprocessSpec] | None = None,
 ) -> list[ExportRecord]:
     """Export ``checkpoint_path`` into ``out_dir``; returns one record per format × precision.
 
     Calibration faces should come from training identities, parity faces and ``pairs`` from
-    validation identities. Raises ExportError (or CheckpointError) for requests that cannot work.
+    validation identities. ``teacher`` (ONNX path, preprocessing) is put beside the artifacts when
+    ``config.teacher`` is on. Raises ExportError (or CheckpointError) for requests that cannot work.
     """
     config = config or ExportConfig()
     jobs = plan_jobs(config)
@@ -333,6 +339,7 @@ def export_checkpoint(
             out_dir=out_dir, config=config, model=model, preprocess=preprocess, calibration=calibration,
             parity_faces=parity_faces, reference=reference, threshold_source=threshold_source,
             source={"checkpoint": checkpoint_path.name, "sha256": sha256_file(checkpoint_path), "arch": state.get("arch")},
+            cost=torch_cost(model, preprocess.size),
         )
         if config.golden:
             try:
@@ -347,5 +354,46 @@ def export_checkpoint(
             logger.info("%s-%s: %s %s", row.name, precision, record.status, record.reason)
             records.append(record)
             atomic_write_json(out_dir / SUMMARY, [r.to_dict() for r in records])  # progress survives an interruption
+    if teacher is not None and config.teacher:
+        records.append(export_teacher(*teacher, out_dir))
     atomic_write_json(out_dir / SUMMARY, [r.to_dict() for r in records])
     return records
+
+
+TEACHER_ARTIFACT = "teacher-onnx-fp32"
+
+
+def export_teacher(teacher_path: str | os.PathLike, preprocess: PreprocessSpec, out_dir: str | os.PathLike) -> ExportRecord:
+    """Put the teacher's ONNX beside the student's artifacts (``teacher-onnx-fp32/``, hard-linked
+    when possible) with a manifest whose ``details.model.role`` is "teacher", so the benchmark
+    measures it with the same workers: what the student kept and what it paid."""
+    teacher_path = Path(teacher_path)
+    folder = Path(out_dir) / TEACHER_ARTIFACT
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    artifact = folder / "model.onnx"
+    try:
+        os.link(teacher_path, artifact)
+    except OSError:  # another file system, or links not allowed
+        with atomic_path(artifact) as tmp:
+            shutil.copyfile(teacher_path, tmp)
+    row = FORMATS["onnx"]
+    io = row.inspect(artifact)
+    spec = preprocess.with_layout("NCHW")
+    embedding_size = io.output_shape[-1] if io.output_shape and io.output_shape[-1] else 0
+    manifest = Manifest(
+        format="onnx", precision="fp32", status="ok", reason="the teacher, measured for comparison",
+        file=artifact.name, sha256=sha256_artifact(artifact), size_bytes=artifact_size(artifact),
+        input={"name": io.input_name, "shape": io.input_shape, "layout": "NCHW", "dtype": io.input_dtype},
+        output={"name": io.output_name, "shape": io.output_shape, "dtype": io.output_dtype},
+        preprocess=spec.to_dict(), embedding_size=int(embedding_size), threshold=None,
+        threshold_source="none: the bench picks the teacher's best threshold on the pairs", calibration=None,
+        parity=None, converter_versions={}, quantization="the teacher's own file, unchanged",
+        source={"teacher": teacher_path.name, "sha256": sha256_file(teacher_path)},
+        details={**io.details, "model": {**onnx_cost(artifact), "role": "teacher"}},
+        created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    manifest.save(folder / MANIFEST)
+    return ExportRecord("teacher-onnx", "fp32", "ok", manifest.reason, path=artifact.relative_to(out_dir).as_posix(),
+                        size_bytes=manifest.size_bytes)

@@ -122,7 +122,7 @@ def _bench_reference(cfg: RunConfig, out: Path, progress: bool) -> tuple[Path, P
     if checkpoint is None:
         return None
     ref_cfg = replace(cfg, export=replace(cfg.export, formats=list(cfg.demo.reference_formats),
-                                          precisions=dict(cfg.demo.reference_precisions)),
+                                          precisions=dict(cfg.demo.reference_precisions), teacher=False),
                       bench=replace(cfg.bench, threads=list(cfg.demo.reference_threads), targets=[{"kind": "local"}]))
     export_dir = out / f"reference-export-{_digest(sha256_file(checkpoint), to_dict(ref_cfg.export))}"
     log.info("reference student %s -> %s", checkpoint, export_dir)

@@ -94,9 +94,15 @@ def export_student(cfg: RunConfig, checkpoint: Path, out_dir: Path, progress: bo
     parity = list(dict.fromkeys(pairs.images))[: cfg.export.parity_count]
     records = export_checkpoint(checkpoint, out_dir, cfg.export,
                                 calibration_images=_calibration_images(cfg, cfg.export.calib_count),
-                                parity_images=parity, pairs=pairs, progress=progress)
+                                parity_images=parity, pairs=pairs, progress=progress, teacher=_onnx_teacher(cfg))
     save_config(cfg, out_dir / "config.yaml")
     return records
+
+
+def _onnx_teacher(cfg: RunConfig):
+    """(path, preprocessing) of the run's teacher when it is an ONNX file, for the teacher row."""
+    path = Path(cfg.teacher.path) if cfg.teacher.path else None
+    return (path, cfg.teacher.preprocess) if path is not None and path.suffix == ".onnx" and path.is_file() else None
 
 
 def bench_export(cfg: RunConfig, export_dir: Path, out_path: Path, progress: bool = True) -> list[Path]:

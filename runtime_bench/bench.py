@@ -175,6 +175,15 @@ class Artifact:
     def preprocess(self) -> PreprocessSpec:
         return PreprocessSpec.from_dict(self.manifest.preprocess).with_layout(self.manifest.input["layout"])
 
+    def model(self) -> dict | None:
+        """{params, macs, role} recorded by export (None for manifests written before it was)."""
+        model = self.manifest.details.get("model") if self.manifest else None
+        return dict(model) if isinstance(model, dict) and {"params", "macs", "role"} <= set(model) else None
+
+    @property
+    def is_teacher(self) -> bool:
+        return (self.model() or {}).get("role") == "teacher"
+
 
 def export_only_rows(export_dir: Path, measured: set[str]) -> list[Row]:
     """Rows for formats the export could not produce (e.g. TensorRT without TensorRT): they have
@@ -293,7 +302,8 @@ class _Bench:
         manifest_sha = sha256_file(artifact.manifest_path) if artifact.manifest_path.is_file() else None
         size = artifact.manifest.size_bytes if artifact.manifest else None
         return Row(artifact=artifact.name, format=artifact.format, precision=artifact.precision, runtime=runtime,
-                   status="ok", manifest_sha256=manifest_sha, size_bytes=size, threads=threads, batch=batch)
+                   status="ok", manifest_sha256=manifest_sha, size_bytes=size, threads=threads, batch=batch,
+                   model=artifact.model())
 
     def refusal(self, artifact: Artifact) -> Row | None:
         """The row for an artifact that must not be measured, or None when it may be.
@@ -348,7 +358,7 @@ class _Bench:
         if is_reference:
             self.reference, self.reference_scores = normalised, scores
             self.reference_threshold = verification.threshold
-        if self.reference is None:
+        if self.reference is None or artifact.is_teacher:  # the teacher's embeddings live in another space
             return accuracy, None
         cosines = np.sum(normalised * self.reference, axis=1)
         threshold = artifact.manifest.threshold
@@ -373,7 +383,7 @@ class _Bench:
                         logger.warning("accelerator probe failed, measuring without accelerators: %s", exc)
         self.cores, self.system = host.get("cores"), host.get("system")
         return {"name": host.get("name") or self.target.name, "cpu": host.get("cpu"), "cores": host.get("cores"),
-                "os": host.get("os"), "python": host.get("python"), "load_before": host.get("load"), "load_after": None}
+                "isa": host.get("isa"), "os": host.get("os"), "python": host.get("python"), "load_before": host.get("load"), "load_after": None}
 
     def runtimes_for(self, artifact: Artifact) -> list[RuntimeSpec]:
         """The format table's runner, the accelerated variants the target has, then configured extras."""

@@ -228,12 +228,36 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# CPU features that decide which kernels a runtime picks (int8 dot products above all).
+KERNEL_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16",
+                   "asimd", "asimddp", "i8mm", "sve", "sme")
+FEATURE_NAMES = {"asimd": "neon", "asimddp": "dotprod"}
+
+
+def cpu_features(cpuinfo: str | None = None) -> list[str] | None:
+    """The kernel-deciding features of this CPU (``/proc/cpuinfo`` ``flags`` on x86, ``Features``
+    on Arm), e.g. ``["avx2", "fma", "avx512f", "avx512_vnni"]``; None where they cannot be read."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+                cpuinfo = handle.read()
+        except OSError:
+            return None
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            present = set(value.split())
+            return [FEATURE_NAMES.get(f, f) for f in KERNEL_FEATURES if f in present]
+    return None
+
+
 def host_info() -> dict:
     """Facts about the machine this process runs on, for the result's ``device`` block."""
     return {
         "name": platform.node(),
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
+        "isa": cpu_features(),
         "os": platform.platform(),
         "system": platform.system(),
         "machine": platform.machine(),

@@ -1,8 +1,10 @@
 """Report: merge result files into ``report.md`` and a self-contained ``report.html``.
 
-Per device: a table of every row (status ✅ ok, ❎ unavailable or rejected, ❌ failed) and an
-accuracy-versus-latency scatter (PNG; embedded in the HTML as a base64 data URI) with the Pareto
-front marked: the rows no other row beats on both latency per image and accuracy.
+Per device: first what to ship and what the student kept and paid against the teacher
+(:mod:`runtime_bench.verdict`), then a table of every row (status ✅ ok, ❎ unavailable or
+rejected, ❌ failed) and an accuracy-versus-latency scatter (PNG; embedded in the HTML as a base64
+data URI): ± fold-std error bars, the teacher as a reference line, the Pareto front marked (the
+rows no other row beats on both latency per image and accuracy).
 """
 from __future__ import annotations
 
@@ -19,10 +21,11 @@ from training.io import atomic_write_bytes, atomic_write_text
 
 from .latency import LOAD_PER_CORE_LIMIT, OTHER_CORES_LIMIT, TAIL_RATIO_LIMIT
 from .results import DeviceRuns, Row, merge_results
+from .verdict import is_teacher, per_image_ms, summary_lines
 
 STATUS_MARKS = {"ok": "✅", "unavailable": "❎", "rejected": "❎", "failed": "❌"}
-COLUMNS = ("artifact", "runtime", "threads", "batch", "status", "size", "accuracy", "AUC", "TAR@FAR",
-           "flips", "worst cos", "p50 ms", "p90 ms", "p99 ms", "peak RSS", "notes")
+COLUMNS = ("artifact", "runtime", "threads", "batch", "status", "size", "params", "MMACs", "accuracy", "AUC",
+           "TAR@FAR", "flips", "worst cos", "p50 ms", "p90 ms", "p99 ms", "GMAC/s", "peak RSS", "notes")
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -48,24 +51,40 @@ class ScatterPoint:
     artifact: str
     label: str
     latency_ms: float
-    accuracy: float
+    accuracy: float  # %
+    std: float = 0.0  # fold std, %
 
 
 def scatter_points(rows: Iterable[Row]) -> list[ScatterPoint]:
-    """Rows with both accuracy and latency: p50 (mean when absent) per image vs accuracy in %."""
+    """Student rows with both accuracy and latency: p50 (mean when absent) per image vs accuracy in %."""
     points = []
     for row in rows:
-        if row.status != "ok" or not row.accuracy or not row.latency:
+        if row.status != "ok" or not row.accuracy or not row.latency or is_teacher(row):
             continue
-        per_batch = row.latency["p50"] if row.latency.get("p50") is not None else row.latency["mean"]
         label = f"{row.artifact} {row.runtime} t{row.threads} b{row.batch}"
-        points.append(ScatterPoint(row.artifact, label, per_batch / max(row.batch or 1, 1), 100.0 * row.accuracy["acc"]))
+        points.append(ScatterPoint(row.artifact, label, per_image_ms(row), 100.0 * row.accuracy["acc"],
+                                   100.0 * row.accuracy["std"]))
     return points
 
 
-def scatter_png(points: Sequence[ScatterPoint], title: str) -> bytes:
-    """Accuracy vs latency, one colour per artifact; the Pareto front is a red step line and only
-    its points are labelled. Latency is on a log axis when it spans more than 20×."""
+def accuracy_axis(points: Sequence[ScatterPoint], teacher: float | None = None) -> tuple[float, float]:
+    """A y-range that holds every error bar and the teacher line and spans at least four fold-stds
+    (and 2 points), so noise between artifacts does not read as a trade-off."""
+    lows = [p.accuracy - p.std for p in points] + ([teacher] if teacher is not None else [])
+    highs = [p.accuracy + p.std for p in points] + ([teacher] if teacher is not None else [])
+    low, high = min(lows), max(highs)
+    span = max(high - low, 4 * max((p.std for p in points), default=0.0), 2.0)
+    middle = (low + high) / 2
+    low, high = middle - 0.6 * span, middle + 0.6 * span
+    if high > 100.0:
+        low, high = low - (high - 100.0), 100.0
+    return max(low, 0.0), high
+
+
+def scatter_png(points: Sequence[ScatterPoint], title: str, teacher: tuple[str, float] | None = None) -> bytes:
+    """Accuracy (± fold std) vs latency, one colour per artifact; the Pareto front is a red step
+    line and only its points are labelled; ``teacher`` (label, accuracy %) is a dashed line.
+    Latency is on a log axis when it spans more than 10×."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,8 +94,9 @@ def scatter_png(points: Sequence[ScatterPoint], title: str) -> bytes:
     colours = plt.get_cmap("tab10")
     for index, artifact in enumerate(dict.fromkeys(p.artifact for p in points)):
         mine = [p for p in points if p.artifact == artifact]
-        axes.scatter([p.latency_ms for p in mine], [p.accuracy for p in mine], color=colours(index % 10),
-                     label=artifact, zorder=2)
+        axes.errorbar([p.latency_ms for p in mine], [p.accuracy for p in mine], yerr=[p.std for p in mine],
+                      fmt="o", color=colours(index % 10), ecolor=colours(index % 10), elinewidth=0.8, capsize=2,
+                      alpha=0.85, label=artifact, zorder=2)
     front = pareto_front([(p.latency_ms, p.accuracy) for p in points])
     if front:
         axes.step([points[i].latency_ms for i in front], [points[i].accuracy for i in front], where="post",
@@ -86,11 +106,14 @@ def scatter_png(points: Sequence[ScatterPoint], title: str) -> bytes:
         for i in front:
             axes.annotate(points[i].label, (points[i].latency_ms, points[i].accuracy), fontsize=7,
                           xytext=(5, -10), textcoords="offset points")
+    if teacher is not None:
+        axes.axhline(teacher[1], color="black", linestyle="--", linewidth=1.0, label=f"teacher ({teacher[0]}): {teacher[1]:.2f} %")
+    axes.set_ylim(*accuracy_axis(points, teacher[1] if teacher else None))
     latencies = [p.latency_ms for p in points]
-    if latencies and min(latencies) > 0 and max(latencies) / min(latencies) > 20:
+    if latencies and min(latencies) > 0 and max(latencies) / min(latencies) > 10:
         axes.set_xscale("log")
     axes.set_xlabel("p50 latency per image (ms, lower is better)")
-    axes.set_ylabel("10-fold verification accuracy (%)")
+    axes.set_ylabel("10-fold verification accuracy (%, ± fold std)")
     axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
@@ -99,6 +122,14 @@ def scatter_png(points: Sequence[ScatterPoint], title: str) -> bytes:
     figure.savefig(buffer, format="png")
     plt.close(figure)
     return buffer.getvalue()
+
+
+def teacher_accuracy(rows: Iterable[Row]) -> tuple[str, float] | None:
+    """(artifact, accuracy %) of the teacher's measured row, for the plot's reference line."""
+    for row in rows:
+        if row.status == "ok" and row.accuracy and is_teacher(row):
+            return row.artifact, 100.0 * row.accuracy["acc"]
+    return None
 
 
 def _number(value, digits: int = 2, suffix: str = "") -> str:
@@ -114,7 +145,7 @@ def _tar_cell(accuracy: dict | None) -> str:
 
 def row_cells(row: Row) -> list[str]:
     """One table row as display strings, in COLUMNS order."""
-    accuracy, parity, latency, memory = row.accuracy, row.parity, row.latency or {}, row.memory or {}
+    accuracy, parity, latency, memory, model = row.accuracy, row.parity, row.latency or {}, row.memory or {}, row.model
     notes = [row.reason] if row.reason else []
     if row.disturbed:
         notes.append(f"⚠ disturbed: {row.disturbed_reason}")
@@ -125,6 +156,8 @@ def row_cells(row: Row) -> list[str]:
         str(row.batch) if row.batch is not None else "–",
         f"{STATUS_MARKS[row.status]} {row.status}",
         _number(row.size_bytes / 2**20, 2, " MiB") if row.size_bytes is not None else "–",
+        _number(model["params"] / 1e6, 2, " M") if model else "–",
+        _number(model["macs"] / 1e6, 0) if model else "–",
         f"{100 * accuracy['acc']:.2f} ± {100 * accuracy['std']:.2f} %" if accuracy else "–",
         _number(accuracy["auc"], 4) if accuracy else "–",
         _tar_cell(accuracy),
@@ -133,13 +166,16 @@ def row_cells(row: Row) -> list[str]:
         _number(latency.get("p50")),
         _number(latency.get("p90")),
         _number(latency.get("p99")),
+        _number(model["macs"] / per_image_ms(row) / 1e6, 1) if model and latency else "–",
         _number(memory.get("peak_rss_mb"), 0, " MB"),
         "; ".join(notes),
     ]
 
 
 def _device_line(device: dict) -> str:
-    return (f"{device.get('cpu') or '?'}, {device.get('cores') or '?'} cores, {device.get('os') or '?'}, "
+    isa = device.get("isa")
+    features = f" [{' '.join(isa) if isa else 'no AVX2/AVX-512/VNNI/AMX/NEON-dotprod'}]" if isa is not None else ""
+    return (f"{device.get('cpu') or '?'}{features}, {device.get('cores') or '?'} cores, {device.get('os') or '?'}, "
             f"Python {device.get('python') or '–'}, load average {_number(device.get('load_before'))} before / "
             f"{_number(device.get('load_after'))} after")
 
@@ -149,7 +185,8 @@ METHOD_NOTE = (
     "percentiles of per-run wall times of one batch. Accuracy: 10-fold verification accuracy (threshold "
     "chosen on the other folds); flips: pairs whose same/different decision at the manifest threshold "
     "differs from the torch-fp32 reference; worst cos: lowest cosine between an image's embedding and "
-    f"the reference's. ⚠ disturbed: other processes used more than {OTHER_CORES_LIMIT} core on average "
+    "the reference's. MMACs: multiply-accumulates per image (export.cost); GMAC/s: MMACs / p50 per image. "
+    f"⚠ disturbed: other processes used more than {OTHER_CORES_LIMIT} core on average "
     f"while the runs were timed (where that cannot be measured: load average above cores × "
     f"{LOAD_PER_CORE_LIMIT}), or p99/p50 > {TAIL_RATIO_LIMIT}."
 )
@@ -167,6 +204,7 @@ def _markdown(devices: list[DeviceRuns], images: dict[str, str]) -> str:
     lines = ["# facekd runtime benchmark", "", METHOD_NOTE, ""]
     for runs in devices:
         lines += [f"## {runs.label}", "", _device_line(runs.device), ""]
+        lines += [line for summary in summary_lines(runs.rows) for line in (summary, "")]
         if runs.incomplete:
             lines += [f"⚠ {_incomplete_note(runs)}", ""]
         lines.append("| " + " | ".join(COLUMNS) + " |")
@@ -190,12 +228,18 @@ p.small { font-size: 0.85em; color: #555; }
 """
 
 
+def _bold(text: str) -> str:
+    """Markdown **bold** of the summary lines as HTML."""
+    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+
+
 def _html(devices: list[DeviceRuns], pngs: dict[str, bytes]) -> str:
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              "<title>facekd runtime benchmark</title>", f"<style>{HTML_STYLE}</style></head><body>",
              "<h1>facekd runtime benchmark</h1>", f'<p class="small">{html.escape(METHOD_NOTE)}</p>']
     for runs in devices:
         parts += [f"<h2>{html.escape(runs.label)}</h2>", f"<p>{html.escape(_device_line(runs.device))}</p>"]
+        parts += [f"<p>{_bold(html.escape(line))}</p>" for line in summary_lines(runs.rows)]
         if runs.incomplete:
             parts.append(f"<p>⚠ {html.escape(_incomplete_note(runs))}</p>")
         parts.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS) + "</tr>")
@@ -222,7 +266,7 @@ def write_report(result_paths: Iterable[str | os.PathLike], out_dir: str | os.Pa
     for runs in devices:
         points = scatter_points(runs.rows)
         if points:
-            pngs[runs.label] = scatter_png(points, f"Accuracy vs latency — {runs.label}")
+            pngs[runs.label] = scatter_png(points, f"Accuracy vs latency — {runs.label}", teacher_accuracy(runs.rows))
             images[runs.label] = f"scatter-{_slug(runs.label)}.png"
             atomic_write_bytes(out_dir / images[runs.label], pngs[runs.label])
     md_path = atomic_write_text(out_dir / "report.md", _markdown(devices, images))

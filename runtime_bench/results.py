@@ -5,7 +5,8 @@ Schema (``schema_version`` 1)::
     {"schema_version": 1, "created": ISO time, "target": "local" | "ssh:user@host:22" | ...,
      "complete": bool (false while a run is in progress or was interrupted),
      "export_dir": str, "pairs": {"name", "count", "images"} | null, "config": {...},
-     "device": {"name", "cpu", "cores", "os", "python", "load_before", "load_after"},
+     "device": {"name", "cpu", "cores", "isa": [kernel-deciding CPU features] | null, "os", "python",
+                "load_before", "load_after"},
      "rows": [{"artifact", "format", "precision", "runtime", "manifest_sha256",
                "status": "ok" | "unavailable" | "failed" | "rejected", "reason",
                "size_bytes", "threads", "batch",
@@ -14,6 +15,7 @@ Schema (``schema_version`` 1)::
                "latency": {"init_ms", "first_ms", "mean", "p50", "p90", "p99", "std", "n",
                            "throughput", "load_before", "load_after"} | null,
                "memory": {"peak_rss_mb"} | null,
+               "model": {"params", "macs", "role": "student" | "teacher"} | null,
                "disturbed": bool, "disturbed_reason": str | null}]}
 
 Times are milliseconds, throughput images per second, accuracy and rates fractions in 0..1.
@@ -44,7 +46,9 @@ LATENCY_KEYS = {"init_ms": _OPTIONAL_NUMBER, "first_ms": _OPTIONAL_NUMBER, "mean
                 "p90": _OPTIONAL_NUMBER, "p99": _OPTIONAL_NUMBER, "std": _OPTIONAL_NUMBER, "n": (int,),
                 "throughput": _NUMBER, "load_before": _OPTIONAL_NUMBER, "load_after": _OPTIONAL_NUMBER}
 MEMORY_KEYS = {"peak_rss_mb": _OPTIONAL_NUMBER}
-SECTIONS = {"accuracy": ACCURACY_KEYS, "parity": PARITY_KEYS, "latency": LATENCY_KEYS, "memory": MEMORY_KEYS}
+MODEL_KEYS = {"params": (int,), "macs": (int,), "role": (str,)}
+SECTIONS = {"accuracy": ACCURACY_KEYS, "parity": PARITY_KEYS, "latency": LATENCY_KEYS, "memory": MEMORY_KEYS,
+            "model": MODEL_KEYS}
 
 
 class ResultSchemaError(ValueError):
@@ -85,6 +89,7 @@ class Row:
     parity: dict | None = None
     latency: dict | None = None
     memory: dict | None = None
+    model: dict | None = None  # {params, macs, role: "student" | "teacher"} from the manifest
     disturbed: bool = False
     disturbed_reason: str | None = None
 
@@ -147,6 +152,7 @@ class BenchResult:
             if key not in data:
                 raise ResultSchemaError(f"{source} lacks {key!r}")
         device = _check_section(data["device"], DEVICE_KEYS, f"{source}: device")
+        _check(device.setdefault("isa", None), (list, type(None)), f"{source}: device.isa")  # absent before ISA facts
         _check(data["rows"], (list,), f"{source}: rows")
         rows = [Row.from_dict(row, f"{source}: rows[{index}]") for index, row in enumerate(data["rows"])]
         for key, types in (("config", (dict,)), ("target", (str,)), ("export_dir", (str,)),

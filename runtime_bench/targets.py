@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .client import WorkerClient
-from .latency import LatencyStats, TimingPlan
+from .latency import LatencyStats, TimingPlan, cpu_features
 
 logger = logging.getLogger(__name__)
 
@@ -352,6 +352,7 @@ class AdbTarget:
             "name": f"{prop('ro.product.manufacturer')} {prop('ro.product.model')}".strip(),
             "cpu": prop("ro.soc.model") or prop("ro.board.platform") or prop("ro.product.cpu.abi"),
             "cores": int(last_core) + 1 if last_core.isdigit() else None,
+            "isa": cpu_features(self._adb("shell", "cat", "/proc/cpuinfo", timeout_s=20)),
             "os": f"Android {prop('ro.build.version.release')}",
             "system": "Android",
             "machine": prop("ro.product.cpu.abi"),

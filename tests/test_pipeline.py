@@ -30,6 +30,11 @@ def test_demo_chain_writes_report_and_reuses_finished_stages(tiny_faces, tiny_te
     rows = json.loads(open(summary["results"][0]).read())["rows"]
     assert {(r["format"], r["precision"]) for r in rows if r["status"] == "ok"} >= {("torch", "fp32"), ("onnx", "fp32")}
     assert (out / "export" / "golden" / "golden.json").is_file()
+    teacher = [r for r in rows if r["artifact"] == "teacher-onnx-fp32"]
+    assert teacher and all(r["status"] == "ok" and r["accuracy"] and r["parity"] is None for r in teacher)
+    assert teacher[0]["model"]["role"] == "teacher" and teacher[0]["model"]["macs"] > 0
+    report = (out / "report" / "report.md").read_text()
+    assert "**Ship " in report and "Student vs teacher (teacher-onnx-fp32)" in report
 
     student_mtime = (out / "student.pt").resolve().stat().st_mtime_ns
     with caplog.at_level(logging.INFO, logger="facekd.pipeline"):
