@@ -9,7 +9,7 @@ export PYTHONUNBUFFERED=1
 if [[ "${FACEKD_REQUIRE_REAL_DATA:-}" == 1 ]]; then
   # the same check the tests and the CLI use (facekd.paths.home_problem)
   $PY -c 'import os, sys; from facekd.paths import home_problem
-home = os.environ.get("FACEKD_HOME") or "../shared"
+home = os.path.abspath(os.environ.get("FACEKD_HOME") or "../shared")
 problem = home_problem(home)
 sys.exit(f"FACEKD_REQUIRE_REAL_DATA=1 but {problem}" if problem else 0)'
 fi
