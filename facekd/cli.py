@@ -84,25 +84,45 @@ def cmd_train(args) -> None:
 def cmd_eval(args) -> None:
     from training.checkpoint import load_student
     from training.evaluate import evaluate, student_embed_fn
-    from training.pairs import read_lfw_pairs
-    from training.preprocess import PreprocessSpec
+    from training.pairs import read_lfw_pairs, read_verification_set
     from training.teacher import load_teacher
 
-    pairs = read_lfw_pairs(args.pairs, args.images)
+    if not args.pairs and not args.sets:
+        raise ValueError("eval needs --pairs PAIRS --images ROOT and/or --sets SET… (.bin files or PAIRS.txt=ROOT)")
+    if args.pairs and not args.images:
+        raise ValueError("--pairs needs --images ROOT (the folder the pairs name)")
     if args.checkpoint:
         model, spec, _ = load_student(args.checkpoint)
         embed = student_embed_fn(model, spec)
     else:
         cfg = load_config(args.config, args.overrides)
-        teacher = load_teacher(args.teacher_model, cfg.teacher.preprocess)
-        embed = teacher.embed
-    result = evaluate(embed, pairs, flip_test=args.flip_test, progress=not args.quiet)
-    text = json.dumps(result.to_dict(), indent=2)
+        embed = load_teacher(args.teacher_model, cfg.teacher.preprocess).embed
+    sets = ([read_lfw_pairs(args.pairs, args.images)] if args.pairs else []) + [
+        read_verification_set(spec, args.images) for spec in args.sets or []]
+    results = {pairs.name: evaluate(embed, pairs, flip_test=args.flip_test, progress=not args.quiet).to_dict()
+               for pairs in sets}
+    if args.pairs and not args.sets:  # one pairs file: the result itself, as before
+        text = json.dumps(results[sets[0].name], indent=2)
+    else:
+        text = json.dumps({"flip_test": args.flip_test, "sets": results}, indent=2)
+        print(suite_table(results, args.flip_test))
     if args.json:
         from training.io import atomic_write_text
 
         atomic_write_text(args.json, text + "\n")
-    print(text)
+    if args.pairs and not args.sets:
+        print(text)
+
+
+def suite_table(results: dict[str, dict], flip_test: bool) -> str:
+    """One line per set, as arcface_torch logs its verification sets."""
+    lines = [f"{'set':<16} {'pairs':>6}  {'accuracy':<16} {'TAR@FAR=1e-3':>12} {'AUC':>7} {'threshold':>9}  flip-test"]
+    for name, result in results.items():
+        tar = result["tar_at_far"].get("1e-03")
+        lines.append(f"{name:<16} {result['num_pairs']:>6}  {100 * result['accuracy']:6.2f} ± "
+                     f"{100 * result['accuracy_std']:4.2f} %  {'–' if tar is None else f'{100 * tar:.2f} %':>12} "
+                     f"{result['auc']:7.4f} {result['threshold']:9.4f}  {'on' if flip_test else 'off'}")
+    return "\n".join(lines)
 
 
 def cmd_export(args) -> int:
@@ -200,8 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--checkpoint", help="student checkpoint (.pt)")
     who.add_argument("--teacher-model", help="teacher ONNX file (preprocessing from --config teacher.preprocess)")
-    p.add_argument("--pairs", required=True, help="pairs file in LFW pairs.txt format")
-    p.add_argument("--images", required=True, help="root of the aligned images the pairs name")
+    p.add_argument("--pairs", help="pairs file in LFW pairs.txt format")
+    p.add_argument("--images", help="root of the aligned images the pairs name")
+    p.add_argument("--sets", nargs="+", metavar="SET", help="benchmark sets in one table: insightface .bin files "
+                   "(lfw.bin cfp_fp.bin agedb_30.bin) and/or PAIRS.txt=IMAGES_ROOT")
     p.add_argument("--flip-test", action="store_true", help="average the embeddings of image and mirror image")
     p.add_argument("--json", help="also write the result here")
     p.add_argument("--config", help="run config (for the teacher's preprocessing)")

@@ -150,3 +150,32 @@ def test_demo_exit_code_propagates_a_rejected_artifact(tiny_faces, tiny_teacher,
     assert main(args) == 3
     out = capsys.readouterr().out
     assert "✗ export  onnx-fp32" in out and "rejected" in out
+
+
+def test_eval_prints_one_table_for_several_sets(tmp_path, tiny_faces, tiny_pairs, capsys):  # noqa: F811
+    import pickle
+
+    import cv2
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "s.pt", student_state(MobileFaceNet(width=0.25).eval(), PreprocessSpec()))
+    faces = sorted(tiny_faces.rglob("*.jpg"))
+    encoded, issame = [], []
+    for k in range(20):  # 20 pairs: even k same person, odd k different people
+        a = faces[(k % 6) * 4]
+        b = faces[(k % 6) * 4 + 1] if k % 2 == 0 else faces[((k + 1) % 6) * 4]
+        encoded += [cv2.imencode(".jpg", cv2.imread(str(path)))[1].tobytes() for path in (a, b)]
+        issame.append(k % 2 == 0)
+    with open(tmp_path / "toy_bin.bin", "wb") as handle:
+        pickle.dump((encoded, issame), handle)
+    out = tmp_path / "suite.json"
+    assert main(["--quiet", "eval", "--checkpoint", str(ckpt), "--sets", str(tmp_path / "toy_bin.bin"),
+                 f"{tiny_pairs}={tiny_faces}", "--flip-test", "--json", str(out)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["set", "pairs", "accuracy"]
+    assert table[1].startswith("toy_bin") and table[1].endswith("on") and " 20 " in table[1]
+    assert table[2].startswith("pairs") and " 20 " in table[2]
+    result = json.loads(out.read_text())
+    assert result["flip_test"] is True and set(result["sets"]) == {"toy_bin", "pairs"}
+    assert main(["--quiet", "eval", "--checkpoint", str(ckpt), "--sets", str(tiny_pairs)]) == 2
+    assert "needs its images" in capsys.readouterr().err

@@ -175,3 +175,20 @@ def read_insightface_bin_pairs(path: str | os.PathLike, num_folds: int = DEFAULT
         folds=np.arange(count) * num_folds // max(count, 1),
         name=Path(path).stem,
     )
+
+
+def read_verification_set(spec: str, images_root: str | os.PathLike | None = None) -> VerificationPairs:
+    """One benchmark set: an insightface ``.bin`` (``lfw.bin``, ``cfp_fp.bin``, ``agedb_30.bin``), or
+    an LFW-format pairs file as ``PAIRS.txt=IMAGES_ROOT`` (or ``PAIRS.txt`` with ``images_root``).
+    The set is named after its file (``agedb_30``)."""
+    path, _, root = str(spec).partition("=")
+    path = Path(path)
+    if path.suffix == ".bin":
+        pairs = read_insightface_bin_pairs(path)
+    else:
+        root = root or images_root
+        if not root:
+            raise PairsError(f"pairs file {path} needs its images: write {path}=IMAGES_ROOT or pass --images")
+        pairs = read_lfw_pairs(path, root)
+    pairs.name = path.stem
+    return pairs
