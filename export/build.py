@@ -299,7 +299,7 @@ def export_checkpoint(
     checkpoint_path: str | os.PathLike,
     out_dir: str | os.PathLike,
     config: ExportConfig | None = None,
-    calibration_images: Sequence[str | os.PathLike] = (),
+    calibration_images: Sequence[str | os.PathLike] | FaceSet = (),
     parity_images: Sequence[str | os.PathLike] = (),
     pairs: VerificationPairs | None = None,
     progress: bool = True,
@@ -315,7 +315,8 @@ def export_checkpoint(
     jobs = plan_jobs(config)
     checkpoint_path, out_dir = Path(checkpoint_path), Path(out_dir)
     model, preprocess, state = load_student(checkpoint_path)
-    calibration = FaceSet.from_paths(calibration_images, config.calib_count, "calibration")
+    calibration = (calibration_images if isinstance(calibration_images, FaceSet)
+                   else FaceSet.from_paths(calibration_images, config.calib_count, "calibration"))
     parity_faces = FaceSet((), ())
     if parity_images:
         parity_faces = FaceSet.from_paths(parity_images, config.parity_count, "parity")

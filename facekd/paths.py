@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from training.recordio import is_recordio_root
+
 LFW_DIR = Path("data") / "lfw"
 ALIGNED_DIR = LFW_DIR / "aligned_112"
 PEOPLE_DEV_TRAIN = LFW_DIR / "peopleDevTrain.txt"
@@ -87,6 +89,8 @@ def _data_at(path: Path, origin: str) -> _Data:
 
     Splits (optional) are read from the ``splits/`` folder beside the aligned root.
     """
+    if is_recordio_root(path):  # insightface train.rec/train.idx: val pairs come from data.val_pairs
+        return _Data(path, None, None)
     aligned = path
     for lfw in (path / LFW_DIR, path):
         if (lfw / ALIGNED_DIR.name).is_dir():

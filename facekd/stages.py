@@ -73,13 +73,17 @@ def train_student(cfg: RunConfig, run_dir: Path, resume: bool = False, progress:
     return trainer.run()
 
 
-def _calibration_images(cfg: RunConfig, count: int) -> list[Path]:
-    """Real training faces for INT8 calibration: a seeded, identity-spread sample."""
+def _calibration_images(cfg: RunConfig, count: int):
+    """Real training faces for INT8 calibration: a seeded, identity-spread sample (file paths of
+    a folder dataset, decoded faces of a RecordIO one)."""
     import numpy as np
+    from export.faces import FaceSet
 
     folder = open_training_data(cfg)
-    order = np.random.default_rng(cfg.train.seed).permutation(len(folder))[:count]
-    return [folder.path(int(i)) for i in sorted(order)]
+    order = sorted(int(i) for i in np.random.default_rng(cfg.train.seed).permutation(len(folder))[:count])
+    if isinstance(folder, FaceFolder):
+        return [folder.path(i) for i in order]
+    return FaceSet(tuple(folder.path(i).name for i in order), tuple(folder.load_rgb(i) for i in order))
 
 
 def export_student(cfg: RunConfig, checkpoint: Path, out_dir: Path, progress: bool = True):

@@ -10,7 +10,8 @@ from .views import ViewSpec
 
 @dataclass
 class DataConfig:
-    aligned_root: str = ""            # root/<identity>/<image>
+    source: str = "folder"            # folder (root/<identity>/<image>) | recordio (root/train.rec+.idx, insightface)
+    aligned_root: str = ""            # root/<identity>/<image>, or the folder of train.rec/train.idx/property
     train_identities: str = ""        # optional identity list restricting the training set
     max_identities: int = 0           # keep only the first N identities (sorted); 0 = all (smoke runs, CI)
     val_pairs: str = ""               # LFW pairs.txt-format file
@@ -21,6 +22,10 @@ class DataConfig:
     skip_bad_images: bool = False     # count and skip unreadable images instead of stopping
     unlabelled: list[str] = field(default_factory=list)  # folders of aligned faces without identities (any layout)
     unlabelled_per_batch: int = 0     # unlabelled faces added to each batch (teacher-only terms use them)
+
+    def __post_init__(self) -> None:
+        if self.source not in ("folder", "recordio"):
+            raise ValueError(f"data.source must be folder or recordio, got {self.source!r}")
 
 
 @dataclass

@@ -34,6 +34,7 @@ from .losses import LossInputs, LossSuite
 from .models.derived import DERIVED_NAME, ConversionError, derive_student
 from .models.mobilefacenet import MobileFaceNet
 from .pairs import VerificationPairs, read_lfw_pairs
+from .recordio import RecordIOFaces
 from .preprocess import PreprocessSpec
 from .sampler import IdentityBalancedSampler
 from .online import OnlineTeacher
@@ -146,9 +147,13 @@ def load_val_pairs(cfg: TrainingSection) -> VerificationPairs | None:
     return read_lfw_pairs(cfg.data.val_pairs, cfg.data.val_images_root or cfg.data.aligned_root)
 
 
-def open_training_data(cfg: TrainingSection) -> FaceFolder:
+def open_training_data(cfg: TrainingSection) -> FaceFolder | RecordIOFaces:
     if not cfg.data.aligned_root:
         raise TrainingError("data.aligned_root is not set: pass --data or set FACEKD_DATA / FACEKD_HOME")
+    if cfg.data.source == "recordio":
+        if cfg.data.train_identities or cfg.data.unlabelled:
+            raise TrainingError("data.train_identities and data.unlabelled work with data.source=folder only")
+        return RecordIOFaces(cfg.data.aligned_root, max_identities=cfg.data.max_identities)
     identities = read_identity_list(cfg.data.train_identities) if cfg.data.train_identities else None
     if cfg.data.max_identities:
         if identities is None:
