@@ -8,7 +8,7 @@ EXTRAS ?= tflite,coreml,dev
 SHARED := $(abspath ../shared)
 export FACEKD_HOME ?= $(if $(wildcard $(SHARED)/README.md),$(SHARED),)
 
-.PHONY: setup demo test test-python test-android test-slow
+.PHONY: setup demo test test-python test-android test-slow web-deps
 
 setup: $(STAMP)
 
@@ -24,7 +24,14 @@ demo: setup
 
 test: setup
 	bash scripts/system-deps.sh
+	$(MAKE) web-deps
 	bash scripts/test.sh
+
+# onnxruntime-web for the browser client, from the npm registry (pinned in web_demo/package-lock.json)
+web-deps: web_demo/node_modules/.package-lock.json
+
+web_demo/node_modules/.package-lock.json: web_demo/package-lock.json
+	npm ci --prefix web_demo --no-audit --no-fund
 
 test-slow: setup
 	$(PY) -m pytest -m slow -q

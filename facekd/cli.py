@@ -176,6 +176,21 @@ def cmd_demo(args) -> int:
     return exit_code(lines, args.strict)
 
 
+def cmd_web(args) -> None:
+    from .paths import find_detector
+    from .web import make_server
+
+    detector = args.detector or find_detector()
+    if detector is None:
+        raise ValueError("no YuNet detector found: pass --detector yunet.onnx, set FACEKD_HOME or run `facekd fetch`")
+    server = make_server(args.export_dir, detector, args.artifact, args.host, args.port)
+    print(f"facekd web: http://{args.host}:{server.server_address[1]}/  ({args.artifact} of {args.export_dir}; Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
 def format_help() -> str:
     from export.build import available_formats
 
@@ -257,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", help="where to put them (default: the user cache, FACEKD_CACHE)")
     p.add_argument("--lfw-sha256", help="expected sha256 of lfw.tgz, or 'none' to accept a repacked mirror and record its hash")
     p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("web", help="serve the browser client on localhost with an exported ONNX artifact")
+    p.add_argument("export_dir")
+    p.add_argument("--artifact", default="onnx-fp32", help="artifact folder to serve (an ONNX one; default onnx-fp32)")
+    p.add_argument("--detector", help="YuNet ONNX (default: from FACEKD_HOME or the fetch cache)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_web)
 
     p = sub.add_parser("demo", help="the whole chain: cache teacher, train, export, bench, report "
                        "(default config: facekd/demo.yaml)")

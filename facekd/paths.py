@@ -144,6 +144,12 @@ def _home_detector(homes: list[Path]) -> Path | None:
     return None
 
 
+def find_detector(env: Mapping[str, str] = os.environ) -> Path | None:
+    """The YuNet detector of FACEKD_HOME, else of the fetch cache, else None."""
+    homes = ([Path(env["FACEKD_HOME"]).expanduser()] if env.get("FACEKD_HOME") else []) + [cache_dir(env)]
+    return _home_detector(homes)
+
+
 def resolve_resources(
     data: str | os.PathLike | None = None,
     teacher: str | os.PathLike | None = None,

@@ -28,12 +28,13 @@ def facekd_home() -> Path:
     missing or wrong folder fails the run with the path it looked at."""
     home, problem = _home()
     if problem is not None:
-        real_data_missing(f"real faces not usable at {home}: {problem}")
+        required_resource_missing(f"real faces not usable at {home}: {problem}")
     return home
 
 
-def real_data_missing(message: str) -> None:
-    """Skip a test that needs real data, or fail it under FACEKD_REQUIRE_REAL_DATA=1."""
+def required_resource_missing(message: str) -> None:
+    """Skip a test whose real data (or browser, or npm package) is missing, or fail it under
+    FACEKD_REQUIRE_REAL_DATA=1 (CI, where `make test` installs all of them)."""
     if os.environ.get(REQUIRE_REAL_DATA) == "1":
         pytest.fail(f"{message} ({REQUIRE_REAL_DATA}=1: set FACEKD_HOME to a folder laid out like ../shared)")
     pytest.skip(f"{message}: set FACEKD_HOME to a folder laid out like ../shared")

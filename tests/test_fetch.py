@@ -30,7 +30,7 @@ from facekd.fetch import (
     resolve_mirror,
 )
 from facekd.paths import SPLIT_FILES, resolve_resources
-from tests.conftest import real_data_missing
+from tests.conftest import required_resource_missing
 from training.pairs import read_lfw_pairs
 
 SHARED = Path(os.environ.get("FACEKD_HOME") or Path(__file__).resolve().parents[2] / "shared")
@@ -265,7 +265,7 @@ def needs_shared() -> None:
                 SHARED / "models/yunet/yunet_2023mar_int8bq.onnx"]
     missing = [str(path) for path in required if not path.exists()]
     if missing:
-        real_data_missing(f"shared raw_sample photos and models not found: {', '.join(missing)}")
+        required_resource_missing(f"shared raw_sample photos and models not found: {', '.join(missing)}")
 
 
 def build_tiny_mirror(server: MirrorServer, with_splits: bool) -> list[Source]:

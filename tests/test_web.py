@@ -1,0 +1,131 @@
+"""The browser client in a real headless Chromium (Debian's, driven by Playwright): embeddings
+computed in the page match Python's, a model whose sha256 differs is refused, and people enrolled
+from real photos are recognised with detection and alignment done in the page."""
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facekd.cli import main
+from tests.conftest import required_resource_missing
+
+CHROMIUM = Path("/usr/bin/chromium")
+REPO = Path(__file__).resolve().parents[1]
+ZOO_STUDENT = REPO / "zoo" / "sface-derived-k50" / "student.pt"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from facekd.web import ORT_DIST, NPM_HINT
+
+    if not CHROMIUM.is_file():
+        required_resource_missing(f"no {CHROMIUM}: apt-get install chromium (scripts/system-deps.sh)")
+    if not ORT_DIST.is_dir():
+        required_resource_missing(f"onnxruntime-web missing: {NPM_HINT}")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def export_dir(facekd_home, tmp_path_factory):
+    """The zoo student exported to onnx-fp32 with golden faces (real val faces)."""
+    out = tmp_path_factory.mktemp("web") / "export"
+    assert main(["--quiet", "export", str(ZOO_STUDENT), "--formats", "onnx-fp32", "--out", str(out),
+                 "--data", str(facekd_home), "--teacher", str(facekd_home / "models/sface/sface_fp32.onnx"),
+                 "--set", "export.teacher=false"]) == 0
+    return out
+
+
+def open_page(browser, export_dir: Path, detector: Path):
+    from facekd.web import make_server, serve_in_background
+
+    server = make_server(export_dir, detector, port=0)
+    serve_in_background(server)
+    page = browser.new_page()
+    page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+    return server, page, page.evaluate("window.facekd.ready")
+
+
+def data_url(path: Path) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+@pytest.fixture(scope="module")
+def page(browser, export_dir, facekd_home):
+    server, page, ready = open_page(browser, export_dir, facekd_home / "models/yunet/yunet_2023mar_int8bq.onnx")
+    assert ready is True, ready
+    yield page
+    page.close()
+    server.shutdown()
+
+
+def test_page_embeddings_match_python_on_the_golden_faces(page, export_dir):
+    golden = json.loads((export_dir / "golden" / "golden.json").read_text())
+    faces = [item for item in golden["items"] if item["image"].startswith("face_") and "resize" not in item["image"]]
+    assert len(faces) == 8
+    for item in faces:
+        ours = np.asarray(page.evaluate("url => window.facekd.embedAligned(url)", f"/golden/{item['image']}"))
+        assert float(ours @ np.asarray(item["embedding"])) >= 0.999, item["image"]
+
+
+def test_page_shows_the_verified_sha256_and_the_threshold(page, export_dir):
+    manifest = json.loads((export_dir / "onnx-fp32" / "manifest.json").read_text())
+    status = page.inner_text("#status")
+    assert manifest["sha256"] in status and "matches the manifest" in status
+    assert page.evaluate("window.facekd.manifest().threshold") == pytest.approx(manifest["threshold"])
+
+
+def test_a_model_whose_sha256_differs_is_refused(browser, export_dir, facekd_home, tmp_path):
+    tampered = tmp_path / "export"
+    shutil.copytree(export_dir, tampered)
+    with open(tampered / "onnx-fp32" / "model.onnx", "ab") as handle:
+        handle.write(b"\0")
+    server, page, ready = open_page(browser, tampered, facekd_home / "models/yunet/yunet_2023mar_int8bq.onnx")
+    try:
+        assert "refusing to run it" in ready["error"]
+        assert page.inner_text("#status").startswith("cannot use this model")
+    finally:
+        page.close()
+        server.shutdown()
+
+
+def test_people_enrolled_from_photos_are_recognised_in_the_page(page, facekd_home):
+    from training.align import FaceAligner
+    from training.checkpoint import load_student
+    from training.data import load_rgb_file
+    from training.evaluate import student_embed_fn
+
+    people = sorted(p for p in (facekd_home / "data/lfw/raw_sample").iterdir() if len(list(p.glob("*.jpg"))) >= 2)[:6]
+    assert len(people) == 6
+    for person in people:
+        first = sorted(person.glob("*.jpg"))[0]
+        assert page.evaluate("([n, u]) => window.facekd.enrolUrl(n, u)", [person.name, data_url(first)])["enrolled"]
+    for person in people:
+        second = sorted(person.glob("*.jpg"))[1]
+        result = page.evaluate("url => window.facekd.identifyUrl(url)", data_url(second))
+        assert result["matched"] and result["name"] == person.name, (person.name, result)
+        assert set(result["times"]) == {"detect", "align", "embed"}
+    cells = page.inner_text("#latency").split()
+    assert all(float(value) >= 0 for value in cells[-4:])  # detect, align, embed, match shown
+    # detection and alignment in the page agree with training/align.py (OpenCV YuNet + warpAffine)
+    aligner = FaceAligner(facekd_home / "models/yunet/yunet_2023mar_int8bq.onnx")
+    model, spec, _ = load_student(ZOO_STUDENT)
+    embed = student_embed_fn(model, spec)
+    for person in people[:3]:
+        photo = sorted(person.glob("*.jpg"))[0]
+        ours = page.evaluate("url => window.facekd.embedPhotoUrl(url)", data_url(photo))
+        image = load_rgb_file(photo)
+        theirs = aligner.detect_largest(image)
+        assert np.abs(np.asarray(ours["landmarks"]) - theirs).max() < 2.0
+        python = embed(np.stack([aligner.align(image)]))[0]
+        # OpenCV runs YuNet at the photo's own size padded to 32 (256×256 here), the page at its
+        # fixed 640×640: landmarks differ by a fraction of a pixel, embeddings by cos ≈ 0.987
+        assert float(np.asarray(ours["embedding"]) @ (python / np.linalg.norm(python))) >= 0.97

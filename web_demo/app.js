@@ -1,0 +1,100 @@
+// facekd browser client UI: enrol people from photos or the camera, identify faces, show the
+// model's sha256 (checked against its manifest) and the latency of every stage.
+import { Gallery, decodeImage, embed, loadDetector, loadModel, photoEmbedding } from "/core.js";
+
+const $ = (id) => document.getElementById(id);
+let model, detector, gallery;
+
+function showLatency(times, matchMs) {
+  const cells = $("latency").rows[1].cells;
+  [times.detect, times.align, times.embed, matchMs].forEach((ms, i) => { cells[i].textContent = ms === undefined ? "–" : ms.toFixed(1); });
+}
+
+function showGallery() {
+  $("gallery").replaceChildren(...[...gallery.people].map(([name, templates]) => {
+    const item = document.createElement("li");
+    item.textContent = `${name} (${templates.length} template${templates.length > 1 ? "s" : ""})`;
+    return item;
+  }));
+}
+
+async function fromPhoto(image) {
+  const result = await photoEmbedding(model, detector, image);
+  if (result.aligned) $("aligned").getContext("2d").putImageData(result.aligned, 0, 0);
+  return result;
+}
+
+async function enrol(name, image) {
+  const result = await fromPhoto(image);
+  showLatency(result.times);
+  if (!result.face) return { enrolled: false, reason: "no face found" };
+  gallery.enrol(name, result.embedding);
+  showGallery();
+  return { enrolled: true, name: name.trim() };
+}
+
+async function identify(image) {
+  const result = await fromPhoto(image);
+  if (!result.face) { showLatency(result.times); return { matched: false, reason: "no face found" }; }
+  const start = performance.now();
+  const match = gallery.match(result.embedding, model.manifest.threshold);
+  showLatency(result.times, performance.now() - start);
+  return { ...match, times: result.times };
+}
+
+function cameraFrame() {
+  const video = $("camera");
+  const canvas = new OffscreenCanvas(video.videoWidth, video.videoHeight);
+  const context = canvas.getContext("2d");
+  context.drawImage(video, 0, 0);
+  return context.getImageData(0, 0, canvas.width, canvas.height);
+}
+
+async function startCamera() {
+  const video = $("camera");
+  if (!video.srcObject) {
+    video.srcObject = await navigator.mediaDevices.getUserMedia({ video: true });
+    video.hidden = false;
+    await new Promise((resolve) => { video.onloadeddata = resolve; });
+  }
+}
+
+function report(element, outcome) {
+  element.textContent = outcome.reason ? outcome.reason
+    : outcome.enrolled ? `enrolled ${outcome.name}`
+    : outcome.matched ? `${outcome.name} (cosine ${outcome.cosine.toFixed(3)})`
+    : `unknown (best ${outcome.name ?? "–"}, cosine ${outcome.cosine.toFixed(3)} < ${model.manifest.threshold.toFixed(3)})`;
+}
+
+async function start() {
+  try {
+    model = await loadModel("/model");
+    detector = await loadDetector("/detector.onnx");
+  } catch (error) {
+    $("status").className = "error";
+    $("status").textContent = `cannot use this model: ${error.message}`;
+    throw error;
+  }
+  gallery = new Gallery(model.sha256);
+  const m = model.manifest;
+  $("status").innerHTML = `${m.format}-${m.precision}, ${m.embedding_size}-d, threshold ${m.threshold.toFixed(4)}<br>`
+    + `sha256 <span class="mono">${model.sha256}</span> ✓ matches the manifest`;
+  $("enrol-file").onchange = async (e) => report($("enrol-result"), await enrol($("name").value, await decodeImage(e.target.files[0])));
+  $("identify-file").onchange = async (e) => report($("identify-result"), await identify(await decodeImage(e.target.files[0])));
+  $("enrol-camera").onclick = async () => { await startCamera(); report($("enrol-result"), await enrol($("name").value, cameraFrame())); };
+  $("identify-camera").onclick = async () => { await startCamera(); report($("identify-result"), await identify(cameraFrame())); };
+}
+
+// For scripted checks (tests/test_web.py drives these in headless Chromium).
+window.facekd = {
+  ready: start().then(() => true, (error) => ({ error: error.message })),
+  manifest: () => model.manifest,
+  sha256: () => model.sha256,
+  embedAligned: async (url) => Array.from(await embed(model, await decodeImage(url))),
+  enrolUrl: async (name, url) => enrol(name, await decodeImage(url)),
+  identifyUrl: async (url) => identify(await decodeImage(url)),
+  embedPhotoUrl: async (url) => {
+    const result = await photoEmbedding(model, detector, await decodeImage(url));
+    return result.face ? { landmarks: result.face.landmarks, embedding: Array.from(result.embedding) } : null;
+  },
+};
