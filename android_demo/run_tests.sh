@@ -7,7 +7,8 @@
 #   EXPORT_FOLDER (or env FACEKD_EXPORT): an export run folder with tflite-*/ and golden/.
 #   Without one, the unit tests run and the golden tests are reported as skipped.
 # Env: FACEKD_PYTHON (default <repo>/.venv/bin/python) locates ai_edge_litert;
-#      JUNIT_CONSOLE_JAR overrides the JUnit console launcher (default: Debian's junit5 package).
+#      JUNIT_CONSOLE_JAR overrides the JUnit console launcher (default: Debian's junit5 package),
+#      GSON_JAR the Gson jar (default: Debian's libgoogle-gson-java).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -16,6 +17,7 @@ EXPORT="${1:-${FACEKD_EXPORT:-}}"
 PYTHON="${FACEKD_PYTHON:-$REPO/.venv/bin/python}"
 BUILD="$HERE/build"
 JUNIT_JAR="${JUNIT_CONSOLE_JAR:-/usr/share/java/junit-platform-console-standalone.jar}"
+GSON_JAR="${GSON_JAR:-/usr/share/java/gson.jar}" # Debian libgoogle-gson-java 2.10 (the app: Gradle, gson 2.10)
 LITERT_VERSION="2.3.0" # the C API the JNI shim declares (it changed at 2.2)
 
 die() {
@@ -46,14 +48,24 @@ if [ ! -f "$JUNIT_JAR" ]; then
     [ -f "$JUNIT_JAR" ] || die "JUnit console launcher not found at $JUNIT_JAR: run 'sudo apt-get install -y junit5' or set JUNIT_CONSOLE_JAR"
 fi
 
+if [ ! -f "$GSON_JAR" ]; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        echo "run_tests.sh: installing Debian package libgoogle-gson-java (Gson, the core's JSON reader)" >&2
+        apt-get update -qq >/dev/null 2>&1 || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgoogle-gson-java >/dev/null \
+            || die "apt-get install -y libgoogle-gson-java failed"
+    fi
+    [ -f "$GSON_JAR" ] || die "Gson not found at $GSON_JAR: run 'sudo apt-get install -y libgoogle-gson-java' or set GSON_JAR"
+fi
+
 # --- compile ---------------------------------------------------------------------------------
 rm -rf "$BUILD/classes"
 mkdir -p "$BUILD/classes/main" "$BUILD/classes/test" "$BUILD/native"
 mapfile -t MAIN_SOURCES < <(find "$HERE/core/src/main/java" -name '*.java' | sort)
 mapfile -t TEST_SOURCES < <(find "$HERE/core/src/test/java" -name '*.java' | sort)
-javac --release 11 -encoding UTF-8 -Xlint:all -d "$BUILD/classes/main" "${MAIN_SOURCES[@]}"
+javac --release 11 -encoding UTF-8 -Xlint:all -cp "$GSON_JAR" -d "$BUILD/classes/main" "${MAIN_SOURCES[@]}"
 javac --release 11 -encoding UTF-8 -Xlint:all,-processing -d "$BUILD/classes/test" \
-    -cp "$BUILD/classes/main:$JUNIT_JAR" "${TEST_SOURCES[@]}"
+    -cp "$BUILD/classes/main:$GSON_JAR:$JUNIT_JAR" "${TEST_SOURCES[@]}"
 
 # --- LiteRT JNI shim -------------------------------------------------------------------------
 # Needed for the golden embedding tests: a failure is fatal when an export folder was given.
@@ -93,7 +105,7 @@ JAVA_PROPS=()
 set +e
 "$JAVA" "${JAVA_PROPS[@]}" -jar "$JUNIT_JAR" --disable-banner --disable-ansi-colors --details=tree \
     --reports-dir "$BUILD/test-reports" \
-    --class-path "$BUILD/classes/main:$BUILD/classes/test" \
+    --class-path "$BUILD/classes/main:$BUILD/classes/test:$GSON_JAR" \
     --scan-class-path "$BUILD/classes/test" 2>&1 | tee "$BUILD/junit.log"
 junit_status=${PIPESTATUS[0]}
 set -e

@@ -11,6 +11,7 @@ java {
 }
 
 dependencies {
+    implementation(libs.gson)
     testImplementation(libs.junit.jupiter)
     testRuntimeOnly("org.junit.platform:junit-platform-launcher")
 }

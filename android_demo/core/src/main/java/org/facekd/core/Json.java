@@ -1,5 +1,11 @@
 package org.facekd.core;
 
+import com.google.gson.stream.JsonReader;
+import com.google.gson.stream.JsonToken;
+import com.google.gson.stream.MalformedJsonException;
+import java.io.EOFException;
+import java.io.IOException;
+import java.io.StringReader;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.LinkedHashMap;
@@ -7,278 +13,101 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * A small strict JSON (RFC 8259) parser, enough for manifests and golden files.
+ * Strict JSON (RFC 8259) for manifests and golden files, read with Gson's streaming
+ * {@link JsonReader}, plus typed, path-aware access ({@link Obj}).
  *
  * <p>Objects become {@code Map<String, Object>} (insertion order kept), arrays {@code List<Object>},
- * numbers {@code Double}, plus {@code String}, {@code Boolean} and {@code null}. Python's
- * {@code json.dumps} writes {@code NaN}/{@code Infinity} for non-finite floats; those are accepted
- * too, since a manifest may carry them (e.g. a parity value that could not be computed).
+ * numbers {@code Double}, plus {@code String}, {@code Boolean} and {@code null}. Refused with
+ * {@link JsonException}: malformed text (Gson's message, with line and column), a duplicate key,
+ * nesting deeper than {@link #MAX_DEPTH}, text after the value, raw control characters, and the
+ * non-JSON {@code NaN}/{@code Infinity} (Python writes them only for a value it could not measure,
+ * e.g. the parity of a broken artifact, whose manifest an app must not use anyway).
  */
 public final class Json {
     /** Deeper nesting is refused: a manifest is 3 levels deep, and recursion must not overflow the stack. */
     static final int MAX_DEPTH = 64;
 
-    private final String text;
-    private int pos;
-    private int depth;
+    private Json() {}
 
-    private Json(String text) {
-        this.text = text;
-    }
-
-    /** Parses one JSON document; anything but whitespace after it is an error. */
     public static Object parse(String text) {
-        Json parser = new Json(text);
-        parser.skipWhitespace();
-        Object value = parser.readValue();
-        parser.skipWhitespace();
-        if (parser.pos != text.length()) {
-            throw parser.error("unexpected text after the JSON value");
+        for (int i = 0; i < text.length(); i++) { // RFC 8259: control characters only as escapes
+            char c = text.charAt(i);
+            if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') {
+                throw new JsonException(String.format("unescaped control character U+%04X at offset %d", (int) c, i));
+            }
         }
-        return value;
-    }
-
-    private Object readValue() {
-        if (pos >= text.length()) {
-            throw error("unexpected end of input");
-        }
-        char c = text.charAt(pos);
-        switch (c) {
-            case '{':
-            case '[':
-                if (++depth > MAX_DEPTH) {
-                    throw error("nested deeper than " + MAX_DEPTH + " levels");
-                }
-                Object nested = c == '{' ? readObject() : readArray();
-                depth--;
-                return nested;
-            case '"':
-                return readString();
-            case 't':
-                expectWord("true");
-                return Boolean.TRUE;
-            case 'f':
-                expectWord("false");
-                return Boolean.FALSE;
-            case 'n':
-                expectWord("null");
-                return null;
-            case 'N':
-                expectWord("NaN");
-                return Double.NaN;
-            case 'I':
-                expectWord("Infinity");
-                return Double.POSITIVE_INFINITY;
-            default:
-                if (c == '-' || (c >= '0' && c <= '9')) {
-                    return readNumber();
-                }
-                throw error("unexpected character '" + c + "'");
+        JsonReader reader = new JsonReader(new StringReader(text));
+        reader.setLenient(false);
+        try {
+            Object value = read(reader, 0);
+            if (reader.peek() != JsonToken.END_DOCUMENT) {
+                throw error(reader, "unexpected text after the JSON value");
+            }
+            return value;
+        } catch (EOFException e) {
+            throw new JsonException("unexpected end of input" + where(reader));
+        } catch (MalformedJsonException | IllegalStateException | NumberFormatException e) {
+            throw new JsonException(e.getMessage() == null ? "malformed JSON" + where(reader) : e.getMessage());
+        } catch (IOException e) {
+            throw new JsonException("cannot read JSON: " + e.getMessage());
         }
     }
 
-    private Map<String, Object> readObject() {
-        Map<String, Object> object = new LinkedHashMap<>();
-        pos++; // '{'
-        skipWhitespace();
-        if (peek() == '}') {
-            pos++;
-            return object;
-        }
-        while (true) {
-            skipWhitespace();
-            if (peek() != '"') {
-                throw error("expected a quoted key");
-            }
-            String key = readString();
-            skipWhitespace();
-            expect(':');
-            skipWhitespace();
-            if (object.containsKey(key)) {
-                throw error("duplicate key \"" + key + "\"");
-            }
-            object.put(key, readValue());
-            skipWhitespace();
-            char c = next();
-            if (c == '}') {
+    private static Object read(JsonReader reader, int depth) throws IOException {
+        JsonToken token = reader.peek();
+        switch (token) {
+            case BEGIN_OBJECT: {
+                checkDepth(reader, depth);
+                Map<String, Object> object = new LinkedHashMap<>();
+                reader.beginObject();
+                while (reader.hasNext()) {
+                    String key = reader.nextName();
+                    if (object.containsKey(key)) {
+                        throw error(reader, "duplicate key \"" + key + "\"");
+                    }
+                    object.put(key, read(reader, depth + 1));
+                }
+                reader.endObject();
                 return object;
             }
-            if (c != ',') {
-                pos--;
-                throw error("expected ',' or '}'");
-            }
-        }
-    }
-
-    private List<Object> readArray() {
-        List<Object> array = new ArrayList<>();
-        pos++; // '['
-        skipWhitespace();
-        if (peek() == ']') {
-            pos++;
-            return array;
-        }
-        while (true) {
-            skipWhitespace();
-            array.add(readValue());
-            skipWhitespace();
-            char c = next();
-            if (c == ']') {
+            case BEGIN_ARRAY: {
+                checkDepth(reader, depth);
+                List<Object> array = new ArrayList<>();
+                reader.beginArray();
+                while (reader.hasNext()) {
+                    array.add(read(reader, depth + 1));
+                }
+                reader.endArray();
                 return array;
             }
-            if (c != ',') {
-                pos--;
-                throw error("expected ',' or ']'");
-            }
+            case STRING:
+                return reader.nextString();
+            case NUMBER:
+                return reader.nextDouble();
+            case BOOLEAN:
+                return reader.nextBoolean();
+            case NULL:
+                reader.nextNull();
+                return null;
+            default:
+                throw error(reader, "unexpected " + token);
         }
     }
 
-    private String readString() {
-        pos++; // opening quote
-        StringBuilder out = new StringBuilder();
-        while (true) {
-            if (pos >= text.length()) {
-                throw error("unterminated string");
-            }
-            char c = text.charAt(pos++);
-            if (c == '"') {
-                return out.toString();
-            }
-            if (c < 0x20) {
-                pos--;
-                throw error("control character in string");
-            }
-            if (c != '\\') {
-                out.append(c);
-                continue;
-            }
-            char escaped = next();
-            switch (escaped) {
-                case '"': out.append('"'); break;
-                case '\\': out.append('\\'); break;
-                case '/': out.append('/'); break;
-                case 'b': out.append('\b'); break;
-                case 'f': out.append('\f'); break;
-                case 'n': out.append('\n'); break;
-                case 'r': out.append('\r'); break;
-                case 't': out.append('\t'); break;
-                case 'u': out.append(readHex4()); break;
-                default:
-                    pos--;
-                    throw error("bad escape '\\" + escaped + "'");
-            }
+    private static void checkDepth(JsonReader reader, int depth) {
+        if (depth >= MAX_DEPTH) {
+            throw error(reader, "nested deeper than " + MAX_DEPTH + " levels");
         }
     }
 
-    private char readHex4() {
-        if (pos + 4 > text.length()) {
-            throw error("truncated \\u escape");
-        }
-        int value = 0;
-        for (int i = 0; i < 4; i++) {
-            int digit = Character.digit(text.charAt(pos + i), 16);
-            if (digit < 0) {
-                throw error("bad \\u escape");
-            }
-            value = value * 16 + digit;
-        }
-        pos += 4;
-        return (char) value;
+    private static String where(JsonReader reader) {
+        String described = reader.toString(); // "JsonReader at line L column C path $..."
+        int at = described.indexOf(" at line ");
+        return at < 0 ? "" : described.substring(at);
     }
 
-    private Double readNumber() {
-        int start = pos;
-        if (peek() == '-') {
-            pos++;
-            if (peek() == 'I') {
-                expectWord("Infinity");
-                return Double.NEGATIVE_INFINITY;
-            }
-        }
-        if (peek() == '0') {
-            pos++;
-        } else if (isDigit(peek())) {
-            skipDigits();
-        } else {
-            throw error("bad number");
-        }
-        if (peek() == '.') {
-            pos++;
-            if (!isDigit(peek())) {
-                throw error("bad number: digits must follow '.'");
-            }
-            skipDigits();
-        }
-        if (peek() == 'e' || peek() == 'E') {
-            pos++;
-            if (peek() == '+' || peek() == '-') {
-                pos++;
-            }
-            if (!isDigit(peek())) {
-                throw error("bad number: digits must follow the exponent");
-            }
-            skipDigits();
-        }
-        return Double.parseDouble(text.substring(start, pos));
-    }
-
-    private void skipDigits() {
-        while (isDigit(peek())) {
-            pos++;
-        }
-    }
-
-    private static boolean isDigit(char c) {
-        return c >= '0' && c <= '9';
-    }
-
-    private void expectWord(String word) {
-        if (!text.startsWith(word, pos)) {
-            throw error("expected '" + word + "'");
-        }
-        pos += word.length();
-    }
-
-    private void expect(char c) {
-        if (peek() != c) {
-            throw error("expected '" + c + "'");
-        }
-        pos++;
-    }
-
-    private char peek() {
-        return pos < text.length() ? text.charAt(pos) : '\0';
-    }
-
-    private char next() {
-        if (pos >= text.length()) {
-            throw error("unexpected end of input");
-        }
-        return text.charAt(pos++);
-    }
-
-    private void skipWhitespace() {
-        while (pos < text.length()) {
-            char c = text.charAt(pos);
-            if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
-                return;
-            }
-            pos++;
-        }
-    }
-
-    private JsonException error(String message) {
-        int line = 1;
-        int column = 1;
-        for (int i = 0; i < Math.min(pos, text.length()); i++) {
-            if (text.charAt(i) == '\n') {
-                line++;
-                column = 1;
-            } else {
-                column++;
-            }
-        }
-        return new JsonException(message + " at line " + line + ", column " + column);
+    private static JsonException error(JsonReader reader, String message) {
+        return new JsonException(message + where(reader));
     }
 
     /** Malformed JSON text. */
