@@ -164,3 +164,16 @@ def test_real_sface_converts_close_to_itself(facekd_home):
     pruned = derive_student(path, keep_ratio=0.5, importance="bn_scale")
     assert pruned.arch.source["importance"] == "bn_scale"  # SFace keeps its BatchNorms: Network Slimming applies
     assert sum(p.numel() for p in pruned.parameters()) < 1_000_000
+
+
+def test_hint_taps_are_shared_by_the_teacher_and_its_pruned_student(exact_teacher):
+    teacher, _ = convert_teacher(exact_teacher)
+    student = derive_student(exact_teacher, keep_ratio=0.5)
+    assert teacher.hint_taps() == student.hint_taps() and len(student.hint_taps()) >= 2
+    x = torch.rand(2, 3, 112, 112) * 255
+    with torch.no_grad():
+        embedding, student_maps = student.eval().forward_with_taps(x, student.hint_taps())
+        teacher_maps = teacher.eval().maps_at(x, teacher.hint_taps())
+        assert torch.allclose(embedding, student(x))
+    assert [m.shape[2:] for m in student_maps] == [m.shape[2:] for m in teacher_maps]
+    assert all(s.shape[1] < t.shape[1] for s, t in zip(student_maps, teacher_maps))  # pruned channels

@@ -500,3 +500,27 @@ def test_rad_gives_unlabelled_anchors_no_positives(batch: LossInputs) -> None:
     mined = term.mined_mask(relations, labels, labels)
     assert not mined[0].any() and not mined[1].any()  # two unlabelled faces are not "the same identity"
     assert mined[2, 3] and mined[5, 6]
+
+
+def test_feature_hint_is_the_energy_normalised_error_of_the_projected_maps():
+    from training.losses import FeatureHint
+
+    torch.manual_seed(0)
+    hint = FeatureHint([(4, 4), (2, 2)])
+    for projection in hint.projections:
+        projection.weight.data = torch.eye(projection.weight.shape[0])[:, :, None, None]
+    teacher = [torch.randn(3, 4, 6, 6), torch.randn(3, 2, 3, 3) * 100.0]  # very different scales
+    student = [(0.5 * t).requires_grad_() for t in teacher]
+    loss = hint(LossInputs(student=torch.zeros(3, 8), labels=torch.zeros(3, dtype=torch.long),
+                           student_maps=student, teacher_maps=teacher))
+    assert loss.item() == pytest.approx(0.25, rel=1e-5)  # each tap: ‖0.5t − t‖² / ‖t‖², whatever its scale
+    loss.backward()
+    assert all(s.grad is not None and s.grad.abs().sum() > 0 for s in student)
+    exact = hint(LossInputs(student=torch.zeros(3, 8), labels=torch.zeros(3, dtype=torch.long),
+                            student_maps=teacher, teacher_maps=teacher))
+    assert exact.item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_hint_weight_without_taps_is_a_config_error():
+    with pytest.raises(LossConfigError, match="loss.hint needs tapped feature maps"):
+        LossSuite(LossConfig(margin=0.0, hint=1.0), num_classes=3, student_dim=8, teacher_dim=8)

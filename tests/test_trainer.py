@@ -1,6 +1,7 @@
 """Trainer: end-to-end on tiny generated faces with a tiny ONNX teacher; resume after a crash; DDP."""
 from __future__ import annotations
 
+import math
 import os
 import socket
 import subprocess
@@ -15,7 +16,7 @@ from facekd.config import load_config
 from facekd.stages import ensure_teacher_cache, train_student
 from training.checkpoint import load_checkpoint, load_student
 from training.preprocess import PreprocessSpec
-from training.trainer import Trainer, TrainingError, lr_factor, normalise_batch
+from training.trainer import Trainer, TrainingError, lr_factor, normalise_batch, open_training_data
 from training.data import FaceFolder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -233,3 +234,20 @@ def test_cache_teacher_cli_builds_the_view_cache(tiny_faces, tiny_teacher, tiny_
     out = capsys.readouterr().out
     assert "teacher view cache ready" in out and "24 images × 2 views" in out
     assert (tmp_path / "cache" / "views" / "views.npy").is_file()
+
+
+def test_feature_hints_train_a_derived_student_and_refuse_other_students(tiny_faces, tiny_pairs, tiny_teacher, tmp_path):
+    from tests.test_derived import ChainTeacher, _export
+
+    teacher = _export(ChainTeacher(rank1_head=True), tmp_path / "chain.onnx")
+    cfg = tiny_config(tiny_faces, teacher, tiny_pairs, tmp_path, "student.family=teacher_derived",
+                      "student.keep_ratio=0.5", "teacher.preprocess.mean=[0,0,0]", "teacher.preprocess.std=[1,1,1]",
+                      "train.epochs=1", "loss.hint=1.0")
+    folder = open_training_data(cfg)
+    trainer = Trainer(cfg, tmp_path / "run", ensure_teacher_cache(cfg, folder, False), folder, progress=False)
+    values = [trainer._step(batch) for batch in trainer._epoch_batches()[:3]]
+    assert all(math.isfinite(v["hint"]) and v["hint"] > 0 for v in values)
+    assert not any(name.startswith("hint_teacher") for name in trainer.net.state_dict())  # never saved with the run
+    plain = tiny_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, "loss.hint=1.0")
+    with pytest.raises(TrainingError, match="loss.hint needs student.family=teacher_derived"):
+        Trainer(plain, tmp_path / "run2", ensure_teacher_cache(plain, folder, False), folder, progress=False)

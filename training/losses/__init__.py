@@ -3,7 +3,7 @@
 Terms (config weight name -> module): margin -> CombinedMarginHead, fcd -> FeatureConsistency,
 hard_fcd -> HardnessAwareFeatureConsistency, exclusivity -> WeightExclusivity,
 rad -> RelationAwareDistillation, logit_kd -> LogitDistillation, sp -> SimilarityPreserving,
-rkd -> RelationalDistance. Each term's formula is in its docstring.
+rkd -> RelationalDistance, hint -> FeatureHint (derived students). Each term's formula is in its docstring.
 """
 from __future__ import annotations
 
@@ -15,17 +15,18 @@ from torch import Tensor, nn
 from training.losses.base import LossInputError, LossInputs, LossTerm
 from training.losses.exclusivity import WeightExclusivity
 from training.losses.fcd import FeatureConsistency, HardnessAwareFeatureConsistency
+from training.losses.hint import FeatureHint
 from training.losses.logit_kd import LogitDistillation
 from training.losses.margin import CombinedMarginHead
 from training.losses.rad import RAD_FORMS, RelationAwareDistillation
 from training.losses.rkd import RelationalDistance
 from training.losses.sp import SimilarityPreserving
 
-TERM_NAMES = ("margin", "fcd", "hard_fcd", "exclusivity", "rad", "logit_kd", "sp", "rkd")
+TERM_NAMES = ("margin", "fcd", "hard_fcd", "exclusivity", "rad", "logit_kd", "sp", "rkd", "hint")
 MARGIN_TYPES = ("arcface", "cosface")
 
 __all__ = [
-    "CombinedMarginHead", "FeatureConsistency", "HardnessAwareFeatureConsistency", "LogitDistillation",
+    "CombinedMarginHead", "FeatureConsistency", "FeatureHint", "HardnessAwareFeatureConsistency", "LogitDistillation",
     "LossConfig", "LossConfigError", "LossInputError", "LossInputs", "LossSuite", "LossTerm",
     "RelationAwareDistillation", "RelationalDistance", "SimilarityPreserving", "TERM_NAMES", "WeightExclusivity",
 ]
@@ -51,6 +52,7 @@ class LossConfig:
     logit_kd: float = 0.0
     sp: float = 0.0
     rkd: float = 0.0
+    hint: float = 0.0  # feature-map hints at the stage ends (student.family teacher_derived only)
     # margin head: arcface -> cos(θ + arc_margin), cosface -> cos θ − cos_margin; logits × margin_scale
     margin_type: str = "arcface"
     margin_scale: float = 64.0
@@ -97,11 +99,12 @@ class LossSuite(nn.Module):
     """
 
     def __init__(self, config: LossConfig, num_classes: int, student_dim: int, teacher_dim: int | None,
-                 class_centres: Tensor | None = None):
+                 class_centres: Tensor | None = None, hint_channels: list[tuple[int, int]] | None = None):
         super().__init__()
         self.config = config
         self.weights = config.weights()
         self.teacher_dim = teacher_dim
+        self.hint_channels = hint_channels or []
         terms: dict[str, LossTerm] = {}
         for name in self.weights:
             try:
@@ -123,6 +126,11 @@ class LossSuite(nn.Module):
                                       cosine_margin=0.0 if arcface else config.cos_margin)
         if name == "exclusivity":
             return WeightExclusivity(config.exclusivity_depthwise, config.exclusivity_normalize_filters)
+        if name == "hint":
+            if not self.hint_channels:
+                raise LossConfigError("loss.hint needs tapped feature maps: a teacher_derived student "
+                                      "(student.family) and the teacher's ONNX, or set hint: 0")
+            return FeatureHint(self.hint_channels)
         if teacher_dim is None:
             raise LossConfigError(f"loss term {name} needs teacher embeddings: give teacher_dim or set {name}: 0")
         if name == "fcd":
@@ -152,6 +160,8 @@ class LossSuite(nn.Module):
             if inputs.teacher.shape != (inputs.student.shape[0], self.teacher_dim):
                 raise LossInputError(f"teacher embeddings {tuple(inputs.teacher.shape)} do not match "
                                      f"(batch {inputs.student.shape[0]}, teacher_dim {self.teacher_dim})")
+        if "teacher_maps" in self.needs and (inputs.teacher_maps is None or inputs.student_maps is None):
+            raise LossInputError("the hint term needs LossInputs.student_maps and teacher_maps")
         if "model" in self.needs and inputs.model is None:
             raise LossInputError("the exclusivity term needs LossInputs.model (the student)")
 

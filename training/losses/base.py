@@ -32,6 +32,8 @@ class LossInputs:
     queue: Tensor | None = None  # [Q, Dt] L2-normalised teacher embeddings of other training images
     queue_labels: Tensor | None = None  # [Q] int64
     model: nn.Module | None = None  # the student, for weight-based terms
+    student_maps: list[Tensor] | None = None  # feature maps at the hint taps (requires grad)
+    teacher_maps: list[Tensor] | None = None  # the teacher's maps at the same taps of the same chain
 
 
 class LossTerm(nn.Module):

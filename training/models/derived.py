@@ -103,6 +103,37 @@ class DerivedStudent(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x).flatten(1)
 
+    def hint_taps(self, count: int = 4) -> list[int]:
+        """Layer indices whose outputs end the last ``count`` spatial stages of the backbone: the
+        layer before each strided conv, and the last layer before the head (whose last two convs
+        are the GDC and the 1×1 embedding conv). A pruned student and its teacher share them
+        (SFace: 56×56, 28×28, 14×14 and 7×7 maps)."""
+        layers = list(self.features)
+        convs = [i for i, m in enumerate(layers) if isinstance(m, nn.Conv2d)]
+        head = convs[-2]
+        ends = [i - 1 for i in convs[1:] if i < head and layers[i].stride != (1, 1)]
+        return sorted(set(ends + [head - 1]))[-count:]
+
+    def forward_with_taps(self, x: torch.Tensor, taps: list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(embedding, [the output of layer t for t in taps])."""
+        maps, wanted = [], set(taps)
+        for index, layer in enumerate(self.features):
+            x = layer(x)
+            if index in wanted:
+                maps.append(x)
+        return x.flatten(1), maps
+
+    def maps_at(self, x: torch.Tensor, taps: list[int]) -> list[torch.Tensor]:
+        """The outputs at ``taps`` only, stopping after the last one (a teacher's forward)."""
+        maps, last = [], max(taps)
+        for index, layer in enumerate(self.features):
+            x = layer(x)
+            if index in taps:
+                maps.append(x)
+            if index == last:
+                return maps
+        return maps
+
 
 # -- conversion from ONNX ------------------------------------------------------------------------
 
