@@ -152,7 +152,8 @@ class BenchResult:
             if key not in data:
                 raise ResultSchemaError(f"{source} lacks {key!r}")
         device = _check_section(data["device"], DEVICE_KEYS, f"{source}: device")
-        _check(device.setdefault("isa", None), (list, type(None)), f"{source}: device.isa")  # absent before ISA facts
+        if "isa" in device:  # absent in results written before ISA facts
+            _check(device["isa"], (list, type(None)), f"{source}: device.isa")
         _check(data["rows"], (list,), f"{source}: rows")
         rows = [Row.from_dict(row, f"{source}: rows[{index}]") for index, row in enumerate(data["rows"])]
         for key, types in (("config", (dict,)), ("target", (str,)), ("export_dir", (str,)),

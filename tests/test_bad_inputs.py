@@ -446,5 +446,5 @@ def test_sigkill_while_exporting_then_rerun(world, tmp_path):
     assert main(["--quiet", *args]) == 0
     records = json.loads((out / "export_summary.json").read_text())
     assert [(r["format"], r["precision"], r["status"]) for r in records] == [
-        ("torch", "fp32", "ok"), ("onnx", "fp32", "ok"), ("onnx", "int8", "ok")]
+        ("torch", "fp32", "ok"), ("onnx", "fp32", "ok"), ("onnx", "int8", "ok"), ("teacher-onnx", "fp32", "ok")]
     record("kills", {}, out)

@@ -118,13 +118,14 @@ def test_export_exit_code_says_whether_every_requested_artifact_passed(tiny_face
     args = _toy_export_args(tiny_faces, tiny_teacher, tiny_pairs, tmp_path)
     assert main(["--quiet", "export", *args, "--formats", "onnx-fp32", "--out", str(tmp_path / "a")]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert out[-1] == "all 1 made (· = not runnable on this host)"
+    assert out[-1] == "all 2 made (· = not runnable on this host)"  # onnx-fp32 and the teacher beside it
     assert "onnx-fp32" in out[0] and " ok " in out[0] and "fp32 worst_cos" in out[0] and ">= bar 0.999" in out[0]
+    assert "teacher-onnx-fp32" in out[1] and " ok " in out[1]
     code = main(["--quiet", "export", *args, "--formats", "onnx-fp32", "torch", "--out", str(tmp_path / "b"),
                  "--set", "export.bars.fp32.minimum=1.5"])
     out = capsys.readouterr().out.strip().splitlines()
     assert code == 3
-    assert out[-1] == "2 of 2 failed"
+    assert out[-1] == "2 of 3 failed"  # the teacher's copy is no artifact of the student: no bar
     rejected = [line for line in out if line.startswith("✗")]
     assert len(rejected) == 2 and all("rejected" in line and "below the bar 1.5 by" in line for line in rejected)
 

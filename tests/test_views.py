@@ -127,7 +127,8 @@ def test_trainer_draws_the_stored_views_with_their_teacher_embeddings(tiny_faces
     cfg.teacher.preprocess = PixelTeacher.preprocess
     trainer = Trainer(cfg, tmp_path / "run", _Cache(PixelTeacher(), folder), folder, progress=False, views=views)
     indices = list(range(len(folder)))
-    x, labels, teacher, _, _ = trainer._batch(indices)
+    x, labels, teacher, _, _, teacher_maps = trainer._batch(indices)
+    assert teacher_maps is None  # no loss.hint
     drawn = []
     for row, index in enumerate(indices):
         matches = [v for v in range(4) if np.allclose(views.embeddings[index, v], teacher[row].numpy())]
