@@ -11,6 +11,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -21,7 +23,19 @@ MAX_BYTES = 8 * 1024 * 1024
 FILES = ("student.pt", "config.yaml", "metrics.json")
 
 
-def model_card(name: str, state: dict, metrics: dict, config: str, retrain: str, params: int) -> str:
+def recipe_text(config: dict) -> str:
+    """The distillation recipe of a run's config.yaml, in words."""
+    teacher, loss = config.get("teacher", {}), config.get("loss", {})
+    views = int(teacher.get("views") or 0)
+    seen = (f"{views} consistent augmented views of each image (teacher.views)" if views
+            else "each image and its mirror")
+    text = f"EC-KD hardness-aware feature consistency on cached teacher embeddings of {seen}"
+    if float(loss.get("hint") or 0) > 0:
+        text += ", plus feature-map hints: the stage-end maps regress the teacher's own (loss.hint)"
+    return text
+
+
+def model_card(name: str, state: dict, metrics: dict, config: dict, retrain: str, params: int) -> str:
     val = metrics["val"]
     history = ", ".join(f"epoch {h['epoch']}: {100 * h['val']['accuracy']:.2f} %" for h in metrics["history"] if h.get("val"))
     arch = state["arch"]
@@ -39,8 +53,7 @@ A face-verification student distilled by facekd from the SFace teacher (OpenCV Z
 - **Input**: `{json.dumps(state['preprocess'])}` — aligned 112×112 RGB faces (ArcFace 5-point template).
 - **Data**: 3,538 identities / 7,907 images of LFW `peopleDevTrain` (`splits/train_identities.txt`).
   Validation identities (`splits/val_identities.txt`) were never trained on.
-- **Recipe**: `config.yaml` (EC-KD hardness-aware feature consistency on cached teacher embeddings of
-  each image and its mirror, SGD + cosine schedule); {metrics['epochs']} epochs, {metrics['steps']} steps,
+- **Recipe**: `config.yaml` ({recipe_text(config)}, SGD + cosine schedule); {metrics['epochs']} epochs, {metrics['steps']} steps,
   median step {metrics.get('step_ms_median') or 0:.0f} ms on a 2-core CPU.
 - **Accuracy** (10-fold, `splits/val_pairs_3000.txt`): **{100 * val['accuracy']:.2f} % ± {100 * val['accuracy_std']:.2f}**,
   AUC {val['auc']:.4f}, TAR@FAR=1e-2 {100 * tar.get('1e-02', float('nan')):.1f} %, TAR@FAR=1e-3
@@ -71,7 +84,8 @@ def main(argv=None) -> int:
     for name in FILES:
         shutil.copyfile(args.run_dir / name, args.dest / name)
     params = sum(p.numel() for p in model.parameters())
-    atomic_write_text(args.dest / "README.md", model_card(args.dest.name, state, metrics, "config.yaml", args.retrain, params))
+    config = yaml.safe_load((args.run_dir / "config.yaml").read_text())
+    atomic_write_text(args.dest / "README.md", model_card(args.dest.name, state, metrics, config, args.retrain, params))
     sums = "".join(f"{sha256_file(args.dest / name)}  {name}\n" for name in FILES)
     atomic_write_text(args.dest / "SHA256SUMS", sums)
     print(sums, end="")
