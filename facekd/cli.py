@@ -101,17 +101,13 @@ def cmd_eval(args) -> None:
         read_verification_set(spec, args.images) for spec in args.sets or []]
     results = {pairs.name: evaluate(embed, pairs, flip_test=args.flip_test, progress=not args.quiet).to_dict()
                for pairs in sets}
-    if args.pairs and not args.sets:  # one pairs file: the result itself, as before
-        text = json.dumps(results[sets[0].name], indent=2)
-    else:
-        text = json.dumps({"flip_test": args.flip_test, "sets": results}, indent=2)
-        print(suite_table(results, args.flip_test))
+    single = not args.sets  # one pairs file: the result itself as JSON, as before
+    text = json.dumps(results[sets[0].name] if single else {"flip_test": args.flip_test, "sets": results}, indent=2)
     if args.json:
         from training.io import atomic_write_text
 
         atomic_write_text(args.json, text + "\n")
-    if args.pairs and not args.sets:
-        print(text)
+    print(text if single else suite_table(results, args.flip_test))
 
 
 def suite_table(results: dict[str, dict], flip_test: bool) -> str:

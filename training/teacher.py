@@ -115,7 +115,7 @@ class OnnxTeacher:
         if raw.ndim < 2 or int(np.prod(raw.shape[2:])) != 1:
             raise TeacherError(f"{path}: its first output has shape {list(raw.shape)} for one image; a face-recognition "
                                "teacher must output embeddings [N, D]: export the embedding, not a feature map")
-        self.embedding_size = int(self.embed(dummy).shape[1])
+        self.embedding_size = int(raw.shape[1])
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: batch})[0].reshape(len(batch), -1)
