@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import coreml_format, litert_format, onnx_format, tensorrt_format, torch_format
+from . import coreml_format, litert_format, onnx_format, openvino_format, tensorrt_format, torch_format
 from .artifact import ArtifactIO, Runner, package_versions
 
 HOSTS = ("any", "macOS", "CUDA+TensorRT")
@@ -91,6 +91,17 @@ FORMATS: dict[str, FormatRow] = {
             requires=("litert_torch", "ai_edge_litert"), install_hint="pip install 'facekd[tflite]'",
             host="any", layout="NHWC", distributions=("torch", "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torchao"),
             calibrated=("int8",), convert=litert_format.convert, runner=litert_format.LiteRTRunner, inspect=litert_format.inspect,
+        ),
+        FormatRow(
+            name="openvino", suffix=".openvino",
+            precisions={
+                "fp32": "IR folder (model.xml + model.bin), float32 weights and compute, dynamic batch",
+                "int8": "NNCF static int8 (FakeQuantize), per-channel 7-bit weights (overflow fix), int8 activations",
+            },
+            requires=("openvino", "nncf", "onnx", "onnxscript"), install_hint="pip install 'facekd[openvino]'",
+            host="any", layout="NCHW", distributions=("torch", "onnx", "openvino", "nncf"),
+            calibrated=("int8",), convert=openvino_format.convert, runner=openvino_format.OpenVinoRunner,
+            inspect=openvino_format.inspect,
         ),
         FormatRow(
             name="coreml", suffix=".mlpackage",

@@ -151,3 +151,25 @@ def test_coreml_int8_stores_quantised_weights(checkpoint, real_faces, tmp_path):
     assert manifest.details["op_census"]["constexpr_affine_dequantize"] > 0
     assert manifest.input["dtype"] == manifest.output["dtype"] == "float32"
     assert records["int8"].size_bytes < records["fp16"].size_bytes
+
+
+@_needs("openvino")
+def test_openvino_fp32_and_int8_ir_folders(checkpoint, real_faces, tmp_path):
+    records = _export(checkpoint, real_faces, tmp_path, "openvino", ["fp32", "int8"])
+    assert {p: r.status for p, r in records.items()} == {"fp32": "ok", "int8": "ok"}
+    assert records["fp32"].parity["worst_cos"] >= 0.9999  # f32 inference precision, not the plugin's bf16 default
+    assert records["int8"].parity["mean_cos"] >= RANDOM_WEIGHTS_INT8_BAR.minimum
+
+    fp32, int8 = (Manifest.load(tmp_path / f"openvino-{p}" / "manifest.json") for p in ("fp32", "int8"))
+    assert fp32.input == {"name": "input", "shape": [None, 3, 112, 112], "layout": "NCHW", "dtype": "float32"}
+    assert fp32.output["shape"] == [None, 128] and "FakeQuantize" not in fp32.details["op_census"]
+    assert int8.details["fake_quantize_nodes"] > 0 and "overflow_fix" in int8.details["int8_scheme"]
+    assert int8.calibration["count"] == 8
+    folder = verify_artifact(tmp_path / "openvino-int8" / "manifest.json")
+    assert sorted(p.name for p in folder.iterdir()) == ["model.bin", "model.xml"]
+    assert records["int8"].size_bytes < records["fp32"].size_bytes
+    runner = FORMATS["openvino"].runner()
+    runner.load(folder, threads=1)
+    for batch in (1, 3):
+        assert runner.run(np.zeros((batch, 3, 112, 112), np.float32)).shape == (batch, 128)
+    assert runner.info()["runtime"] == "openvino" and runner.info()["threads"] == 1
