@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import coreml_format, litert_format, onnx_format, openvino_format, tensorrt_format, torch_format
+from . import coreml_format, executorch_format, litert_format, onnx_format, openvino_format, tensorrt_format, torch_format
 from .artifact import ArtifactIO, Runner, package_versions
 
 HOSTS = ("any", "macOS", "CUDA+TensorRT")
@@ -102,6 +102,17 @@ FORMATS: dict[str, FormatRow] = {
             host="any", layout="NCHW", distributions=("torch", "onnx", "openvino", "nncf"),
             calibrated=("int8",), convert=openvino_format.convert, runner=openvino_format.OpenVinoRunner,
             inspect=openvino_format.inspect,
+        ),
+        FormatRow(
+            name="executorch", suffix=".pte",
+            precisions={
+                "fp32": "XNNPACK-lowered program, float32, batch 1",
+                "int8": "PT2E static int8 (XNNPACK quantiser: per-channel weights, int8 activations), batch 1",
+            },
+            requires=("executorch", "torchao"), install_hint="pip install 'facekd[executorch]'",
+            host="any", layout="NCHW", distributions=("torch", "executorch", "torchao"),
+            calibrated=("int8",), convert=executorch_format.convert, runner=executorch_format.ExecuTorchRunner,
+            inspect=executorch_format.inspect,
         ),
         FormatRow(
             name="coreml", suffix=".mlpackage",

@@ -173,3 +173,23 @@ def test_openvino_fp32_and_int8_ir_folders(checkpoint, real_faces, tmp_path):
     for batch in (1, 3):
         assert runner.run(np.zeros((batch, 3, 112, 112), np.float32)).shape == (batch, 128)
     assert runner.info()["runtime"] == "openvino" and runner.info()["threads"] == 1
+
+
+@_needs("executorch")
+def test_executorch_fp32_and_int8_programs(checkpoint, real_faces, tmp_path):
+    records = _export(checkpoint, real_faces, tmp_path, "executorch", ["fp32", "int8"])
+    assert {p: r.status for p, r in records.items()} == {"fp32": "ok", "int8": "ok"}
+    assert records["fp32"].parity["worst_cos"] >= 0.9999
+    assert records["int8"].parity["mean_cos"] >= RANDOM_WEIGHTS_INT8_BAR.minimum
+
+    manifest = Manifest.load(tmp_path / "executorch-int8" / "manifest.json")
+    assert manifest.input == {"name": "input", "shape": [1, 3, 112, 112], "layout": "NCHW", "dtype": "float32"}
+    assert manifest.output == {"name": "embedding", "shape": [1, 128], "dtype": "float32"}
+    assert manifest.details["backend"] == "XNNPACK" and manifest.calibration["count"] == 8
+    assert records["int8"].size_bytes < 0.5 * records["fp32"].size_bytes
+    runner = FORMATS["executorch"].runner()
+    runner.load(verify_artifact(tmp_path / "executorch-fp32" / "manifest.json"), threads=1)
+    assert runner.run(np.zeros((3, 3, 112, 112), np.float32)).shape == (3, 128)  # loops over a batch
+    assert runner.info()["delegate"] == "XNNPACK" and runner.info()["pool_threads"] == 1
+    with pytest.raises(RuntimeError, match="already sized to 1"):
+        FORMATS["executorch"].runner().load(tmp_path / records["fp32"].path, threads=2)

@@ -1,0 +1,127 @@
+"""ExecuTorch ``.pte`` lowered to the XNNPACK backend: fp32 and PT2E INT8; run by ExecuTorch's runtime.
+
+Input ``[1, 3, H, W]`` float32 NCHW, output ``[1, D]`` float32, batch 1 (what an on-device
+ExecuTorch app feeds); the runner loops over a batch.
+
+- fp32: ``torch.export`` → ``to_edge_transform_and_lower`` with the XNNPACK partitioner.
+- int8: PT2E static quantisation with ExecuTorch's XNNPACK quantiser (symmetric int8
+  activations, per-channel int8 weights) calibrated on real aligned faces, then the same
+  lowering: XNNPACK runs the quantised convolutions; ops it does not take stay on the portable
+  CPU kernels (the manifest lists how many nodes were delegated).
+
+ExecuTorch's thread pool is global to the process and resizing it twice hung on these machines:
+the runner sizes it once per process (the benchmark starts one worker per thread count).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from training.io import atomic_path
+
+from .artifact import ArtifactIO, Runner, package_versions, run_one_by_one
+from .errors import ExportError
+
+if TYPE_CHECKING:
+    from torch import nn
+    from training.preprocess import PreprocessSpec
+
+    from .faces import FaceSet
+
+SCALAR_TYPES = {6: "float32", 5: "float16", 1: "int8", 0: "uint8"}  # c10::ScalarType codes
+_pool_size_set: list[int] = []  # the one thread-pool size this process chose, if any
+
+
+def _quantized(model: "nn.Module", example: tuple, calibration_inputs: np.ndarray) -> "nn.Module":
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(torch.export.export(model, example).module(), quantizer)
+    with torch.no_grad():
+        for i in range(len(calibration_inputs)):
+            prepared(torch.from_numpy(calibration_inputs[i : i + 1]))
+    return convert_pt2e(prepared)
+
+
+def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
+            preprocess: "PreprocessSpec", max_batch: int) -> Path:
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    if precision not in ("fp32", "int8"):
+        raise ExportError(f"executorch has no precision {precision!r}")
+    nchw = preprocess.with_layout("NCHW")
+    example = (torch.zeros(nchw.input_shape(1)),)
+    model = model.eval()
+    if precision == "int8":
+        model = _quantized(model, example, calibration.inputs(nchw))
+    program = to_edge_transform_and_lower(torch.export.export(model, example),
+                                          partitioner=[XnnpackPartitioner()]).to_executorch()
+    with atomic_path(out_path) as tmp:
+        Path(tmp).write_bytes(program.buffer)
+    return out_path
+
+
+def _method(path: Path):
+    from executorch.runtime import Runtime
+
+    return Runtime.get().load_program(Path(path)).load_method("forward")
+
+
+def inspect(path: Path) -> ArtifactIO:
+    meta = _method(path).metadata
+    if meta.num_inputs() != 1 or meta.num_outputs() != 1:
+        raise ExportError(f"{path}: expected one input and one output, found {meta.num_inputs()} and {meta.num_outputs()}")
+    source, sink = meta.input_tensor_meta(0), meta.output_tensor_meta(0)
+    return ArtifactIO(
+        input_name="input", input_shape=list(source.sizes()), input_dtype=SCALAR_TYPES.get(source.dtype(), str(source.dtype())),
+        output_name="embedding", output_shape=list(sink.sizes()), output_dtype=SCALAR_TYPES.get(sink.dtype(), str(sink.dtype())),
+        details={"backend": "XNNPACK", "method": meta.name()},
+    )
+
+
+class ExecuTorchRunner(Runner):
+    def __init__(self) -> None:
+        self._method = None
+        self._threads: int | None = None
+
+    def load(self, path: str | Path, threads: int | None = None) -> None:
+        if threads:
+            _size_thread_pool(threads)
+        self._threads = threads
+        self._method = _method(path)
+
+    def _run_single(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        return self._method.execute([torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))])[0].numpy()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return run_one_by_one(self._run_single, batch)
+
+    def info(self) -> dict:
+        from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count
+
+        return {"runtime": "executorch", "version": package_versions(("executorch",)).get("executorch", ""),
+                "delegate": "XNNPACK", "threads": self._threads, "pool_threads": _threadpool_get_thread_count()}
+
+
+def _size_thread_pool(threads: int) -> None:
+    """Size ExecuTorch's process-wide pool once; a second, different size is refused (it hung)."""
+    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+    if _pool_size_set:
+        if _pool_size_set[0] != threads:
+            raise RuntimeError(f"ExecuTorch's thread pool is already sized to {_pool_size_set[0]} in this process; "
+                               f"run {threads} threads in another process")
+        return
+    _unsafe_reset_threadpool(threads)
+    _pool_size_set.append(threads)
