@@ -9,11 +9,13 @@ ExecuTorch app feeds); the runner loops over a batch.
   lowering: XNNPACK runs the quantised convolutions; ops it does not take stay on the portable
   CPU kernels (the manifest lists how many nodes were delegated).
 
-ExecuTorch's thread pool is global to the process and resizing it twice hung on these machines:
-the runner sizes it once per process (the benchmark starts one worker per thread count).
+ExecuTorch's thread pool is global to the process and resizing it once programs exist hung or
+crashed on these machines: the runner sizes it only before the process's first program (the
+benchmark starts one worker per thread count) and reports the pool's real size.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,8 +32,9 @@ if TYPE_CHECKING:
 
     from .faces import FaceSet
 
+logger = logging.getLogger(__name__)
 SCALAR_TYPES = {6: "float32", 5: "float16", 1: "int8", 0: "uint8"}  # c10::ScalarType codes
-_pool_size_set: list[int] = []  # the one thread-pool size this process chose, if any
+_programs_loaded: list[bool] = []  # non-empty once this process has loaded a program (the pool is then in use)
 
 
 def _quantized(model: "nn.Module", example: tuple, calibration_inputs: np.ndarray) -> "nn.Module":
@@ -73,6 +76,7 @@ def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path
 def _method(path: Path):
     from executorch.runtime import Runtime
 
+    _programs_loaded.append(True)
     return Runtime.get().load_program(Path(path)).load_method("forward")
 
 
@@ -115,13 +119,16 @@ class ExecuTorchRunner(Runner):
 
 
 def _size_thread_pool(threads: int) -> None:
-    """Size ExecuTorch's process-wide pool once; a second, different size is refused (it hung)."""
-    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+    """Size ExecuTorch's process-wide pool before the first program is loaded; afterwards keep the
+    pool as it is (resizing a pool in use hung and crashed here) and say so: the benchmark runs one
+    fresh worker per thread count, and ``info()`` reports the pool's real size."""
+    from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count, _unsafe_reset_threadpool
 
-    if _pool_size_set:
-        if _pool_size_set[0] != threads:
-            raise RuntimeError(f"ExecuTorch's thread pool is already sized to {_pool_size_set[0]} in this process; "
-                               f"run {threads} threads in another process")
+    current = _threadpool_get_thread_count()
+    if current == threads:
+        return
+    if _programs_loaded:
+        logger.warning("ExecuTorch's thread pool is in use with %d threads in this process; %d threads "
+                       "need a fresh process", current, threads)
         return
     _unsafe_reset_threadpool(threads)
-    _pool_size_set.append(threads)
