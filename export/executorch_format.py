@@ -7,7 +7,7 @@ ExecuTorch app feeds); the runner loops over a batch.
 - int8: PT2E static quantisation with ExecuTorch's XNNPACK quantiser (symmetric int8
   activations, per-channel int8 weights) calibrated on real aligned faces, then the same
   lowering: XNNPACK runs the quantised convolutions; ops it does not take stay on the portable
-  CPU kernels (the manifest lists how many nodes were delegated).
+  CPU kernels.
 
 ExecuTorch's thread pool is global to the process and resizing it once programs exist hung or
 crashed on these machines: the runner sizes it only before the process's first program (the
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from training.io import atomic_path
+from training.io import atomic_write_bytes
 
 from .artifact import ArtifactIO, Runner, package_versions, run_one_by_one
 from .errors import ExportError
@@ -68,9 +68,7 @@ def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path
         model = _quantized(model, example, calibration.inputs(nchw))
     program = to_edge_transform_and_lower(torch.export.export(model, example),
                                           partitioner=[XnnpackPartitioner()]).to_executorch()
-    with atomic_path(out_path) as tmp:
-        Path(tmp).write_bytes(program.buffer)
-    return out_path
+    return atomic_write_bytes(out_path, program.buffer)
 
 
 def _method(path: Path):

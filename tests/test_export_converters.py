@@ -194,13 +194,12 @@ def test_executorch_fp32_and_int8_programs(checkpoint, real_faces, tmp_path):
     assert info["delegate"] == "XNNPACK" and info["threads"] == 1 and info["pool_threads"] >= 1
 
 
+@_needs("executorch")
 def test_executorch_pool_is_sized_in_a_fresh_process_only(tmp_path):
     """A fresh process gets the pool size it asks for; once a program is loaded the pool is kept."""
     import subprocess
     import sys
 
-    if FORMATS["executorch"].unavailable_reason():
-        pytest.skip(FORMATS["executorch"].unavailable_reason())
     script = (
         "import torch, sys\n"
         "from export.executorch_format import ExecuTorchRunner, convert\n"
