@@ -27,8 +27,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from training.verification import l2_normalise
-
 from .artifact import ArtifactIO, Runner
 from .errors import ExportError
 from .onnx_format import export_fp32
@@ -53,6 +51,7 @@ def _quantize(ov_model, calibration_inputs: np.ndarray):
     ``MAX_FLOAT_ROUNDS`` rounds have run: the parity gate then judges what was reached)."""
     import nncf
     import openvino as ov
+    from training.verification import l2_normalise  # imports torch: not at module level (the format table imports this file)
     from nncf.quantization.advanced_parameters import (
         AdvancedAccuracyRestorerParameters,
         AdvancedQuantizationParameters,
