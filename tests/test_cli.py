@@ -119,15 +119,15 @@ def test_export_exit_code_says_whether_every_requested_artifact_passed(tiny_face
     assert main(["--quiet", "export", *args, "--formats", "onnx-fp32", "--out", str(tmp_path / "a")]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1] == "all 2 made (· = not runnable on this host)"  # onnx-fp32 and the teacher beside it
-    assert "onnx-fp32" in out[0] and " ok " in out[0] and "fp32 worst_cos" in out[0] and ">= bar 0.999" in out[0]
+    assert "onnx-fp32" in out[0] and " ok " in out[0] and "fp32 worst_cos" in out[0] and ">= 0.999" in out[0]
     assert "teacher-onnx-fp32" in out[1] and " ok " in out[1]
     code = main(["--quiet", "export", *args, "--formats", "onnx-fp32", "torch", "--out", str(tmp_path / "b"),
-                 "--set", "export.bars.fp32.minimum=1.5"])
+                 "--set", "export.bars.fp32.worst_cos=1.5"])
     out = capsys.readouterr().out.strip().splitlines()
     assert code == 3
     assert out[-1] == "2 of 3 failed"  # the teacher's copy is no artifact of the student: no bar
     rejected = [line for line in out if line.startswith("✗")]
-    assert len(rejected) == 2 and all("rejected" in line and "below the bar 1.5 by" in line for line in rejected)
+    assert len(rejected) == 2 and all("rejected" in line and "below its bar 1.5 by" in line for line in rejected)
 
 
 def test_outcome_counts_unavailable_only_when_strict():
@@ -146,7 +146,7 @@ def test_demo_exit_code_propagates_a_rejected_artifact(tiny_faces, tiny_teacher,
                 f"data.val_pairs={tiny_pairs}", f"teacher.cache_dir={tmp_path / 'cache'}", "student.family=mobilefacenet",
                 "student.width=0.25", "data.identities_per_batch=3", "data.images_per_identity=2", "train.epochs=1",
                 "train.eval_every=1", "train.threads=1", "loss.fcd=1.0", "export.calib_count=8", "export.parity_count=8",
-                "export.formats=[onnx-fp32]", "export.golden=false", "export.bars.fp32.minimum=1.5", "bench.threads=[1]",
+                "export.formats=[onnx-fp32]", "export.golden=false", "export.bars.fp32.worst_cos=1.5", "bench.threads=[1]",
                 "bench.min_runs=3", "bench.min_seconds=0.05", "demo.reference_student=")]]
     assert main(args) == 3
     out = capsys.readouterr().out

@@ -126,7 +126,7 @@ def test_gate_moves_a_broken_artifact_to_rejected(checkpoint, faces, pairs, tmp_
     monkeypatch.setitem(formats.FORMATS, "torch", replace(formats.FORMATS["torch"], runner=NoisyRunner))
     (record,) = export_checkpoint(checkpoint, tmp_path, _config(), faces[:8], faces, pairs, progress=False)
 
-    assert record.status == "rejected" and "below the bar 0.999" in record.reason
+    assert record.status == "rejected" and "below its bar 0.999" in record.reason
     assert record.path == "rejected/torch-fp32/model.pt"
     assert not (tmp_path / "torch-fp32").exists()
     manifest = Manifest.load(tmp_path / "rejected" / "torch-fp32" / "manifest.json")
@@ -224,16 +224,34 @@ def test_available_formats_lists_every_row_and_precision():
 
 def test_gate_applies_the_bar_of_each_precision_and_states_it():
     good_fp = Parity(mean_cos=0.9999, worst_cos=0.9995, flip_rate=0.0, n_images=8, n_pairs=4)
-    int8_like = Parity(mean_cos=0.995, worst_cos=0.98, flip_rate=0.0, n_images=8, n_pairs=4)
     passed = gate("fp32", good_fp, DEFAULT_BARS)
-    assert passed.passed and passed.statement == "fp32 worst_cos 0.99950 >= bar 0.999"
-    failed = gate("fp16", int8_like, DEFAULT_BARS)
-    assert not failed.passed and failed.statement == "fp16 worst_cos 0.98000 is below the bar 0.999 by 0.01900"
-    assert gate("int8", int8_like, DEFAULT_BARS).passed
-    strict = gate("int8", int8_like, {**DEFAULT_BARS, "int8": ParityBar("mean_cos", 0.999)})
-    assert not strict.passed and "mean_cos 0.99500 is below the bar 0.999" in strict.statement
+    assert passed.passed and passed.statement == "fp32 worst_cos 0.99950 >= 0.999"
+    failed = gate("fp16", Parity(mean_cos=0.995, worst_cos=0.98, flip_rate=0.0, n_images=8, n_pairs=4), DEFAULT_BARS)
+    assert not failed.passed and failed.statement == "fp16 worst_cos 0.98000 is below its bar 0.999 by 0.01900"
     nan = gate("fp32", Parity(float("nan"), float("nan"), None, 8, 0), DEFAULT_BARS)
     assert not nan.passed and "not finite" in nan.statement
+
+
+def test_a_worst_case_int8_bar_holds_every_bound_and_names_the_failed_ones_first():
+    worst_case = {**DEFAULT_BARS, "int8": ParityBar(worst_cos=0.995, max_flip_rate=0.005)}
+    faithful = Parity(mean_cos=0.999, worst_cos=0.9962, flip_rate=0.0033, n_images=64, n_pairs=300)
+    verdict = gate("int8", faithful, worst_case)
+    assert verdict.passed and verdict.statement == "int8 worst_cos 0.99620 >= 0.995, flip_rate 0.00330 <= 0.005"
+    # a good mean hides a bad face: the default mean-cosine bar passes this one
+    one_bad_face = Parity(mean_cos=0.9975, worst_cos=0.9742, flip_rate=0.0, n_images=64, n_pairs=300)
+    assert gate("int8", one_bad_face, DEFAULT_BARS).passed
+    verdict = gate("int8", one_bad_face, worst_case)
+    assert not verdict.passed
+    assert verdict.statement == "int8 worst_cos 0.97420 is below its bar 0.995 by 0.02080, flip_rate 0.00000 <= 0.005"
+    flips = gate("int8", Parity(mean_cos=0.9999, worst_cos=0.999, flip_rate=0.01, n_images=64, n_pairs=300), worst_case)
+    assert not flips.passed and flips.statement.startswith("int8 flip_rate 0.01000 is above its bar 0.005 by 0.00500")
+    unmeasured = gate("int8", Parity(mean_cos=1.0, worst_cos=1.0, flip_rate=None, n_images=64, n_pairs=0), worst_case)
+    assert not unmeasured.passed and "flip_rate not measured" in unmeasured.statement
+    mean_only = {**DEFAULT_BARS, "int8": ParityBar(mean_cos=0.999)}
+    strict = gate("int8", one_bad_face, mean_only)
+    assert not strict.passed and strict.statement == "int8 mean_cos 0.99750 is below its bar 0.999 by 0.00150"
+    with pytest.raises(ValueError, match="at least one of"):
+        ParityBar()
 
 
 def test_a_precision_without_a_bar_is_an_error_not_a_pass():
