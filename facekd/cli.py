@@ -59,16 +59,22 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_cache_teacher(args) -> None:
+    """Under torchrun the ranks build the caches together, each embedding its own share."""
+    from training import distributed
+
     from .stages import ensure_teacher_cache, ensure_view_cache
 
     cfg = run_config(args)
     if args.views is not None:
         cfg.teacher.views = args.views
+    main_rank = distributed.rank() == 0
     cache = ensure_teacher_cache(cfg, progress=not args.quiet)
-    print(f"teacher cache ready: {cache.cache_dir} ({len(cache.embeddings)} images)")
+    if main_rank:
+        print(f"teacher cache ready: {cache.cache_dir} ({len(cache.embeddings)} images)")
     views = ensure_view_cache(cfg, progress=not args.quiet)
-    if views is not None:
+    if views is not None and main_rank:
         print(f"teacher view cache ready: {views.cache_dir} ({views.embeddings.shape[0]} images × {views.views} views)")
+    distributed.close_process_group()
 
 
 def cmd_train(args) -> None:
@@ -215,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", required=True, help="YuNet ONNX file")
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("cache-teacher", help="embed the training set with the teacher once (memory-mapped cache)")
+    p = sub.add_parser("cache-teacher", help="embed the training set with the teacher once (memory-mapped cache; "
+                       "under `torchrun --nproc_per_node N -m facekd.cli cache-teacher` each rank embeds its share)")
     _config_args(p)
     p.add_argument("--views", type=int, help="also cache the teacher on V augmented views per image "
                    "(sets teacher.views; training then draws one stored view per image per step)")

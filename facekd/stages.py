@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
+from training import distributed
 from training.data import FaceFolder
 from training.io import sha256_text
 from training.teacher import load_teacher
 from training.teacher_cache import (StaleCacheError, TeacherCache, ViewCache, build_teacher_cache, build_view_cache,
                                     cache_key, view_cache_key)
-from training.trainer import Trainer, TrainingError, TrainResult, load_val_pairs, open_training_data
+from training.trainer import Trainer, TrainingError, TrainResult, load_val_pairs, open_training_data, pick_device
 
 from .config import RunConfig, save_config
 from .paths import cache_dir
@@ -26,25 +26,46 @@ def _cache_dir(cfg: RunConfig, key: dict, kind: str = "") -> Path:
 
 
 def _open_or_build(directory: Path, open_cache, build_cache):
+    """The cache, built (or resumed) when it is missing, stale or incomplete. Under torchrun on one
+    machine every rank goes to the build, which rank 0 finds complete or plans: no rank decides
+    alone. Ranks on several machines only open it (they would share memory-mapped files)."""
+    if _parallel() and distributed.local_world_size() == distributed.world_size():
+        return build_cache()
     try:
         return open_cache()
     except StaleCacheError as exc:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise TrainingError(f"{exc}; under torchrun run `facekd cache-teacher` with the same config first") from None
+        if _parallel():
+            raise TrainingError(f"{exc}; ranks on several machines cannot build it together: build it first on one "
+                                "node with `torchrun --nnodes 1 --nproc_per_node N -m facekd.cli cache-teacher`") from None
         log.info("building teacher cache in %s (%s)", directory, exc)
     return build_cache()
 
 
+def _parallel() -> bool:
+    return distributed.world_size() > 1
+
+
+def _cache_teacher(cfg: RunConfig):
+    """The teacher for building a cache; under torchrun on this rank's GPU (CUDA provider) or its
+    share of the CPU cores, and the process group the ranks build with."""
+    if not _parallel():
+        return load_teacher(cfg.teacher.path, cfg.teacher.preprocess)
+    distributed.init_process_group(pick_device(cfg.train.device))
+    return load_teacher(cfg.teacher.path, cfg.teacher.preprocess, threads=distributed.cpu_threads_per_process(),
+                        device_id=distributed.local_rank())
+
+
 def ensure_teacher_cache(cfg: RunConfig, folder: FaceFolder | None = None, progress: bool = True) -> TeacherCache:
     """Open the teacher cache for this teacher + preprocessing + dataset, building it if absent or
-    stale (not under torchrun, where ranks would race: build it first with `facekd cache-teacher`)."""
+    stale; under torchrun the ranks build it together, each embedding its own share."""
     folder = folder or open_training_data(cfg)
-    teacher = load_teacher(cfg.teacher.path, cfg.teacher.preprocess)
+    teacher = _cache_teacher(cfg)
     key = cache_key(teacher, folder, cfg.teacher.with_flip)
     directory = _cache_dir(cfg, key)
     return _open_or_build(directory, lambda: TeacherCache.open(directory, key),
                           lambda: build_teacher_cache(teacher, folder, directory, with_flip=cfg.teacher.with_flip,
-                                                      batch_size=cfg.teacher.batch_size, progress=progress))
+                                                      batch_size=cfg.teacher.batch_size, progress=progress,
+                                                      parallel=_parallel()))
 
 
 def ensure_view_cache(cfg: RunConfig, folder: FaceFolder | None = None, progress: bool = True) -> ViewCache | None:
@@ -53,13 +74,14 @@ def ensure_view_cache(cfg: RunConfig, folder: FaceFolder | None = None, progress
     if cfg.teacher.views <= 0 or cfg.teacher.mode == "online":
         return None
     folder = folder or open_training_data(cfg)
-    teacher = load_teacher(cfg.teacher.path, cfg.teacher.preprocess)
+    teacher = _cache_teacher(cfg)
     spec, views = cfg.teacher.view_spec, cfg.teacher.views
     key = view_cache_key(teacher, folder, spec, views)
     directory = _cache_dir(cfg, key, kind="views")
     return _open_or_build(directory, lambda: ViewCache.open(directory, key, spec),
                           lambda: build_view_cache(teacher, folder, directory, spec, views,
-                                                   batch_size=cfg.teacher.batch_size, progress=progress))
+                                                   batch_size=cfg.teacher.batch_size, progress=progress,
+                                                   parallel=_parallel()))
 
 
 def train_student(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = True) -> TrainResult:

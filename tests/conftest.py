@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +62,44 @@ def tiny_faces(tmp_path_factory) -> Path:
             image = np.clip(base.astype(np.float64) + noise, 0, 255).astype(np.uint8)
             cv2.imwrite(str(folder / f"person_{ident}_{k + 1:04d}.jpg"), image[..., ::-1])
     return root
+
+
+def write_toy_bin(path: Path, faces_root: Path, count: int = 20) -> Path:
+    """An insightface verification ``.bin`` (pickled ``(encoded images, issame)``) of ``count``
+    pairs over the ``tiny_faces`` folder: even pairs one person twice, odd pairs two people."""
+    import pickle
+
+    import cv2
+
+    faces = sorted(Path(faces_root).rglob("*.jpg"))
+    encoded, issame = [], []
+    for k in range(count):
+        a = faces[(k % 6) * 4]
+        b = faces[(k % 6) * 4 + 1] if k % 2 == 0 else faces[((k + 1) % 6) * 4]
+        encoded += [cv2.imencode(".jpg", cv2.imread(str(face)))[1].tobytes() for face in (a, b)]
+        issame.append(k % 2 == 0)
+    with open(path, "wb") as handle:
+        pickle.dump((encoded, issame), handle)
+    return Path(path)
+
+
+def torchrun_command(processes: int, *argv: str) -> list[str]:
+    """``torchrun --nproc_per_node=processes -m facekd.cli --quiet argv…`` on a free local port (CPU: gloo)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--master_addr=127.0.0.1",
+            f"--master_port={port}", "-m", "facekd.cli", "--quiet", *map(str, argv)]
+
+
+def run_torchrun(*argv, timeout: float = 300):
+    """``facekd argv…`` in two torchrun processes (one intra-op thread each); asserts it succeeded."""
+    import subprocess
+
+    done = subprocess.run(torchrun_command(2, *argv), cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
 @pytest.fixture(autouse=True, scope="session")

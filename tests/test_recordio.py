@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from facekd.cli import main
+from training.checkpoint import load_checkpoint
 from training.data import load_rgb_file
 from training.recordio import (MAGIC, RecordIOError, RecordIOFaces, RecordIOReader, pack, unpack, write_face_recordio,
                                write_recordio)
+from tests.conftest import run_torchrun
 from tests.test_trainer import tiny_teacher  # noqa: F401  (fixture)
 
 
@@ -116,3 +118,19 @@ def test_teacher_cache_and_training_from_recordio_match_the_folder(recordio_face
                  "--set=data.identities_per_batch=3", "--set=data.images_per_identity=2", "--set=train.threads=1",
                  "--set=loss.fcd=1.0", "--out", str(tmp_path / "run")]) == 0
     assert (tmp_path / "run" / "student.pt").is_file()
+
+
+def test_ddp_over_a_recordio_set_builds_the_cache_in_parallel_then_trains(recordio_faces, tiny_teacher,  # noqa: F811
+                                                                         tmp_path):
+    """Two gloo ranks, nothing built beforehand: each rank opens the .rec itself, embeds its own
+    share of the records into the shared cache, then trains on its own batches."""
+    data = [f"--data={recordio_faces}", "--set=data.source=recordio", f"--teacher={tiny_teacher}",
+            "--set=teacher.batch_size=4"]
+    run_torchrun("train", *data, f"--set=teacher.cache_dir={tmp_path / 'two'}", "--set=student.width=0.25",
+                 "--set=train.epochs=1", "--set=data.identities_per_batch=3", "--set=data.images_per_identity=2",
+                 "--set=train.threads=1", "--set=loss.fcd=1.0", "--out", tmp_path / "run")
+    # 24 faces in batches of 6 over two ranks: each rank took every other batch -> 2 steps each
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["global_step"] == 2
+    assert main(["--quiet", "cache-teacher", *data, f"--set=teacher.cache_dir={tmp_path / 'one'}"]) == 0
+    for name in ("index.json", "embeddings.npy", "flipped.npy"):
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name

@@ -69,10 +69,12 @@ def _clean_graph(model) -> None:
 class OnnxTeacher:
     """An ONNX face-recognition model run with onnxruntime (CUDA execution provider when present, else CPU).
 
-    A model whose batch dimension is fixed (e.g. to 1) is run in chunks of that size.
+    A model whose batch dimension is fixed (e.g. to 1) is run in chunks of that size. On CUDA it runs
+    on GPU ``device_id`` (default: ``LOCAL_RANK``, so each torchrun process has its own GPU).
     """
 
-    def __init__(self, path: str | os.PathLike, preprocess: PreprocessSpec = SFACE, threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, preprocess: PreprocessSpec = SFACE, threads: int | None = None,
+                 device_id: int | None = None):
         import onnx
         import onnxruntime as ort
 
@@ -92,7 +94,10 @@ class OnnxTeacher:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         try:
-            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+            if device_id is None:
+                device_id = int(os.environ.get("LOCAL_RANK", "0"))
+            providers = [(p, {"device_id": device_id}) if p == "CUDAExecutionProvider" else p
+                         for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
             self.session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise TeacherError(f"onnxruntime cannot load {path}: {exc}") from None
@@ -158,11 +163,11 @@ class TorchTeacher:
 
 
 def load_teacher(path_or_module: str | os.PathLike | nn.Module, preprocess: PreprocessSpec = SFACE,
-                 threads: int | None = None) -> Teacher:
+                 threads: int | None = None, device_id: int | None = None) -> Teacher:
     """An ``nn.Module`` becomes a TorchTeacher; a path must be an ``.onnx`` file (OnnxTeacher)."""
     if isinstance(path_or_module, nn.Module):
         return TorchTeacher(path_or_module, preprocess)
     path = Path(path_or_module)
     if path.suffix.lower() != ".onnx":
         raise TeacherError(f"teacher {path} is not an .onnx file: export the teacher to ONNX or pass a torch module")
-    return OnnxTeacher(path, preprocess, threads=threads)
+    return OnnxTeacher(path, preprocess, threads=threads, device_id=device_id)

@@ -9,15 +9,27 @@ The arrays are filled in place chunk by chunk; ``index.json`` is rewritten atomi
 each flushed chunk and is the only commit point: a cache counts as built only once its index
 says ``complete: true`` with the expected key, and an interrupted build resumes at ``done``.
 
+Under torchrun (``parallel=True``) the ranks share the work: rank 0 creates the arrays (or finds
+what an interrupted build left), splits the chunks still to do into one contiguous run per rank
+and broadcasts that plan; each rank embeds its run into the same memory-mapped arrays and records
+the image ranges it has flushed in its own ``shard-<rank>.json`` (atomically, after each chunk);
+after a barrier rank 0 checks that every image is covered and marks the index complete. A killed
+rank resumes: the next parallel build skips every range a shard file records (a single-process
+one resumes at the first gap). The chunk grid (multiples of the batch size) is the single-process
+one, so the teacher sees the same batches and the arrays come out the same (byte for byte on CPU,
+tested with 2 ranks).
+
 A view cache (``views.npy`` [N, V, D]) holds the teacher's embeddings of V augmented views per
 image (`training.views`); its key adds the augmentation spec and V.
 """
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +46,7 @@ CACHE_FORMAT = 1
 INDEX_FILE = "index.json"
 EMBEDDINGS_FILE = "embeddings.npy"
 FLIPPED_FILE = "flipped.npy"
+SHARD_PATTERN = "shard-*.json"   # a parallel build's progress, one file per rank
 
 
 class StaleCacheError(ValueError):
@@ -122,11 +135,13 @@ def build_teacher_cache(
     with_flip: bool = True,
     batch_size: int = 64,
     progress: bool = True,
+    parallel: bool = False,
 ) -> TeacherCache:
     """Embed every image of ``folder`` (and its mirror image) with ``teacher`` into ``cache_dir``.
 
     Returns the existing cache when it matches; resumes an interrupted build with the same key;
-    starts over when the teacher, preprocess or file list changed.
+    starts over when the teacher, preprocess or file list changed. ``parallel``: every torchrun
+    rank calls this (the default process group exists) and embeds its own share of the images.
     """
     key = _as_json(cache_key(teacher, folder, with_flip))
     names = [EMBEDDINGS_FILE, FLIPPED_FILE] if with_flip else [EMBEDDINGS_FILE]
@@ -139,7 +154,7 @@ def build_teacher_cache(
                 for view in views]
 
     _fill_cache(Path(cache_dir), key, {name: shape for name in names}, embed_chunk, batch_size, progress,
-                "teacher cache", stale_files=[FLIPPED_FILE] if not with_flip else [])
+                "teacher cache", stale_files=[FLIPPED_FILE] if not with_flip else [], parallel=parallel)
     return TeacherCache.open(cache_dir, key)
 
 
@@ -157,13 +172,17 @@ def _checked(teacher: Teacher, embeddings: np.ndarray, shape: tuple, path_of_row
 
 
 def _fill_cache(cache_dir: Path, key: dict, arrays: dict[str, tuple], embed_chunk, batch_size: int,
-                progress: bool, desc: str, stale_files: list[str] = ()) -> None:
+                progress: bool, desc: str, stale_files: list[str] = (), parallel: bool = False) -> None:
     """Fill the memory-mapped ``arrays`` {file: shape} of ``cache_dir`` image chunk by image chunk.
 
     ``embed_chunk(start, end)`` returns one array per file for images ``start:end``. ``index.json``
-    is rewritten atomically after each flushed chunk: an interrupted build resumes at ``done``;
-    a complete cache with the same key is left as it is.
+    is rewritten atomically after each flushed chunk: an interrupted build resumes at ``done``
+    (or further, where a parallel build's shard files record more); a complete cache with the
+    same key is left as it is. ``parallel``: one torchrun rank's share (`_fill_cache_sharded`).
     """
+    if parallel:
+        _fill_cache_sharded(cache_dir, key, arrays, embed_chunk, batch_size, progress, desc, stale_files)
+        return
     count = key["count"]
     remove_stale_temp_files(cache_dir)
     index = _read_index(cache_dir)
@@ -171,29 +190,146 @@ def _fill_cache(cache_dir: Path, key: dict, arrays: dict[str, tuple], embed_chun
         return
     maps = _resume_arrays(cache_dir, index, key, arrays)
     if maps is None:
-        if index is not None:
-            logger.info("%s in %s does not match this teacher/dataset: rebuilding", desc, cache_dir)
+        maps = _start_over(cache_dir, index, key, arrays, desc, stale_files)
         done = 0
-        (cache_dir / INDEX_FILE).unlink(missing_ok=True)
-        for name in stale_files:
-            (cache_dir / name).unlink(missing_ok=True)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        maps = [np.lib.format.open_memmap(cache_dir / name, mode="w+", dtype=np.float32, shape=shape)
-                for name, shape in arrays.items()]
-        atomic_write_json(cache_dir / INDEX_FILE, {"key": key, "done": 0, "complete": False})
     else:
-        done = int(index["done"])
+        done = _done_prefix(_done_ranges(cache_dir, index, key))
         logger.info("resuming %s in %s at %d/%d", desc, cache_dir, done, count)
     with tqdm(total=count, initial=done, desc=desc, unit="img", disable=not progress) as bar:
         for start in range(done, count, batch_size):
             end = min(start + batch_size, count)
-            for array, values in zip(maps, embed_chunk(start, end)):
-                array[start:end] = values
-                array.flush()
+            _write_rows(maps, start, end, embed_chunk(start, end))
             atomic_write_json(cache_dir / INDEX_FILE, {"key": key, "done": end, "complete": False})
             bar.update(end - start)
     del maps
-    atomic_write_json(cache_dir / INDEX_FILE, {"key": key, "done": count, "complete": True})
+    _mark_complete(cache_dir, key)
+
+
+def _start_over(cache_dir: Path, index: dict | None, key: dict, arrays: dict[str, tuple], desc: str,
+                stale_files) -> list[np.memmap]:
+    """Fresh zeroed arrays and an index at ``done: 0``; the old index and shard files go first."""
+    if index is not None:
+        logger.info("%s in %s does not match this teacher/dataset: rebuilding", desc, cache_dir)
+    (cache_dir / INDEX_FILE).unlink(missing_ok=True)
+    for name in [*stale_files, *(p.name for p in cache_dir.glob(SHARD_PATTERN))]:
+        (cache_dir / name).unlink(missing_ok=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    maps = [np.lib.format.open_memmap(cache_dir / name, mode="w+", dtype=np.float32, shape=shape)
+            for name, shape in arrays.items()]
+    atomic_write_json(cache_dir / INDEX_FILE, {"key": key, "done": 0, "complete": False})
+    return maps
+
+
+def _write_rows(maps: list[np.memmap], start: int, end: int, values: list[np.ndarray]) -> None:
+    for array, rows in zip(maps, values):
+        array[start:end] = rows
+        array.flush()
+
+
+def _mark_complete(cache_dir: Path, key: dict) -> None:
+    """The commit point; then a parallel build's shard files are no longer needed."""
+    atomic_write_json(cache_dir / INDEX_FILE, {"key": key, "done": key["count"], "complete": True})
+    for path in cache_dir.glob(SHARD_PATTERN):
+        path.unlink(missing_ok=True)
+
+
+# -- the parallel build (torchrun) ------------------------------------------------------------------
+
+
+def _merged(ranges) -> list[list[int]]:
+    """Sorted, disjoint [start, end) ranges covering the same images as ``ranges``."""
+    out: list[list[int]] = []
+    for start, end in sorted((int(s), int(e)) for s, e in ranges if int(e) > int(s)):
+        if out and start <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([start, end])
+    return out
+
+
+def _shard_ranges(path: Path, key: dict) -> list[list[int]]:
+    """The image ranges one shard file records for this key ([] when unreadable or of another key)."""
+    try:
+        shard = json.loads(path.read_text(encoding="utf-8"))
+        return _merged(shard["done"]) if shard.get("key") == key else []
+    except (OSError, ValueError, TypeError, KeyError):
+        return []
+
+
+def _done_ranges(cache_dir: Path, index: dict | None, key: dict) -> list[list[int]]:
+    """Images already embedded: the index's ``done`` prefix and every shard file of this key."""
+    ranges = [[0, index["done"]]] if index is not None and index["key"] == key and isinstance(index.get("done"), int) else []
+    for path in cache_dir.glob(SHARD_PATTERN):
+        ranges += _shard_ranges(path, key)
+    return _merged(ranges)
+
+
+def _done_prefix(ranges: list[list[int]]) -> int:
+    return ranges[0][1] if ranges and ranges[0][0] == 0 else 0
+
+
+def _covered(ranges: list[list[int]], start: int, end: int) -> bool:
+    at = bisect.bisect_right([s for s, _ in ranges], start) - 1
+    return at >= 0 and ranges[at][1] >= end
+
+
+def _pending_chunks(cache_dir: Path, key: dict, arrays: dict[str, tuple], batch_size: int, desc: str,
+                    stale_files) -> list[tuple[int, int]] | None:
+    """Rank 0's plan: the chunks of the single-process grid still to embed (None: the cache is complete)."""
+    remove_stale_temp_files(cache_dir)
+    index = _read_index(cache_dir)
+    if index is not None and index["key"] == key and index.get("complete"):
+        return None
+    maps = _resume_arrays(cache_dir, index, key, arrays)
+    if maps is None:
+        maps = _start_over(cache_dir, index, key, arrays, desc, stale_files)
+    del maps
+    done = _done_ranges(cache_dir, _read_index(cache_dir), key)
+    count = key["count"]
+    chunks = [(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
+    pending = [chunk for chunk in chunks if not _covered(done, *chunk)]
+    if len(pending) < len(chunks):
+        logger.info("resuming %s in %s: %d of %d chunks left", desc, cache_dir, len(pending), len(chunks))
+    return pending
+
+
+def _fill_cache_sharded(cache_dir: Path, key: dict, arrays: dict[str, tuple], embed_chunk, batch_size: int,
+                        progress: bool, desc: str, stale_files) -> None:
+    """This rank's share of a parallel build (see the module docstring). Every rank calls it."""
+    import torch.distributed as dist
+
+    # its own gloo group: the default one may be nccl; a dead rank ends the job through torchrun,
+    # so the long timeout only lets the barrier wait for the slowest shard
+    group = dist.new_group(backend="gloo", timeout=timedelta(hours=24))
+    rank, world = dist.get_rank(), dist.get_world_size()
+    try:
+        plan = [_pending_chunks(cache_dir, key, arrays, batch_size, desc, stale_files) if rank == 0 else None]
+        dist.broadcast_object_list(plan, src=0, group=group)
+        pending = plan[0]
+        if pending is None:
+            return
+        mine = pending[rank * len(pending) // world : (rank + 1) * len(pending) // world]
+        shard_file = cache_dir / f"shard-{rank}.json"
+        done = _shard_ranges(shard_file, key)  # what this rank's file held before: kept
+        maps = [np.lib.format.open_memmap(cache_dir / name, mode="r+") for name in arrays]
+        with tqdm(total=sum(end - start for start, end in mine), desc=f"{desc}, rank {rank} of {world}", unit="img",
+                  disable=not (progress and rank == 0)) as bar:
+            for start, end in mine:
+                _write_rows(maps, start, end, embed_chunk(start, end))
+                done = _merged([*done, [start, end]])
+                atomic_write_json(shard_file, {"key": key, "done": done})
+                bar.update(end - start)
+        del maps
+        dist.barrier(group=group)
+        if rank == 0:
+            done = _done_ranges(cache_dir, _read_index(cache_dir), key)
+            if not _covered(done, 0, key["count"]):
+                raise RuntimeError(f"{desc} in {cache_dir}: after every rank finished, images are missing "
+                                   f"(done {done} of {key['count']}); the cache stays incomplete")
+            _mark_complete(cache_dir, key)
+        dist.barrier(group=group)
+    finally:
+        dist.destroy_process_group(group)
 
 
 def _resume_arrays(cache_dir: Path, index: dict | None, key: dict, arrays: dict[str, tuple]) -> list[np.memmap] | None:
@@ -255,8 +391,9 @@ class ViewCache:
 
 
 def build_view_cache(teacher: Teacher, folder: FaceFolder, cache_dir: str | os.PathLike, spec: ViewSpec,
-                     views: int, batch_size: int = 64, progress: bool = True) -> ViewCache:
-    """Embed ``views`` views of every image (view 0 = the image itself) into ``cache_dir``; resumable."""
+                     views: int, batch_size: int = 64, progress: bool = True, parallel: bool = False) -> ViewCache:
+    """Embed ``views`` views of every image (view 0 = the image itself) into ``cache_dir``; resumable;
+    ``parallel`` as in :func:`build_teacher_cache`."""
     if views < 1:
         raise ValueError(f"views must be at least 1, got {views}")
     key = _as_json(view_cache_key(teacher, folder, spec, views))
@@ -270,5 +407,5 @@ def build_view_cache(teacher: Teacher, folder: FaceFolder, cache_dir: str | os.P
 
     per_chunk = max(1, batch_size // views)
     _fill_cache(Path(cache_dir), key, {VIEWS_FILE: (key["count"], views, dim)}, embed_chunk, per_chunk, progress,
-                f"teacher views ×{views}")
+                f"teacher views ×{views}", parallel=parallel)
     return ViewCache.open(cache_dir, key, spec)

@@ -12,9 +12,10 @@ from `checkpoints/last.pt`, mid-epoch included.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -26,6 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint, student_state
+from . import distributed
 from .config import TrainingSection
 from .data import UNLABELLED, FaceFolder, read_identity_list
 from .evaluate import evaluate, student_embed_fn
@@ -118,10 +120,9 @@ class _Dist:
     """Process-group facts; a no-op outside torchrun."""
 
     def __init__(self, device: torch.device):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        self.world = distributed.world_size()
+        self.rank = distributed.rank()
+        distributed.init_process_group(device)  # or the one the teacher-cache stage made before
         self.main = self.rank == 0
 
     def barrier(self) -> None:
@@ -129,8 +130,30 @@ class _Dist:
             dist.barrier()
 
     def close(self) -> None:
-        if self.world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+        if self.world > 1:
+            distributed.close_process_group()
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def retain_freed_memory() -> bool:
+    """Keep memory that torch frees inside the process (glibc only; False elsewhere).
+
+    A CPU training step allocates and frees activations of tens of MB. glibc serves every block
+    above its mmap threshold (at most 32 MB) from a fresh mmap and unmaps it when freed, so each
+    step faults every page in again and the kernel zeroes it: 27–45 % of a step in system time.
+    With mmap off and no trimming, freed blocks are reused. Measured on a 2-core EPYC: the
+    derived student's step (batch 64) 1.6 s → 1.0 s; peak RSS stays that of one step.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**30))
 
 
 def pick_device(name: str) -> torch.device:
@@ -202,6 +225,8 @@ class Trainer:
         self.dist = _Dist(self.device)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
+        if self.device.type == "cpu" and not retain_freed_memory():
+            log.info("not glibc: freed memory goes back to the OS (CPU steps may be slower)")
         torch.manual_seed(cfg.train.seed)
         self.ckpt_dir = self.run_dir / "checkpoints"
         if self.dist.main:
