@@ -11,7 +11,10 @@ and ``rejected/...``) and each runtime that can run its format:
 3. once per artifact × runtime the worker embeds every pair image; the parent scores the pairs
    (10-fold accuracy, AUC, TAR@FAR via :mod:`training.verification`) and compares with the
    torch-fp32 reference: mean/worst cosine per image and the decision-flip rate at the
-   manifest threshold.
+   manifest threshold;
+4. with ``bench.suites``, the same worker also embeds every benchmark set (insightface ``.bin``,
+   LFW pairs files), scored by the function ``facekd eval --sets`` uses
+   (:func:`training.evaluate.evaluate`), with or without flip-test (``bench.flip_test``).
 
 Images are preprocessed here, in the parent, with each manifest's PreprocessSpec and input
 layout, and travel to workers as .npy files, so a worker needs no OpenCV. A worker that crashes
@@ -27,7 +30,7 @@ import re
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -35,9 +38,9 @@ from tqdm import tqdm
 from export.formats import FORMATS
 from export.manifest import Manifest, ManifestError, verify_artifact
 from training.io import sha256_file
-from training.pairs import VerificationPairs
+from training.pairs import VerificationPairs, read_verification_set
 from training.preprocess import PreprocessSpec
-from training.verification import evaluate_scores, l2_normalise, pair_scores
+from training.verification import VerificationResult, evaluate_scores, l2_normalise, pair_scores
 
 from .accelerated import ACCELERATED_RUNTIMES
 from .client import WorkerClient, WorkerDied, WorkerError
@@ -49,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 REFERENCE_ARTIFACT = "torch-fp32"
 DEFAULT_RUNTIME = "default"
+SUITE_CHUNK = 256  # images per worker request while embedding a benchmark set (~38 MB of float32 at 112²)
 
 
 class BenchError(ValueError):
@@ -81,6 +85,10 @@ class BenchConfig:
     size for embedding pair images (fixed-batch artifacts use their own). ``reference``: the
     artifact parity is measured against. ``targets``: dicts for
     :func:`targets.target_from_dict` (used by callers that bench several targets).
+    ``suites``: benchmark sets as ``facekd eval --sets`` takes them (``lfw.bin``,
+    ``PAIRS.txt=IMAGES_ROOT``), each measured in full on every artifact × runtime;
+    ``flip_test``: their embeddings average image and mirror image (the val-pairs accuracy and
+    parity stay single-view, so they remain comparable with export's gate).
     """
 
     threads: list[int] = field(default_factory=lambda: [1, 2])
@@ -99,6 +107,8 @@ class BenchConfig:
     worker_timeout_s: float = 600.0
     reference: str = REFERENCE_ARTIFACT
     targets: list[dict] = field(default_factory=lambda: [{"kind": "local"}])
+    suites: list[str] = field(default_factory=list)
+    flip_test: bool = False
 
     def __post_init__(self) -> None:
         if not self.threads or any(t < 1 for t in self.threads):
@@ -109,6 +119,9 @@ class BenchConfig:
             raise BenchError("pairs_per_fold must be >= 2 (one same and one different pair), or null for all")
         if self.embed_batch < 1 or self.worker_timeout_s <= 0:
             raise BenchError("embed_batch must be >= 1 and worker_timeout_s > 0")
+        names = [suite_name(spec) for spec in self.suites]
+        if len(set(names)) != len(names):
+            raise BenchError(f"bench.suites names a set twice (sets are named after their file): {names}")
         try:
             self.runtimes = [r if isinstance(r, RuntimeSpec) else RuntimeSpec(**r) for r in self.runtimes]
             self.plan()
@@ -130,6 +143,17 @@ class BenchConfig:
 
     def make_targets(self) -> list[Target]:
         return [target_from_dict(spec) for spec in self.targets]
+
+
+def suite_name(spec: str) -> str:
+    """The name a benchmark set spec gets in results and reports: its file's stem (``agedb_30``)."""
+    return Path(str(spec).partition("=")[0]).stem
+
+
+def accuracy_entry(verification: VerificationResult) -> dict:
+    """A result row's accuracy section from a verification result."""
+    return {"acc": verification.accuracy, "std": verification.accuracy_std, "tar_at_far": verification.tar_at_far,
+            "auc": verification.auc, "threshold": verification.threshold}
 
 
 def subset_pairs(pairs: VerificationPairs, pairs_per_fold: int | None) -> VerificationPairs:
@@ -256,8 +280,10 @@ def _fingerprint(*parts) -> str:
 class _Bench:
     """State of one run_bench call: inputs made once, the reference embeddings, the rows."""
 
-    def __init__(self, target: Target, config: BenchConfig, pairs: VerificationPairs, workdir: Path, progress: bool):
+    def __init__(self, target: Target, config: BenchConfig, pairs: VerificationPairs, workdir: Path, progress: bool,
+                 suites: list[VerificationPairs] = ()):
         self.target, self.config, self.pairs, self.workdir = target, config, pairs, workdir
+        self.suites = list(suites)
         self.progress = progress
         self.plan = config.plan()
         self.cores: int | None = None
@@ -352,9 +378,7 @@ class _Bench:
         normalised = l2_normalise(embeddings)
         scores = pair_scores(normalised, self.pairs)
         verification = evaluate_scores(scores, self.pairs.same, self.pairs.folds)
-        accuracy = {"acc": verification.accuracy, "std": verification.accuracy_std,
-                    "tar_at_far": verification.tar_at_far, "auc": verification.auc,
-                    "threshold": verification.threshold}
+        accuracy = accuracy_entry(verification)
         if is_reference:
             self.reference, self.reference_scores = normalised, scores
             self.reference_threshold = verification.threshold
@@ -418,7 +442,7 @@ class _Bench:
         """Rows of one artifact × runtime: a fresh worker per (threads, batch); the first worker
         that times successfully also embeds the pair images for accuracy and parity."""
         is_reference = artifact.name == self.config.reference and runtime.name == DEFAULT_RUNTIME
-        quality: tuple[dict, dict | None] | None = None
+        quality: tuple[dict, dict | None, dict | None] | None = None
         quality_failure: str | None = None
         for threads, batch in self.configurations():
             row = self.base_row(artifact, runtime.name, threads, batch)
@@ -454,19 +478,51 @@ class _Bench:
             if step == "embed" and row.status == "failed" and quality_failure is None:
                 quality_failure = f"accuracy: {row.reason}"
             if quality is not None:
-                row.accuracy, row.parity = quality
+                row.accuracy, row.parity, row.suites = quality
             elif row.status == "ok" and quality_failure:
                 self._status(row, "failed", quality_failure)
             yield row
 
     def embed_and_score(self, worker: WorkerClient, artifact: Artifact, runtime: RuntimeSpec,
-                        is_reference: bool) -> tuple[dict, dict | None]:
+                        is_reference: bool) -> tuple[dict, dict | None, dict | None]:
+        """(accuracy, parity, suites) of one artifact × runtime, embedded by ``worker``."""
         local_output = self.workdir / f"embeddings-{artifact.name}-{runtime.name}.npy"
+        embeddings = self.embed_file(worker, artifact, self.target.put(self.inputs(artifact)), local_output)
+        return (*self.quality(embeddings, artifact, is_reference), self.score_suites(worker, artifact))
+
+    def embed_file(self, worker: WorkerClient, artifact: Artifact, remote_input: str, local_output: Path) -> np.ndarray:
+        """Raw embeddings of the preprocessed images at ``remote_input`` (on the target), via ``local_output``."""
         remote_output = self.target.remote_path_for(local_output)
-        worker.request("embed", input=self.target.put(self.inputs(artifact)), output=remote_output,
+        worker.request("embed", input=remote_input, output=remote_output,
                        batch=artifact.fixed_batch() or self.config.embed_batch)
         self.target.get(remote_output, local_output)
-        return self.quality(np.load(local_output, allow_pickle=False), artifact, is_reference)
+        return np.load(local_output, allow_pickle=False)
+
+    def worker_embed_fn(self, worker: WorkerClient, artifact: Artifact) -> Callable[[np.ndarray], np.ndarray]:
+        """uint8 RGB [N, H, W, 3] -> raw embeddings through ``worker``: preprocessed here with the
+        artifact's spec and layout, exchanged as one .npy at a time (overwritten per call, so a
+        large set never sits on the target whole)."""
+        spec = artifact.preprocess()
+        local_input, local_output = self.workdir / "suite-input.npy", self.workdir / "suite-output.npy"
+
+        def embed(images: np.ndarray) -> np.ndarray:
+            np.save(local_input, spec.apply(images))
+            return self.embed_file(worker, artifact, self.target.send(local_input), local_output)
+
+        return embed
+
+    def score_suites(self, worker: WorkerClient, artifact: Artifact) -> dict | None:
+        """Per set of ``bench.suites`` what ``facekd eval --sets`` reports for this artifact
+        (accuracy ± std, TAR@FAR, AUC, threshold) plus its pair count and whether flip-test was
+        on; None without suites."""
+        if not self.suites:
+            return None
+        from training.evaluate import evaluate  # imports torch: only when suites are measured
+
+        embed, flip_test = self.worker_embed_fn(worker, artifact), self.config.flip_test
+        return {pairs.name: {**accuracy_entry(evaluate(embed, pairs, flip_test=flip_test, batch_size=SUITE_CHUNK)),
+                             "pairs": len(pairs), "flip_test": flip_test}
+                for pairs in self.suites}
 
     def measure_with_benchmark_binary(self, artifact: Artifact) -> Iterator[Row]:
         """Latency-only rows from TFLite's benchmark_model on an adb device."""
@@ -531,13 +587,14 @@ def run_bench(export_dir: str | os.PathLike, pairs: VerificationPairs, config: B
     export_dir, out_path = Path(export_dir).resolve(), Path(out_path)
     artifacts = discover_artifacts(export_dir, config.artifacts, config.reference)
     pairs = subset_pairs(pairs, config.pairs_per_fold)
+    suites = [read_verification_set(spec) for spec in config.suites]
     earlier = _resumable(out_path, export_dir, target, config, pairs)
     rows: list[Row] = []
     result = BenchResult(device=_unknown_device(target), rows=rows, config=config.to_dict(), target=target.name,
                          export_dir=str(export_dir), pairs=_pairs_summary(pairs), complete=False)
     try:
         with tempfile.TemporaryDirectory(prefix="facekd-bench-") as workdir:
-            bench = _Bench(target, config, pairs, Path(workdir), progress)
+            bench = _Bench(target, config, pairs, Path(workdir), progress, suites)
             unreachable = target.unavailable_reason()
             if unreachable is None:
                 try:

@@ -4,7 +4,8 @@ Per device: first what to ship and what the student kept and paid against the te
 (:mod:`runtime_bench.verdict`), then a table of every row (status ✅ ok, ❎ unavailable or
 rejected, ❌ failed) and an accuracy-versus-latency scatter (PNG; embedded in the HTML as a base64
 data URI): ± fold-std error bars, the teacher as a reference line, the Pareto front marked (the
-rows no other row beats on both latency per image and accuracy).
+rows no other row beats on both latency per image and accuracy). With ``bench.suites`` the table
+has one accuracy column per benchmark set, its header saying whether flip-test was on.
 """
 from __future__ import annotations
 
@@ -143,12 +144,42 @@ def _tar_cell(accuracy: dict | None) -> str:
     return f"{100 * tar:.2f} % @ {far}"
 
 
-def row_cells(row: Row) -> list[str]:
-    """One table row as display strings, in COLUMNS order."""
+def _flip_text(flip_test: bool | None) -> str:
+    return "flip-test " + {True: "on", False: "off", None: "mixed"}[flip_test]
+
+
+def suite_columns(rows: Iterable[Row]) -> dict[str, bool | None]:
+    """Benchmark sets of the rows in first-seen order -> whether flip-test was on for them
+    (None when merged runs differ)."""
+    flips: dict[str, set[bool]] = {}
+    for row in rows:
+        for name, entry in (row.suites or {}).items():
+            flips.setdefault(name, set()).add(entry["flip_test"])
+    return {name: next(iter(seen)) if len(seen) == 1 else None for name, seen in flips.items()}
+
+
+def table_columns(suites: dict[str, bool | None]) -> list[str]:
+    """COLUMNS with one accuracy column per benchmark set, ``lfw (flip-test on)``, after the
+    val-pairs accuracy."""
+    at = COLUMNS.index("accuracy") + 1
+    return [*COLUMNS[:at], *(f"{name} ({_flip_text(flip)})" for name, flip in suites.items()), *COLUMNS[at:]]
+
+
+def _suite_cell(entry: dict | None, column_flip: bool | None) -> str:
+    """Accuracy ± std on one set; the flip-test state too when its column mixes both."""
+    if not entry:
+        return "–"
+    flip = f" ({_flip_text(entry['flip_test'])})" if column_flip is None else ""
+    return f"{100 * entry['acc']:.2f} ± {100 * entry['std']:.2f} %{flip}"
+
+
+def row_cells(row: Row, suites: dict[str, bool | None] | None = None) -> list[str]:
+    """One table row as display strings, in :func:`table_columns` order (COLUMNS without suites)."""
     accuracy, parity, latency, memory, model = row.accuracy, row.parity, row.latency or {}, row.memory or {}, row.model
     notes = [row.reason] if row.reason else []
     if row.disturbed:
         notes.append(f"⚠ disturbed: {row.disturbed_reason}")
+    sets = [_suite_cell((row.suites or {}).get(name), flip) for name, flip in (suites or {}).items()]
     return [
         row.artifact,
         row.runtime,
@@ -159,6 +190,7 @@ def row_cells(row: Row) -> list[str]:
         _number(model["params"] / 1e6, 2, " M") if model else "–",
         _number(model["macs"] / 1e6, 0) if model else "–",
         f"{100 * accuracy['acc']:.2f} ± {100 * accuracy['std']:.2f} %" if accuracy else "–",
+        *sets,
         _number(accuracy["auc"], 4) if accuracy else "–",
         _tar_cell(accuracy),
         _number(100 * parity["flip_rate"], 2, " %") if parity and parity.get("flip_rate") is not None else "–",
@@ -192,6 +224,11 @@ METHOD_NOTE = (
 )
 
 
+SUITES_NOTE = ("Benchmark-set columns (bench.suites): 10-fold accuracy ± fold std on every pair of the set, "
+               "scored as `facekd eval --sets` scores it; flip-test on: each embedding averages image and mirror "
+               "image. TAR@FAR, AUC and threshold per set are in the result JSON.")
+
+
 def _incomplete_note(runs: DeviceRuns) -> str:
     return f"interrupted run, rows may be missing: {', '.join(runs.incomplete)} (re-run `facekd bench` to resume)"
 
@@ -207,10 +244,14 @@ def _markdown(devices: list[DeviceRuns], images: dict[str, str]) -> str:
         lines += [line for summary in summary_lines(runs.rows) for line in (summary, "")]
         if runs.incomplete:
             lines += [f"⚠ {_incomplete_note(runs)}", ""]
-        lines.append("| " + " | ".join(COLUMNS) + " |")
-        lines.append("|" + "---|" * len(COLUMNS))
+        suites = suite_columns(runs.rows)
+        if suites:
+            lines += [SUITES_NOTE, ""]
+        columns = table_columns(suites)
+        lines.append("| " + " | ".join(columns) + " |")
+        lines.append("|" + "---|" * len(columns))
         for row in runs.rows:
-            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row_cells(row)) + " |")
+            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row_cells(row, suites)) + " |")
         lines.append("")
         if runs.label in images:
             lines += [f"![accuracy vs latency on {runs.label}]({images[runs.label]})", ""]
@@ -242,9 +283,12 @@ def _html(devices: list[DeviceRuns], pngs: dict[str, bytes]) -> str:
         parts += [f"<p>{_bold(html.escape(line))}</p>" for line in summary_lines(runs.rows)]
         if runs.incomplete:
             parts.append(f"<p>⚠ {html.escape(_incomplete_note(runs))}</p>")
-        parts.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS) + "</tr>")
+        suites = suite_columns(runs.rows)
+        if suites:
+            parts.append(f'<p class="small">{html.escape(SUITES_NOTE)}</p>')
+        parts.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in table_columns(suites)) + "</tr>")
         for row in runs.rows:
-            cells = row_cells(row)
+            cells = row_cells(row, suites)
             parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells[:-1])
                          + f'<td class="notes">{html.escape(cells[-1])}</td></tr>')
         parts.append("</table>")

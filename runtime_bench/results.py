@@ -16,7 +16,11 @@ Schema (``schema_version`` 1)::
                            "throughput", "load_before", "load_after"} | null,
                "memory": {"peak_rss_mb"} | null,
                "model": {"params", "macs", "role": "student" | "teacher"} | null,
+               "suites": {SET: {"acc", "std", "tar_at_far", "auc", "threshold", "pairs", "flip_test"}} | null,
                "disturbed": bool, "disturbed_reason": str | null}]}
+
+``suites`` (one entry per benchmark set of ``bench.suites``) is absent in results written before
+it existed; such files load with ``suites`` None.
 
 Times are milliseconds, throughput images per second, accuracy and rates fractions in 0..1.
 """
@@ -47,6 +51,7 @@ LATENCY_KEYS = {"init_ms": _OPTIONAL_NUMBER, "first_ms": _OPTIONAL_NUMBER, "mean
                 "throughput": _NUMBER, "load_before": _OPTIONAL_NUMBER, "load_after": _OPTIONAL_NUMBER}
 MEMORY_KEYS = {"peak_rss_mb": _OPTIONAL_NUMBER}
 MODEL_KEYS = {"params": (int,), "macs": (int,), "role": (str,)}
+SUITE_KEYS = {**ACCURACY_KEYS, "pairs": (int,), "flip_test": (bool,)}
 SECTIONS = {"accuracy": ACCURACY_KEYS, "parity": PARITY_KEYS, "latency": LATENCY_KEYS, "memory": MEMORY_KEYS,
             "model": MODEL_KEYS}
 
@@ -90,6 +95,7 @@ class Row:
     latency: dict | None = None
     memory: dict | None = None
     model: dict | None = None  # {params, macs, role: "student" | "teacher"} from the manifest
+    suites: dict | None = None  # {set name: accuracy section + pairs + flip_test} with bench.suites
     disturbed: bool = False
     disturbed_reason: str | None = None
 
@@ -114,6 +120,10 @@ class Row:
         for section, keys in SECTIONS.items():
             if data.get(section) is not None:
                 values[section] = _check_section(data[section], keys, f"{where}.{section}")
+        if data.get("suites") is not None:
+            _check(data["suites"], (dict,), f"{where}.suites")
+            values["suites"] = {name: _check_section(entry, SUITE_KEYS, f"{where}.suites.{name}")
+                                for name, entry in data["suites"].items()}
         unknown = sorted(set(data) - {f.name for f in fields(cls)})
         if unknown:
             raise ResultSchemaError(f"{where} has unknown fields {unknown}")

@@ -76,6 +76,8 @@ class LocalTarget:
     def put(self, local: Path) -> str:
         return str(Path(local).resolve())
 
+    send = put  # a one-off input: locally, like any other file, used where it lies
+
     def remote_path_for(self, local: Path) -> str:
         return str(Path(local).resolve())
 
@@ -197,6 +199,13 @@ class SshTarget:
             self._scp(str(local), f"{self.destination}:{remote}", f"copying {local.name}", recursive=local.is_dir())
             self._copied[key] = remote
         return self._copied[key]
+
+    def send(self, local: Path) -> str:
+        """Copy a one-off input file into the exchange folder (``io/``, removed by :meth:`close`),
+        replacing one of the same name; return its remote path. Unlike :meth:`put` nothing is kept."""
+        remote = self.remote_path_for(local)
+        self._scp(str(Path(local).resolve()), f"{self.destination}:{remote}", f"copying {Path(local).name}")
+        return remote
 
     def remote_path_for(self, local: Path) -> str:
         self.prepare()

@@ -65,6 +65,8 @@ def test_result_round_trip(tmp_path):
     (lambda d: d["rows"][0].update(threads=True), "threads must be"),
     (lambda d: d["device"].pop("cores"), "lacks 'cores'"),
     (lambda d: d["rows"][0].update(speed=1), "unknown fields"),
+    (lambda d: d["rows"][0].update(suites={"lfw": {**d["rows"][0]["accuracy"], "pairs": 10}}), "lacks 'flip_test'"),
+    (lambda d: d["rows"][0].update(suites=[]), "suites must be dict"),
 ])
 def test_result_validation_rejects(tmp_path, corrupt, message):
     data = make_result().to_dict()
@@ -139,3 +141,37 @@ def test_report_files_contain_rows_and_embedded_plot(tmp_path):
     encoded = re.search(r'src="data:image/png;base64,([^"]+)"', page).group(1)
     assert base64.b64decode(encoded).startswith(b"\x89PNG")
     assert "src=\"http" not in page and "<script" not in page
+
+
+def _suite(acc: float, flip_test: bool) -> dict:
+    return {"acc": acc, "std": 0.005, "tar_at_far": {"1e-01": 0.9}, "auc": 0.98, "threshold": 0.3, "pairs": 6000,
+            "flip_test": flip_test}
+
+
+def test_report_shows_one_accuracy_column_per_benchmark_set(tmp_path):
+    result = make_result()
+    result.rows[0].suites = {"lfw": _suite(0.991, True), "agedb_30": _suite(0.952, True)}
+    result.rows[1].suites = {"lfw": _suite(0.989, True), "agedb_30": _suite(0.951, False)}
+    loaded = load_result(save_result(result, tmp_path / "result.json"))
+    assert loaded.rows[0].suites == result.rows[0].suites and loaded.rows[2].suites is None
+    md_path, html_path = write_report([tmp_path / "result.json"], tmp_path / "report")
+    markdown, page = md_path.read_text(), html_path.read_text()
+    header = next(line for line in markdown.splitlines() if line.startswith("| artifact"))
+    assert "| accuracy | lfw (flip-test on) | agedb_30 (flip-test mixed) | AUC |" in header
+    lines = {line.split(" | ")[0][2:]: line for line in markdown.splitlines() if line.startswith("| ")}
+    assert "| 95.00 ± 1.00 % | 99.10 ± 0.50 % | 95.20 ± 0.50 % (flip-test on) | 0.9900 |" in lines["torch-fp32"]
+    assert "| 98.90 ± 0.50 % | 95.10 ± 0.50 % (flip-test off) |" in lines["onnx-fp32"]
+    assert "| 94.80 ± 1.00 % | – | – | 0.9900 |" in lines["onnx-int8"]
+    assert "Benchmark-set columns" in markdown
+    assert "<th>lfw (flip-test on)</th><th>agedb_30 (flip-test mixed)</th>" in page
+    assert "<td>99.10 ± 0.50 %</td><td>95.20 ± 0.50 % (flip-test on)</td>" in page
+
+
+def test_results_written_before_suites_load_and_report_as_before(tmp_path):
+    data = make_result().to_dict()
+    for row in data["rows"]:
+        del row["suites"]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    assert all(row.suites is None for row in load_result(tmp_path / "old.json").rows)
+    markdown = write_report([tmp_path / "old.json"], tmp_path / "report")[0].read_text()
+    assert "| accuracy | AUC |" in markdown and "flip-test" not in markdown and "Benchmark-set" not in markdown

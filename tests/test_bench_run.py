@@ -21,8 +21,10 @@ from runtime_bench.results import load_result
 from runtime_bench.targets import LocalTarget
 from training.checkpoint import save_checkpoint, student_state
 from training.models.mobilefacenet import MobileFaceNet
-from training.pairs import VerificationPairs
+from training.pairs import PairsError, VerificationPairs
 from training.preprocess import STUDENT_DEFAULT
+from tests.conftest import write_toy_bin
+from tests.test_trainer import tiny_pairs, tiny_teacher  # noqa: F401  (fixtures)
 
 EMBEDDING_SIZE = 128
 
@@ -182,6 +184,49 @@ def test_run_bench_measures_refuses_and_contains_crashes(export_dir, tmp_path, m
     assert "scatter-" in markdown and "data:image/png;base64," in html_path.read_text()
 
 
+def test_bench_suites_score_every_artifact_as_eval_sets_does(export_dir, tmp_path, tiny_faces, tiny_pairs,  # noqa: F811
+                                                              tiny_teacher, capsys):  # noqa: F811
+    from export.build import export_teacher
+    from facekd.cli import main
+    from facekd.config import load_config
+
+    export = shutil.copytree(export_dir, tmp_path / "export")
+    export_teacher(tiny_teacher, load_config().teacher.preprocess, export)
+    sets = [str(write_toy_bin(tmp_path / "toy_bin.bin", tiny_faces)), f"{tiny_pairs}={tiny_faces}"]
+    config = BenchConfig(**{**QUICK, "batch": [1]}, artifacts=["onnx-fp32", "teacher-onnx-fp32"], accelerators=False,
+                         suites=sets, flip_test=True)
+    path = run_bench(export, synthetic_pairs(), config, tmp_path / "result.json", progress=False)
+    rows = {row.artifact: row for row in load_result(path).rows}
+    assert set(rows) == {"torch-fp32", "onnx-fp32", "teacher-onnx-fp32"}
+
+    def eval_sets(*model_args) -> dict:
+        out = tmp_path / "eval.json"
+        assert main(["--quiet", "eval", *model_args, "--sets", *sets, "--flip-test", "--json", str(out)]) == 0
+        return json.loads(out.read_text())["sets"]
+
+    student = eval_sets("--checkpoint", str(export / "torch-fp32" / "model.pt"))
+    teacher = eval_sets("--teacher-model", str(tiny_teacher))
+    for artifact, expected in (("torch-fp32", student), ("onnx-fp32", student), ("teacher-onnx-fp32", teacher)):
+        suites = rows[artifact].suites
+        assert list(suites) == ["toy_bin", "pairs"], artifact
+        for name, measured in suites.items():
+            want = expected[name]
+            assert measured["flip_test"] is True and measured["pairs"] == want["num_pairs"] == 20
+            assert measured["acc"] == pytest.approx(want["accuracy"], abs=1e-9), (artifact, name)
+            assert measured["std"] == pytest.approx(want["accuracy_std"], abs=1e-9), (artifact, name)
+            assert measured["auc"] == pytest.approx(want["auc"], abs=1e-6), (artifact, name)
+            assert measured["threshold"] == pytest.approx(want["threshold"], abs=1e-4), (artifact, name)
+            assert measured["tar_at_far"] == pytest.approx(want["tar_at_far"], abs=1e-6), (artifact, name)
+    assert rows["onnx-fp32"].accuracy["acc"] == pytest.approx(rows["torch-fp32"].accuracy["acc"])  # val pairs as before
+
+    markdown = write_report([path], tmp_path / "report")[0].read_text()
+    header = next(line for line in markdown.splitlines() if line.startswith("| artifact"))
+    assert "| accuracy | toy_bin (flip-test on) | pairs (flip-test on) | AUC |" in header
+    torch_line = next(line for line in markdown.splitlines() if line.startswith("| torch-fp32 |"))
+    toy = rows["torch-fp32"].suites["toy_bin"]
+    assert f"| {100 * toy['acc']:.2f} ± {100 * toy['std']:.2f} % |" in torch_line
+
+
 def test_fixed_batch_artifact_refuses_other_batches(tmp_path):
     out = tmp_path / "export"
     torch.manual_seed(1)
@@ -206,7 +251,7 @@ def test_subset_pairs_keeps_folds_balanced():
     assert subset_pairs(pairs, None) is pairs
 
 
-def test_config_errors_are_user_errors(tmp_path):
+def test_config_errors_are_user_errors(export_dir, tmp_path):
     with pytest.raises(BenchError, match="threads"):
         BenchConfig(threads=[0])
     with pytest.raises(BenchError, match="unknown bench settings"):
@@ -217,6 +262,11 @@ def test_config_errors_are_user_errors(tmp_path):
     with pytest.raises(BenchError, match="no artifacts"):
         run_bench(tmp_path / "empty", synthetic_pairs(), BenchConfig(**QUICK), tmp_path / "r.json", progress=False)
     assert json.loads(json.dumps(BenchConfig().to_dict()))["threads"] == [1, 2]
+    with pytest.raises(BenchError, match="names a set twice"):
+        BenchConfig(suites=["a/lfw.bin", "b/lfw.bin"])
+    with pytest.raises(PairsError, match="does not exist"):
+        run_bench(export_dir, synthetic_pairs(), BenchConfig(**QUICK, suites=[str(tmp_path / "lfw.bin")]),
+                  tmp_path / "r.json", progress=False)
 
 
 def test_interrupted_run_resumes_and_remeasures_only_the_reference(export_dir, tmp_path):

@@ -20,6 +20,7 @@ import pytest
 from runtime_bench.bench import BenchConfig, run_bench
 from runtime_bench.results import load_result
 from runtime_bench.targets import SshTarget
+from tests.conftest import write_toy_bin
 from tests.test_bench_run import QUICK, build_export_dir, synthetic_pairs
 
 SSHD = Path("/usr/sbin/sshd")
@@ -105,9 +106,10 @@ def test_ssh_unreachable_is_a_reason_not_a_crash(sshd):
     assert reason and "failed" in reason
 
 
-def test_run_bench_over_ssh(sshd, tmp_path):
+def test_run_bench_over_ssh(sshd, tmp_path, tiny_faces):
     export_dir = build_export_dir(tmp_path)
-    config = BenchConfig(**{**QUICK, "batch": [1]}, artifacts=["torch-fp32", "onnx-fp32", "onnx-int8"], accelerators=False)
+    config = BenchConfig(**{**QUICK, "batch": [1]}, artifacts=["torch-fp32", "onnx-fp32", "onnx-int8"], accelerators=False,
+                         suites=[str(write_toy_bin(tmp_path / "toy_bin.bin", tiny_faces))])
     target = sshd()
     result = load_result(run_bench(export_dir, synthetic_pairs(), config, tmp_path / "ssh.json", target=target,
                                    progress=False))
@@ -120,7 +122,12 @@ def test_run_bench_over_ssh(sshd, tmp_path):
         assert row.latency["n"] >= 3 and row.memory["peak_rss_mb"] > 20 and row.accuracy is not None
     assert by_artifact["onnx-fp32"].parity["worst_cos"] > 0.9999
     assert by_artifact["onnx-int8"].reason.startswith("sha256 mismatch")
-    assert list((Path(target.remote_dir) / "files").iterdir())  # artifacts really travelled by scp
+    remote_files = list((Path(target.remote_dir) / "files").iterdir())
+    assert remote_files  # artifacts really travelled by scp
+    suites = [by_artifact[name].suites["toy_bin"] for name in ("torch-fp32", "onnx-fp32")]
+    assert suites[0]["pairs"] == 20 and suites[1]["acc"] == pytest.approx(suites[0]["acc"])
+    assert not any("suite" in path.name for path in remote_files)  # benchmark-set chunks go through io/ only
+    assert not (Path(target.remote_dir) / "io").exists()  # removed when the run ended
 
 
 def test_run_bench_unreachable_ssh_target_gives_unavailable_rows(sshd, tmp_path):

@@ -11,6 +11,7 @@ from facekd.cli import main
 from training.checkpoint import save_checkpoint, student_state
 from training.models import MobileFaceNet
 from training.preprocess import PreprocessSpec
+from tests.conftest import write_toy_bin
 from tests.test_trainer import tiny_pairs, tiny_teacher  # noqa: F401  (fixtures)
 
 
@@ -154,21 +155,9 @@ def test_demo_exit_code_propagates_a_rejected_artifact(tiny_faces, tiny_teacher,
 
 
 def test_eval_prints_one_table_for_several_sets(tmp_path, tiny_faces, tiny_pairs, capsys):  # noqa: F811
-    import pickle
-
-    import cv2
-
     torch.manual_seed(0)
     ckpt = save_checkpoint(tmp_path / "s.pt", student_state(MobileFaceNet(width=0.25).eval(), PreprocessSpec()))
-    faces = sorted(tiny_faces.rglob("*.jpg"))
-    encoded, issame = [], []
-    for k in range(20):  # 20 pairs: even k same person, odd k different people
-        a = faces[(k % 6) * 4]
-        b = faces[(k % 6) * 4 + 1] if k % 2 == 0 else faces[((k + 1) % 6) * 4]
-        encoded += [cv2.imencode(".jpg", cv2.imread(str(path)))[1].tobytes() for path in (a, b)]
-        issame.append(k % 2 == 0)
-    with open(tmp_path / "toy_bin.bin", "wb") as handle:
-        pickle.dump((encoded, issame), handle)
+    write_toy_bin(tmp_path / "toy_bin.bin", tiny_faces, count=20)
     out = tmp_path / "suite.json"
     assert main(["--quiet", "eval", "--checkpoint", str(ckpt), "--sets", str(tmp_path / "toy_bin.bin"),
                  f"{tiny_pairs}={tiny_faces}", "--flip-test", "--json", str(out)]) == 0

@@ -1,10 +1,13 @@
 """The browser client in a real headless Chromium (Debian's, driven by Playwright): embeddings
 computed in the page match Python's, a model whose sha256 differs is refused, and people enrolled
-from real photos are recognised with detection and alignment done in the page."""
+from real photos, or from Chromium's fake camera playing a real photo, are recognised with
+detection and alignment done in the page. Screenshots are kept in ``FACEKD_TEST_ARTIFACTS``
+(default ``build/test-artifacts/``)."""
 from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -20,7 +23,9 @@ ZOO_STUDENT = REPO / "zoo" / "sface-derived-k50" / "student.pt"
 
 
 @pytest.fixture(scope="module")
-def browser():
+def launch():
+    """Start Debian's Chromium headless with extra command-line flags (Playwright cannot download
+    browsers here); every browser started is closed at the end of the module."""
     from facekd.web import ORT_DIST, NPM_HINT
 
     if not CHROMIUM.is_file():
@@ -29,9 +34,42 @@ def browser():
         required_resource_missing(f"onnxruntime-web missing: {NPM_HINT}")
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
+        started = []
+
+        def start(*flags: str):
+            started.append(playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", *flags]))
+            return started[-1]
+
+        yield start
+        for chromium in started:
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
+def browser(launch):
+    return launch()
+
+
+def keep_screenshot(page, name: str) -> Path:
+    """Save a screenshot of ``page`` as a test artifact (FACEKD_TEST_ARTIFACTS, default build/test-artifacts/)."""
+    from training.io import atomic_write_bytes
+
+    folder = Path(os.environ.get("FACEKD_TEST_ARTIFACTS") or REPO / "build" / "test-artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return atomic_write_bytes(folder / name, page.screenshot(full_page=True))
+
+
+def write_y4m(path: Path, rgb: np.ndarray, frames: int = 10) -> Path:
+    """A YUV4MPEG2 (4:2:0) video of ``frames`` copies of one RGB image, as Chromium's
+    ``--use-file-for-fake-video-capture`` plays it (looped)."""
+    import cv2
+
+    height, width = rgb.shape[:2]
+    even = np.ascontiguousarray(rgb[: height - height % 2, : width - width % 2])
+    planes = cv2.cvtColor(even, cv2.COLOR_RGB2YUV_I420)  # Y, then U, then V: one 4:2:0 frame
+    header = f"YUV4MPEG2 W{even.shape[1]} H{even.shape[0]} F10:1 Ip A1:1 C420jpeg\n".encode()
+    path.write_bytes(header + b"".join(b"FRAME\n" + planes.tobytes() for _ in range(frames)))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +167,51 @@ def test_people_enrolled_from_photos_are_recognised_in_the_page(page, facekd_hom
         # OpenCV runs YuNet at the photo's own size padded to 32 (256×256 here), the page at its
         # fixed 640×640: landmarks differ by a fraction of a pixel, embeddings by cos ≈ 0.987
         assert float(np.asarray(ours["embedding"]) @ (python / np.linalg.norm(python))) >= 0.97
+
+
+def _click_and_read(page, button: str, result: str) -> str:
+    """Click a camera button and wait for the page to write its outcome into ``#result``."""
+    page.evaluate("id => { document.getElementById(id).textContent = ''; }", result)
+    page.click(f"#{button}")
+    page.wait_for_function("id => document.getElementById(id).textContent.length > 0", arg=result, timeout=120_000)
+    return page.inner_text(f"#{result}")
+
+
+def test_people_enrolled_from_the_camera_are_recognised(launch, export_dir, facekd_home, tmp_path):
+    from facekd.web import make_server, serve_in_background
+    from training.data import load_rgb_file
+
+    people = sorted(p for p in (facekd_home / "data/lfw/raw_sample").iterdir() if len(list(p.glob("*.jpg"))) >= 2)
+    person, others = people[6], people[7:10]
+    photos = sorted(person.glob("*.jpg"))
+    video = write_y4m(tmp_path / "camera.y4m", load_rgb_file(photos[0]))
+    chromium = launch("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                      f"--use-file-for-fake-video-capture={video}")
+    server = make_server(export_dir, facekd_home / "models/yunet/yunet_2023mar_int8bq.onnx", port=0)
+    serve_in_background(server)
+    page = chromium.new_page()
+    try:
+        page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+        assert page.evaluate("window.facekd.ready") is True
+        for other in others:  # a gallery without the person in front of the camera
+            photo = data_url(sorted(other.glob("*.jpg"))[0])
+            assert page.evaluate("([n, u]) => window.facekd.enrolUrl(n, u)", [other.name, photo])["enrolled"]
+        unknown = _click_and_read(page, "identify-camera", "identify-result")
+        assert unknown.startswith("unknown (best "), unknown
+        assert page.evaluate("[document.getElementById('camera').videoWidth, document.getElementById('camera').hidden]") \
+            == [250, False]
+
+        assert _click_and_read(page, "enrol-camera", "enrol-result") == "a person needs a non-empty name"
+        page.fill("#name", person.name)
+        assert _click_and_read(page, "enrol-camera", "enrol-result") == f"enrolled {person.name}"
+        assert person.name in page.inner_text("#gallery")
+        # the camera template recognises the person's other photo, and the camera frame itself
+        result = page.evaluate("url => window.facekd.identifyUrl(url)", data_url(photos[1]))
+        assert result["matched"] and result["name"] == person.name, result
+        known = _click_and_read(page, "identify-camera", "identify-result")
+        assert known.startswith(f"{person.name} (cosine "), known
+        assert float(known.split("cosine ")[1].rstrip(")")) >= 0.99  # the same frame, decoded again
+        keep_screenshot(page, "web-camera.png")
+    finally:
+        page.close()
+        server.shutdown()

@@ -55,7 +55,19 @@ async function startCamera() {
   if (!video.srcObject) {
     video.srcObject = await navigator.mediaDevices.getUserMedia({ video: true });
     video.hidden = false;
-    await new Promise((resolve) => { video.onloadeddata = resolve; });
+  }
+  // Draw only a frame the video has presented: at "loadeddata" the stream was still paused and
+  // drawImage gave a black frame (Chromium), so play it and wait for the next frame shown.
+  await video.play();
+  if (video.requestVideoFrameCallback) await new Promise((resolve) => video.requestVideoFrameCallback(resolve));
+}
+
+/** Run a UI action and show its outcome, or its error (no camera, permission denied, no name). */
+async function act(element, action) {
+  try {
+    report(element, await action());
+  } catch (error) {
+    report(element, { reason: error.message || String(error) });
   }
 }
 
@@ -79,10 +91,10 @@ async function start() {
   const m = model.manifest;
   $("status").innerHTML = `${m.format}-${m.precision}, ${m.embedding_size}-d, threshold ${m.threshold.toFixed(4)}<br>`
     + `sha256 <span class="mono">${model.sha256}</span> ✓ matches the manifest`;
-  $("enrol-file").onchange = async (e) => report($("enrol-result"), await enrol($("name").value, await decodeImage(e.target.files[0])));
-  $("identify-file").onchange = async (e) => report($("identify-result"), await identify(await decodeImage(e.target.files[0])));
-  $("enrol-camera").onclick = async () => { await startCamera(); report($("enrol-result"), await enrol($("name").value, cameraFrame())); };
-  $("identify-camera").onclick = async () => { await startCamera(); report($("identify-result"), await identify(cameraFrame())); };
+  $("enrol-file").onchange = (e) => act($("enrol-result"), async () => enrol($("name").value, await decodeImage(e.target.files[0])));
+  $("identify-file").onchange = (e) => act($("identify-result"), async () => identify(await decodeImage(e.target.files[0])));
+  $("enrol-camera").onclick = () => act($("enrol-result"), async () => { await startCamera(); return enrol($("name").value, cameraFrame()); });
+  $("identify-camera").onclick = () => act($("identify-result"), async () => { await startCamera(); return identify(cameraFrame()); });
 }
 
 // For scripted checks (tests/test_web.py drives these in headless Chromium).
