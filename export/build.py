@@ -38,8 +38,9 @@ from .errors import ExportError, FormatUnavailable
 from .faces import FaceSet, evenly_spaced, image_name
 from .formats import FORMATS, FormatRow
 from .golden import write_golden
+from .host import cpu_features
 from .manifest import Manifest, artifact_size, sha256_artifact
-from .parity import DEFAULT_BARS, RUN_BATCH, ParityBar, ParityReference, embed, gate, measure_parity
+from .parity import DEFAULT_BARS, RUN_BATCH, GateResult, Parity, ParityBar, ParityReference, embed, gate, measure_parity
 
 if TYPE_CHECKING:
     from torch import nn
@@ -90,11 +91,18 @@ def available_formats() -> list[tuple[str, str, bool, str]]:
     listing = []
     for row in FORMATS.values():
         unavailable = row.unavailable_reason()
+        if unavailable and _source_here(row):
+            unavailable += f"; its source {row.source.file} is still made and parity-checked here"
         for precision, meaning in row.precisions.items():
             limit = row.validate_only()
             note = unavailable or (f"{meaning}; {limit}" if limit else meaning)
             listing.append((row.name, precision, unavailable is None, note))
     return listing
+
+
+def _source_here(row: FormatRow) -> bool:
+    """Whether the model ``row``'s converter builds from can be made and validated on this host."""
+    return row.source is not None and row.source.unavailable_reason() is None
 
 
 def split_format_requests(requests: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
@@ -140,7 +148,7 @@ def plan_jobs(config: ExportConfig) -> list[tuple[FormatRow, str, str | None]]:
     jobs = []
     for name in dict.fromkeys(names):
         row = FORMATS[name]
-        reason = row.unavailable_reason()
+        reason = None if _source_here(row) else row.unavailable_reason()  # with its source made here, the job runs
         if reason and explicit:
             raise ExportError(f"cannot export {name}: {reason}")
         jobs += [(row, precision, reason) for precision in precisions_of.get(name) or row.precisions]
@@ -232,6 +240,43 @@ class _Run:
         return self.parity_inputs[layout]
 
 
+def _parity(run: _Run, runner, path: Path, layout: str) -> Parity:
+    """Parity with PyTorch of ``path`` run by ``runner`` on the parity faces."""
+    runner.load(path, run.config.threads)
+    batch_size = min(RUN_BATCH, run.config.max_batch)  # bounded-batch formats accept up to max_batch
+    return measure_parity(embed(runner, run.inputs(layout), batch_size), run.reference)
+
+
+@dataclass
+class _SourceCheck:
+    """A format's source model (``FormatRow.source``) made beside the artifact and gated here."""
+
+    path: Path
+    io: ArtifactIO
+    parity: Parity
+    verdict: GateResult
+    facts: dict  # details.source of the manifest
+
+    def statement(self) -> str:
+        how, outcome = self.facts["checks"][0]["how"], "passed" if self.verdict.passed else "failed"
+        return f"its source {self.path.name} was made here and {outcome} parity ({how}): {self.verdict.statement}"
+
+
+def _check_source(run: _Run, row: FormatRow, precision: str, folder: Path) -> _SourceCheck:
+    """Make ``row``'s source in ``folder``, check its I/O, and measure its parity in every way its
+    format lists; the first gates it on the bar of ``precision``, the others are recorded."""
+    source = row.source
+    path = source.make(run.model, precision, run.calibration, folder / source.file,
+                       preprocess=run.preprocess, max_batch=run.config.max_batch)
+    io = source.inspect(path)
+    _check_io(io, run.preprocess.with_layout(row.layout).input_shape(None), run.model.embedding_size)
+    checks = [(how, _parity(run, runner(), path, row.layout)) for how, runner in source.checks(precision)]
+    verdict = gate(precision, checks[0][1], run.config.bars)
+    facts = {"file": path.name, "sha256": sha256_artifact(path), "size_bytes": artifact_size(path), "gate": verdict.statement,
+             "checks": [{"how": how, "parity": parity.to_dict()} for how, parity in checks], "cpu_isa": cpu_features()}
+    return _SourceCheck(path, io, checks[0][1], verdict, facts)
+
+
 def _export_one(run: _Run, row: FormatRow, precision: str) -> ExportRecord:
     job = f"{row.name}-{precision}"
     folder, rejected = run.out_dir / job, run.out_dir / REJECTED / job
@@ -241,11 +286,17 @@ def _export_one(run: _Run, row: FormatRow, precision: str) -> ExportRecord:
     folder.mkdir(parents=True)
     artifact = folder / f"model{row.suffix}"
     started = time.perf_counter()
+    source, not_built = None, None
     try:
-        row.convert(run.model, precision, run.calibration, artifact, preprocess=run.preprocess, max_batch=run.config.max_batch)
+        if row.source is not None:
+            source = _check_source(run, row, precision, folder)
+        if source is None or source.verdict.passed:
+            row.convert(run.model, precision, run.calibration, artifact, preprocess=run.preprocess, max_batch=run.config.max_batch)
     except FormatUnavailable as exc:
-        shutil.rmtree(folder)
-        return ExportRecord(row.name, precision, "unavailable", str(exc))
+        if source is None:
+            shutil.rmtree(folder)
+            return ExportRecord(row.name, precision, "unavailable", str(exc))
+        not_built = str(exc)  # the converter cannot run here; the source it would build from is kept, validated
     except Exception as exc:  # one format failing must not stop the others
         logger.warning("%s: conversion failed", job, exc_info=True)
         shutil.rmtree(folder)
@@ -254,22 +305,25 @@ def _export_one(run: _Run, row: FormatRow, precision: str) -> ExportRecord:
 
     io, parity = None, None
     layout_spec = run.preprocess.with_layout(row.layout)
-    try:
-        io = row.inspect(artifact)
-        _check_io(io, layout_spec.input_shape(None), run.model.embedding_size)
-        reason = row.validate_only()
-        if reason:
-            status = "validated-structure-only"
-        else:
-            runner = row.runner()
-            runner.load(artifact, run.config.threads)
-            batch_size = min(RUN_BATCH, run.config.max_batch)  # bounded-batch formats accept up to max_batch
-            parity = measure_parity(embed(runner, run.inputs(row.layout), batch_size), run.reference)
-            verdict = gate(precision, parity, run.config.bars)
-            status, reason = ("ok" if verdict.passed else "rejected"), verdict.statement
-    except Exception as exc:  # an artifact that cannot be read back or run is not presented as good
-        logger.warning("%s: validation failed", job, exc_info=True)
-        status, reason = "failed", _one_line(exc)
+    if source is not None and not artifact.exists():  # the manifest describes the source: rejected, or nothing built from it here
+        missing = f"{artifact.name} not built"
+        artifact, io, parity = source.path, source.io, source.parity
+        status = "unavailable" if source.verdict.passed else "rejected"
+        reason = f"{not_built}: {missing}; {source.statement()}" if not_built else f"{missing}: {source.statement()}"
+    else:
+        try:
+            io = row.inspect(artifact)
+            _check_io(io, layout_spec.input_shape(None), run.model.embedding_size)
+            reason = row.validate_only()
+            if reason:
+                status = "validated-structure-only"
+            else:
+                parity = _parity(run, row.runner(), artifact, row.layout)
+                verdict = gate(precision, parity, run.config.bars)
+                status, reason = ("ok" if verdict.passed else "rejected"), verdict.statement
+        except Exception as exc:  # an artifact that cannot be read back or run is not presented as good
+            logger.warning("%s: validation failed", job, exc_info=True)
+            status, reason = "failed", _one_line(exc)
 
     if status in ("rejected", "failed"):
         rejected.parent.mkdir(parents=True, exist_ok=True)
@@ -285,7 +339,9 @@ def _export_one(run: _Run, row: FormatRow, precision: str) -> ExportRecord:
         calibration=run.calibration.describe() if precision in row.calibrated else None,
         parity=None if parity is None else parity.to_dict(), converter_versions=row.versions(),
         quantization=row.precisions[precision], source=run.source,
-        details={**({} if io is None else io.details), "model": {**run.cost, "role": "student"}},
+        details={**({} if io is None else io.details), "model": {**run.cost, "role": "student"},
+                 **({} if source is None else {"source": source.facts if artifact.name == source.path.name
+                                               else {**source.facts, "details": source.io.details}})},
         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     manifest.save(folder / MANIFEST)

@@ -20,6 +20,42 @@ def _always_runnable() -> str | None:
     return None
 
 
+def _missing(modules: tuple[str, ...]) -> list[str]:
+    """Import names among ``modules`` that are not installed."""
+    missing = []
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(module)
+    return missing
+
+
+def _not_installed(missing: list[str], install_hint: str) -> str | None:
+    if not missing:
+        return None
+    return f"{' and '.join(DISPLAY_NAMES.get(module, module) for module in missing)} not installed ({install_hint})"
+
+
+@dataclass(frozen=True)
+class SourceModel:
+    """The portable model a format's converter builds from, made and parity-gated by export on
+    any host where ``requires`` are installed, even where the converter itself cannot run
+    (TensorRT engines are built from an ONNX written here). Kept beside the artifact as ``file``."""
+
+    file: str
+    make: Callable[..., Path]  # (model, precision, calibration, out_path, *, preprocess, max_batch) -> path
+    checks: Callable[[str], list[tuple[str, Callable[[], Runner]]]]  # precision -> [(how, runner)]; the first gates
+    inspect: Callable[[Path], ArtifactIO]
+    requires: tuple[str, ...]
+    install_hint: str
+
+    def unavailable_reason(self) -> str | None:
+        return _not_installed(_missing(self.requires), self.install_hint)
+
+
 @dataclass(frozen=True)
 class FormatRow:
     """One export format: how to convert to it, inspect it and run it, and where it runs."""
@@ -37,26 +73,15 @@ class FormatRow:
     runner: Callable[[], Runner]
     inspect: Callable[[Path], ArtifactIO]
     validate_only: Callable[[], str | None] = _always_runnable  # reason this host cannot run it, else None
+    source: SourceModel | None = None  # what the converter builds from, made and validated even where it cannot run
 
     def missing(self) -> list[str]:
         """Import names of ``requires`` that are not installed."""
-        missing = []
-        for module in self.requires:
-            try:
-                found = importlib.util.find_spec(module) is not None
-            except (ImportError, ValueError):
-                found = False
-            if not found:
-                missing.append(module)
-        return missing
+        return _missing(self.requires)
 
     def unavailable_reason(self) -> str | None:
         """None when this format can be converted here, else a one-line reason with the fix."""
-        missing = self.missing()
-        if not missing:
-            return None
-        names = " and ".join(DISPLAY_NAMES.get(module, module) for module in missing)
-        return f"{names} not installed ({self.install_hint})"
+        return _not_installed(self.missing(), self.install_hint)
 
     def versions(self) -> dict[str, str]:
         return package_versions(self.distributions)
@@ -127,12 +152,17 @@ FORMATS: dict[str, FormatRow] = {
         FormatRow(
             name="tensorrt", suffix=".engine",
             precisions={
-                "fp16": "engine from the fp32 ONNX with FP16 enabled",
-                "int8": "engine from the onnx-int8 QDQ model (explicit quantisation)",
+                "fp16": "strongly typed engine from an fp16 ONNX (ModelOpt AutoCast: fp16 weights and compute, fp32 I/O)",
+                "int8": "strongly typed engine from a QDQ ONNX: per-channel full-range int8 weights, int8 activations",
             },
             requires=("tensorrt", "cuda"), install_hint=tensorrt_format.INSTALL_HINT, host="CUDA+TensorRT",
-            layout="NCHW", distributions=("torch", "onnx", "onnxruntime", "tensorrt", "cuda-python"),
-            calibrated=("int8",), convert=tensorrt_format.convert, runner=tensorrt_format.TensorRTRunner, inspect=tensorrt_format.inspect,
+            layout="NCHW", distributions=("torch", "onnx", "onnxruntime", "nvidia-modelopt", "tensorrt", "cuda-python"),
+            calibrated=("fp16", "int8"), convert=tensorrt_format.convert, runner=tensorrt_format.TensorRTRunner,
+            inspect=tensorrt_format.inspect, source=SourceModel(
+                file=tensorrt_format.SOURCE_ONNX, make=tensorrt_format.make_source, checks=tensorrt_format.source_checks,
+                inspect=onnx_format.inspect, requires=("onnx", "onnxscript", "onnxruntime"),
+                install_hint="pip install onnx onnxscript onnxruntime",
+            ),
         ),
     )
 }

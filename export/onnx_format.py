@@ -13,6 +13,10 @@ build an explicitly quantised engine from the same file (onnxruntime still fuses
 QLinearConv and computes int32 biases itself). ``reduce_range=True`` (7-bit weights) is
 required on CPUs with AVX2 but no VNNI: there the int16 sums of u8×s8 products saturate; on a
 partly trained MobileFaceNet the worst cosine to PyTorch was 0.967 without it and 0.993 with it.
+That is a workaround for those CPUs, not a property of int8: ``quantize_int8(reduce_range=False)``
+makes full-range weights for targets whose int8 products sum without saturating (TensorRT's
+engine source, see tensorrt_format), and chooses its calibration by the QDQ arithmetic itself
+(graph optimisations off: Q/DQ, then float Conv), not by this CPU's int8 kernels.
 """
 from __future__ import annotations
 
@@ -43,6 +47,8 @@ QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 CALIBRATION_METHODS = ("MinMax", "Percentile")  # onnxruntime CalibrationMethod names; Entropy measured no better than MinMax
 INT8_METADATA = "facekd.int8"  # metadata_props key: how the int8 model was chosen (json)
+FP16_METADATA = "facekd.fp16"  # metadata_props key: how the fp16 model was made (json; tensorrt_format)
+METADATA_DETAILS = {INT8_METADATA: "int8_calibration", FP16_METADATA: "fp16_conversion"}  # key -> inspect's details name
 
 
 def export_fp32(model: "nn.Module", out_path: Path, preprocess: "PreprocessSpec") -> Path:
@@ -80,11 +86,10 @@ class _FaceBatches:
         return next(self._batches, None)
 
 
-def _embed(path: Path, inputs: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {INPUT_NAME: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
+def _embed(path: Path, inputs: np.ndarray, optimize: bool = True) -> np.ndarray:
+    runner = OnnxRuntimeRunner(optimize=optimize)
+    runner.load(path)
+    return runner.run(inputs)
 
 
 def worst_cosine(outputs: np.ndarray, reference: np.ndarray) -> float:
@@ -94,12 +99,14 @@ def worst_cosine(outputs: np.ndarray, reference: np.ndarray) -> float:
     return float(np.min(np.sum(outputs * reference, axis=1) / np.maximum(norms, 1e-12)))
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, calibration_inputs: np.ndarray) -> Path:
+def quantize_int8(fp32_path: Path, out_path: Path, calibration_inputs: np.ndarray, *, reduce_range: bool = True) -> Path:
     """Static QDQ INT8 of an fp32 ONNX, calibrated on NCHW float inputs (see module docstring).
 
     Each of ``CALIBRATION_METHODS`` quantises the model; the one with the higher worst cosine to
     fp32 on the calibration faces is kept, and what each measured is stored in the file's
-    metadata (``facekd.int8``), read back by ``inspect``.
+    metadata (``facekd.int8``), read back by ``inspect``. ``reduce_range``: 7-bit weights for
+    x86 CPUs without VNNI, measured with this CPU's int8 kernels; False: full-range int8 weights,
+    measured on the QDQ arithmetic (independent of this CPU).
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -111,15 +118,16 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration_inputs: np.ndarra
             paths[method] = Path(scratch) / f"{method}.onnx"
             quantize_static(
                 str(fp32_path), str(paths[method]), _FaceBatches(calibration_inputs), quant_format=QuantFormat.QDQ,
-                per_channel=True, reduce_range=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                per_channel=True, reduce_range=reduce_range, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod[method],
                 extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
             )
-            worst_by_method[method] = worst_cosine(_embed(paths[method], calibration_inputs), reference)
+            outputs = _embed(paths[method], calibration_inputs, optimize=reduce_range)
+            worst_by_method[method] = worst_cosine(outputs, reference)
         method = max(worst_by_method, key=worst_by_method.get)
         quantised = onnx.load(str(paths[method]))
         facts = {"calibration_method": method, "calibration_faces": len(calibration_inputs),
-                 "worst_cos_on_calibration_by_method": worst_by_method}
+                 "worst_cos_on_calibration_by_method": worst_by_method, "reduce_range": reduce_range}
         onnx.helper.set_model_props(quantised, {INT8_METADATA: json.dumps(facts)})
         with atomic_path(out_path) as tmp:
             onnx.save(quantised, str(tmp))
@@ -141,14 +149,19 @@ def _dims(value_info) -> list:
     return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
 
 
-def _dtype(value_info) -> str:
+def _type_name(elem_type: int) -> str:
     import onnx
 
-    return onnx.helper.tensor_dtype_to_np_dtype(value_info.type.tensor_type.elem_type).name
+    return onnx.helper.tensor_dtype_to_np_dtype(elem_type).name
+
+
+def _dtype(value_info) -> str:
+    return _type_name(value_info.type.tensor_type.elem_type)
 
 
 def qdq_summary(graph) -> dict:
-    """Q/DQ node count and whether every Q/DQ is int8 with a zero zero point (what TensorRT's explicit quantisation parses)."""
+    """Q/DQ node count, whether every Q/DQ is int8 with a zero zero point (what TensorRT's explicit
+    quantisation parses), and the largest |q| of the int8 weights (127: full range; 63/64: reduce_range)."""
     import onnx
 
     initializers = {init.name: init for init in graph.initializer}
@@ -157,7 +170,11 @@ def qdq_summary(graph) -> dict:
     symmetric = bool(nodes) and len(zero_points) == len(nodes) and all(
         zp.data_type == onnx.TensorProto.INT8 and not onnx.numpy_helper.to_array(zp).any() for zp in zero_points
     )
-    return {"qdq_nodes": len(nodes), "tensorrt_explicit_quantization": symmetric}
+    weights = [initializers[node.input[0]] for node in nodes
+               if node.op_type == "DequantizeLinear" and node.input[0] in initializers]
+    weight_max = max((int(np.abs(onnx.numpy_helper.to_array(w).astype(np.int32)).max()) for w in weights
+                      if w.data_type == onnx.TensorProto.INT8 and w.dims), default=None)
+    return {"qdq_nodes": len(nodes), "tensorrt_explicit_quantization": symmetric, "int8_weight_max_abs": weight_max}
 
 
 def inspect(path: Path) -> ArtifactIO:
@@ -169,15 +186,15 @@ def inspect(path: Path) -> ArtifactIO:
     details = {
         "opset": max(op.version for op in model.opset_import if op.domain in ("", "ai.onnx")),
         "op_census": dict(Counter(node.op_type for node in graph.node)),
+        "initializer_types": dict(Counter(_type_name(init.data_type) for init in graph.initializer)),
     }
     if any(node.op_type in QDQ_OPS for node in graph.node):
         details.update(qdq_summary(graph))
         dequantised = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
         details["float_layers"] = [node.name for node in graph.node
                                    if node.op_type in WEIGHTED_OPS and node.input[1] not in dequantised]
-        props = {prop.key: prop.value for prop in model.metadata_props}
-        if INT8_METADATA in props:
-            details["int8_calibration"] = json.loads(props[INT8_METADATA])
+    props = {prop.key: prop.value for prop in model.metadata_props}
+    details.update({name: json.loads(props[key]) for key, name in METADATA_DETAILS.items() if key in props})
     return ArtifactIO(
         input_name=graph.input[0].name, input_shape=_dims(graph.input[0]), input_dtype=_dtype(graph.input[0]),
         output_name=graph.output[0].name, output_shape=_dims(graph.output[0]), output_dtype=_dtype(graph.output[0]),
@@ -186,12 +203,22 @@ def inspect(path: Path) -> ArtifactIO:
 
 
 class OnnxRuntimeRunner(Runner):
+    """onnxruntime on the CPU. ``optimize=False`` turns graph optimisations off, so a QDQ model runs
+    as written (QuantizeLinear/DequantizeLinear, then float Conv/Gemm) instead of fused into this
+    CPU's int8 kernels: the quantised arithmetic itself, as int8 products summed in int32 give it
+    on any hardware that does not saturate, whatever this CPU's ISA."""
+
     PROVIDER = "CPUExecutionProvider"
 
-    def __init__(self) -> None:
+    def __init__(self, optimize: bool = True) -> None:
         self._session = None
         self._input_name = ""
         self._threads: int | None = None
+        self._optimize = optimize
+
+    def providers(self) -> list:
+        """Execution providers to ask for, in order of preference (accelerated runners add theirs)."""
+        return [self.PROVIDER]
 
     def load(self, path: str | Path, threads: int | None = None) -> None:
         import onnxruntime as ort
@@ -200,8 +227,10 @@ class OnnxRuntimeRunner(Runner):
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        if not self._optimize:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         self._threads = threads
-        self._session = ort.InferenceSession(str(path), options, providers=[self.PROVIDER])
+        self._session = ort.InferenceSession(str(path), options, providers=self.providers())
         self._input_name = self._session.get_inputs()[0].name
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -210,4 +239,5 @@ class OnnxRuntimeRunner(Runner):
     def info(self) -> dict:
         import onnxruntime as ort
 
-        return {"runtime": "onnxruntime", "version": ort.__version__, "provider": self.PROVIDER, "threads": self._threads}
+        info = {"runtime": "onnxruntime", "version": ort.__version__, "provider": self.PROVIDER, "threads": self._threads}
+        return info if self._optimize else {**info, "graph_optimizations": "off (QDQ run as written)"}

@@ -42,7 +42,7 @@ from training.pairs import VerificationPairs, read_verification_set
 from training.preprocess import PreprocessSpec
 from training.verification import VerificationResult, evaluate_scores, l2_normalise, pair_scores
 
-from .accelerated import ACCELERATED_RUNTIMES
+from .accelerated import ACCELERATED_RUNTIMES, runtime_options
 from .client import WorkerClient, WorkerDied, WorkerError
 from .latency import TimingPlan, disturbance, summarize
 from .results import BenchResult, ResultSchemaError, Row, load_result, save_result
@@ -416,7 +416,8 @@ class _Bench:
         for name in self.accelerators:
             fmt, runner = ACCELERATED_RUNTIMES[name]
             if fmt == artifact.format:
-                runtimes.append(RuntimeSpec(name, [fmt], runner=runner, python_executable=python))
+                runtimes.append(RuntimeSpec(name, [fmt], runner=runner, python_executable=python,
+                                            options=runtime_options(name, artifact.precision)))
         runtimes += [r for r in self.config.runtimes if {artifact.format, artifact.name} & set(r.formats)]
         return runtimes
 

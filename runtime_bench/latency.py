@@ -28,6 +28,8 @@ import time
 from dataclasses import asdict, dataclass, fields
 from typing import Callable, Sequence
 
+from export.host import cpu_features  # noqa: F401  (re-exported: targets and tests read it here)
+
 LOAD_PER_CORE_LIMIT = 0.5
 OTHER_CORES_LIMIT = 0.25
 TAIL_RATIO_LIMIT = 2.0
@@ -226,29 +228,6 @@ def cpu_model() -> str:
         except (OSError, subprocess.SubprocessError):
             pass
     return platform.processor() or platform.machine()
-
-
-# CPU features that decide which kernels a runtime picks (int8 dot products above all).
-KERNEL_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16",
-                   "asimd", "asimddp", "i8mm", "sve", "sme")
-FEATURE_NAMES = {"asimd": "neon", "asimddp": "dotprod"}
-
-
-def cpu_features(cpuinfo: str | None = None) -> list[str] | None:
-    """The kernel-deciding features of this CPU (``/proc/cpuinfo`` ``flags`` on x86, ``Features``
-    on Arm), e.g. ``["avx2", "fma", "avx512f", "avx512_vnni"]``; None where they cannot be read."""
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-                cpuinfo = handle.read()
-        except OSError:
-            return None
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            present = set(value.split())
-            return [FEATURE_NAMES.get(f, f) for f in KERNEL_FEATURES if f in present]
-    return None
 
 
 def host_info() -> dict:

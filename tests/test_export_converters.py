@@ -92,6 +92,7 @@ def test_onnx_int8_stays_close_and_suits_tensorrt(checkpoint, real_faces, tmp_pa
     manifest = Manifest.load(tmp_path / "onnx-int8" / "manifest.json")
     assert manifest.calibration["count"] == 8 and len(manifest.calibration["id"]) == 64
     assert manifest.details["qdq_nodes"] > 0 and manifest.details["tensorrt_explicit_quantization"] is True
+    assert manifest.details["int8_weight_max_abs"] <= 64 and manifest.details["int8_calibration"]["reduce_range"] is True
     assert manifest.input["shape"] == [None, 3, 112, 112]
     fp32_size = sum(p.numel() for p in torch.load(checkpoint, weights_only=True)["model"].values()) * 4
     assert record.size_bytes < 0.6 * fp32_size
