@@ -16,6 +16,7 @@ from training.io import atomic_write_json, sha256_file, sha256_text
 
 from .config import RunConfig, config_digest, save_config, to_dict
 from .stages import bench_export, ensure_teacher_cache, ensure_view_cache, export_student, train_student
+from training.config import READING_ONLY_DATA_KEYS
 from training.trainer import open_training_data
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ def run_demo(cfg: RunConfig, out: Path, config_path: str | None = None, progress
     timings["teacher cache"] = time.perf_counter() - started
 
     training = {k: to_dict(getattr(cfg, k)) for k in ("data", "teacher", "student", "loss", "optim", "train")}
+    for key in READING_ONLY_DATA_KEYS:  # the same run whether its faces are preloaded or streamed
+        training["data"].pop(key)
     train_dir = out / f"train-{_digest(training, cache.key, *([views.key] if views else []))}"
     started = _announce(1, str(train_dir))
     student = train_dir / "student.pt"

@@ -83,21 +83,22 @@ def write_toy_bin(path: Path, faces_root: Path, count: int = 20) -> Path:
     return Path(path)
 
 
-def torchrun_command(processes: int, *argv: str) -> list[str]:
-    """``torchrun --nproc_per_node=processes -m facekd.cli --quiet argv…`` on a free local port (CPU: gloo)."""
+def torchrun_command(processes: int, *argv: str, module: str = "facekd.cli") -> list[str]:
+    """``torchrun --nproc_per_node=processes -m facekd.cli --quiet argv…`` on a free local port (CPU: gloo);
+    ``module``: another entry point taking the CLI's arguments (a test's probe around it)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--master_addr=127.0.0.1",
-            f"--master_port={port}", "-m", "facekd.cli", "--quiet", *map(str, argv)]
+            f"--master_port={port}", "-m", module, "--quiet", *map(str, argv)]
 
 
-def run_torchrun(*argv, timeout: float = 300):
+def run_torchrun(*argv, timeout: float = 300, module: str = "facekd.cli"):
     """``facekd argv…`` in two torchrun processes (one intra-op thread each); asserts it succeeded."""
     import subprocess
 
-    done = subprocess.run(torchrun_command(2, *argv), cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(torchrun_command(2, *argv, module=module), cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 

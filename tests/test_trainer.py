@@ -116,11 +116,11 @@ def test_crash_mid_epoch_resumes_to_identical_weights(tiny_faces, tiny_teacher, 
 
     real_step, calls = Trainer._step, {"n": 0}
 
-    def crashing_step(self, indices):
+    def crashing_step(self, indices, images=None):
         calls["n"] += 1
         if calls["n"] == 6:  # 24 images / (3 identities × 2) = 4 steps per epoch: mid second epoch
             raise RuntimeError("simulated kill")
-        return real_step(self, indices)
+        return real_step(self, indices, images)
 
     monkeypatch.setattr(Trainer, "_step", crashing_step)
     with pytest.raises(RuntimeError, match="simulated kill"):

@@ -20,22 +20,24 @@ from .views import ViewSpec, make_view
 
 
 class OnlineTeacher:
-    """``prefetch(step, indices)`` starts a batch; ``take(step, indices)`` returns it (views, teacher, labels)."""
+    """``prefetch(step, indices, faces)`` starts a batch; ``take(step, indices, faces)`` returns it
+    (views, teacher, labels). ``faces`` are the batch's decoded images, uint8 [B,S,S,3]."""
 
-    def __init__(self, teacher: Teacher, images: torch.Tensor, labels: torch.Tensor, spec: ViewSpec,
-                 mixup: float = 0.0, seed: int = 0):
+    def __init__(self, teacher: Teacher, labels: torch.Tensor, spec: ViewSpec, mixup: float = 0.0, seed: int = 0):
         if not 0.0 <= mixup <= 1.0:
             raise ValueError(f"teacher.mixup is a probability in [0, 1], got {mixup}")
-        self.teacher, self.images, self.labels = teacher, images, labels
+        self.teacher, self.labels = teacher, labels
         self.spec, self.mixup, self.seed = spec, mixup, seed
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="online-teacher")
         self.pending: dict[int, Future] = {}
 
-    def make_batch(self, step: int, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def make_batch(self, step: int, indices: list[int],
+                   faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """uint8 views [B,S,S,3], teacher embeddings [B,D], labels [B] of batch ``step`` (deterministic)."""
         rng = np.random.default_rng([self.seed, step])
         view_ids = rng.integers(1, 2**31 - 1, size=len(indices))
-        views = np.stack([make_view(self.images[i].numpy(), self.spec, i, int(v)) for i, v in zip(indices, view_ids)])
+        views = np.stack([make_view(face.numpy(), self.spec, i, int(v))
+                          for face, i, v in zip(faces, indices, view_ids)])
         labels = self.labels[torch.as_tensor(indices, dtype=torch.long)].clone()
         if self.mixup > 0 and rng.random() < self.mixup:
             lam = rng.random()
@@ -45,12 +47,13 @@ class OnlineTeacher:
         embeddings = self.teacher.embed(views)
         return torch.from_numpy(views), torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32)), labels
 
-    def prefetch(self, step: int, indices: list[int]) -> None:
+    def prefetch(self, step: int, indices: list[int], faces: torch.Tensor) -> None:
         if step not in self.pending:
-            self.pending[step] = self.pool.submit(self.make_batch, step, list(indices))
+            self.pending[step] = self.pool.submit(self.make_batch, step, list(indices), faces)
 
-    def take(self, step: int, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        self.prefetch(step, indices)
+    def take(self, step: int, indices: list[int],
+             faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self.prefetch(step, indices, faces)
         return self.pending.pop(step).result()
 
     def close(self) -> None:

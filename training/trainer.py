@@ -1,5 +1,6 @@
 """Distillation trainer: student + loss suite on teacher embeddings.
 
+Faces come decoded from RAM or streamed a few batches ahead (`training.images`, `data.preload`).
 In cached mode (default) the teacher never runs here: its embeddings come from the teacher
 cache — of each image and its mirror, or, with a view cache, of V augmented views per image,
 one drawn per image per step and re-created pixel for pixel (`training.views`). In online mode
@@ -28,9 +29,10 @@ from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint, student_state
 from . import distributed
-from .config import TrainingSection
+from .config import READING_ONLY_DATA_KEYS, TrainingSection
 from .data import UNLABELLED, FaceFolder, read_identity_list
 from .evaluate import evaluate, student_embed_fn
+from .images import open_images
 from .io import atomic_write_json, remove_stale_temp_files, sha256_file, sha256_text
 from .losses import LossInputs, LossSuite
 from .models.derived import DERIVED_NAME, ConversionError, convert_teacher, derive_student
@@ -85,14 +87,6 @@ def normalise_batch(images: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
         x = x.flip(-1)
     x = (x - torch.tensor(spec.mean)) / torch.tensor(spec.std)
     return x.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-
-
-def preload_images(folder: FaceFolder, spec: PreprocessSpec, progress: bool) -> torch.Tensor:
-    """Decode every training image once into one uint8 tensor [N,S,S,3] (RAM: N·S²·3 bytes)."""
-    out = torch.empty((len(folder), spec.size, spec.size, 3), dtype=torch.uint8)
-    for i in tqdm(range(len(folder)), desc="load images", unit="img", disable=not progress, leave=False):
-        out[i] = torch.from_numpy(spec.resize_rgb(folder.load_rgb(i)))
-    return out
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str,
@@ -166,6 +160,8 @@ def pick_device(name: str) -> torch.device:
 
 def _fingerprint(cfg: TrainingSection) -> str:
     parts = {k: asdict(getattr(cfg, k)) for k in ("data", "student", "loss", "optim")}
+    for key in READING_ONLY_DATA_KEYS:  # a run started streaming may resume preloading
+        parts["data"].pop(key)
     parts["train"] = {k: v for k, v in asdict(cfg.train).items() if k not in ("log_every", "threads", "eval_every")}
     return sha256_text(repr(sorted((k, repr(v)) for k, v in parts.items())))
 
@@ -239,7 +235,8 @@ class Trainer:
         if len(self.teacher) != len(folder):
             raise TrainingError("teacher cache and dataset differ in size: rebuild it with `facekd cache-teacher`")
         self.student, self.spec = make_student(cfg)
-        self.images = preload_images(folder, self.spec, progress and self.dist.main)
+        self.images = open_images(folder, self.spec, cfg.data.preload, cfg.data.loader_workers,
+                                  progress and self.dist.main)
         self.val_pairs = load_val_pairs(cfg)
         if self.val_pairs is None and self.dist.main:
             log.warning("no validation pairs (data.val_pairs is not set): training reports no accuracy "
@@ -262,7 +259,7 @@ class Trainer:
         self.online = None
         if cfg.teacher.mode == "online":
             teacher = load_teacher(cfg.teacher.path, cfg.teacher.preprocess, threads=cfg.teacher.online_threads)
-            self.online = OnlineTeacher(teacher, self.images, self.labels, cfg.teacher.view_spec,
+            self.online = OnlineTeacher(teacher, self.labels, cfg.teacher.view_spec,
                                         cfg.teacher.mixup, seed=cfg.train.seed * 1_000_003 + self.dist.rank)
         elif cfg.teacher.mode != "cached":
             raise TrainingError(f"teacher.mode must be cached or online, got {cfg.teacher.mode!r}")
@@ -369,19 +366,21 @@ class Trainer:
                                     f"({tuple(s_map.shape)} vs {tuple(t_map.shape)})")
         return teacher, taps, [(s.shape[1], t.shape[1]) for s, t in zip(student_maps, teacher_maps)]
 
-    def _batch(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+    def _batch(self, indices: list[int], images: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """The step's inputs from its faces (uint8 [B,S,S,3], decoded here when not given)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
         gen = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + self.global_step)
         labels = self.labels[idx]
+        if images is None:
+            images = self.images.gather(indices)
         if self.online is not None:
-            images, teacher, labels = self.online.take(self.global_step, indices)
+            images, teacher, labels = self.online.take(self.global_step, indices, images)
         elif self.view_teacher is not None:
             view_ids = torch.randint(0, self.view_teacher.shape[1], (len(idx),), generator=gen)
             images = torch.from_numpy(np.stack([
-                make_view(self.images[i].numpy(), self.views.spec, int(i), int(v)) for i, v in zip(idx, view_ids)]))
+                make_view(face.numpy(), self.views.spec, int(i), int(v)) for face, i, v in zip(images, idx, view_ids)]))
             teacher = self.view_teacher[idx, view_ids]
         else:
-            images = self.images[idx]
             teacher = self.teacher[idx]
             if self.teacher_flipped is not None and self.cfg.data.flip_prob > 0:
                 flip = torch.rand(len(idx), generator=gen) < self.cfg.data.flip_prob
@@ -399,13 +398,13 @@ class Trainer:
                 teacher_maps = self.hint_teacher.maps_at(x, self.net.hint_taps)
         return x, labels.to(self.device), teacher, queue, queue_labels, teacher_maps
 
-    def _step(self, indices: list[int]) -> dict[str, float]:
+    def _step(self, indices: list[int], images: torch.Tensor | None = None) -> dict[str, float]:
         cfg = self.cfg
         factor = lr_factor(self.global_step, self.total_steps, self.warmup_steps, cfg.optim.schedule,
                            cfg.optim.step_milestones, cfg.optim.step_gamma)
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.optim.lr * factor
-        batch = self._batch(indices)
+        batch = self._batch(indices, images)
         use_amp = cfg.train.amp and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
             total, terms = self.ddp(*batch)
@@ -451,11 +450,15 @@ class Trainer:
         bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, unit="step",
                    desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}", disable=not (self.progress and self.dist.main))
         self.net.train()
+        # this rank's faces of the rest of the epoch, one batch held ahead for the online teacher
+        faces = self.images.batches(batches[self.step_in_epoch:])
+        upcoming = next(faces, None)
         for position, indices in enumerate(batches[self.step_in_epoch:], start=self.step_in_epoch):
-            if self.online is not None and position + 1 < len(batches):
-                self.online.prefetch(self.global_step + 1, batches[position + 1])
+            images, upcoming = upcoming, next(faces, None)
+            if self.online is not None and upcoming is not None:
+                self.online.prefetch(self.global_step + 1, batches[position + 1], upcoming)
             started = time.perf_counter()
-            values = self._step(indices)
+            values = self._step(indices, images)
             self.step_times.append(time.perf_counter() - started)
             self.step_in_epoch += 1
             self.global_step += 1
