@@ -77,7 +77,7 @@ def test_faces_labels_and_random_access(recordio_faces, tiny_faces):
 
 def test_corrupt_record_is_named(recordio_faces):
     reader = RecordIOReader(recordio_faces / "train.rec", recordio_faces / "train.idx")
-    offset = reader.offsets[5]
+    offset = reader.offset(5)
     data = bytearray((recordio_faces / "train.rec").read_bytes())
     data[offset : offset + 4] = b"\0\0\0\0"
     (recordio_faces / "train.rec").write_bytes(bytes(data))
@@ -91,7 +91,7 @@ def test_truncated_file_is_named(recordio_faces):
     rec = recordio_faces / "train.rec"
     data = rec.read_bytes()
     reader = RecordIOReader(rec, recordio_faces / "train.idx")
-    rec.write_bytes(data[: reader.offsets[10] + 20])  # ends inside record 10
+    rec.write_bytes(data[: reader.offset(10) + 20])  # ends inside record 10
     with pytest.raises(RecordIOError, match="lies beyond the end of .*train.rec .*truncated"):
         RecordIOFaces(recordio_faces)
     with pytest.raises(RecordIOError, match="record 10 .*ends .* bytes into the record: it is truncated"):

@@ -266,3 +266,31 @@ def test_feature_hints_train_a_derived_student_and_refuse_other_students(tiny_fa
     plain = tiny_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, "loss.hint=1.0")
     with pytest.raises(TrainingError, match="loss.hint needs student.family=teacher_derived"):
         Trainer(plain, tmp_path / "run2", ensure_teacher_cache(plain, folder, False), folder, progress=False)
+
+
+@pytest.mark.parametrize("views", [0, 2])
+def test_a_teacher_cache_over_the_budget_is_read_in_place_to_the_same_weights(views, tiny_faces, tiny_teacher,
+                                                                              tiny_pairs, tmp_path, monkeypatch):
+    """Flips, the relation queue, class centres (logit_kd) and views read from the cache's memory maps
+    when the embeddings exceed data.preload's budget, and train to the weights of the RAM copy."""
+    import training.images
+    from facekd.stages import ensure_view_cache
+
+    cfg = tiny_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, "train.epochs=1", "train.max_steps_per_epoch=2",
+                      "loss.logit_kd=1.0", f"teacher.views={views}", "data.loader_workers=0", "data.val_pairs=")
+    folder = open_training_data(cfg)
+    cache, view_cache = ensure_teacher_cache(cfg, folder, False), ensure_view_cache(cfg, folder, False)
+
+    def trained(name: str):
+        trainer = Trainer(cfg, tmp_path / name, cache, folder, progress=False, views=view_cache)
+        rows = [r.array for r in (trainer.teacher, trainer.teacher_flipped, trainer.view_teacher) if r is not None]
+        assert len(rows) == (3 if views else 2)
+        return rows, load_checkpoint(trainer.run().student_path)["model"]
+
+    copied, want = trained("copied")
+    assert all(a.flags.owndata and not isinstance(a, np.memmap) for a in copied)
+    monkeypatch.setattr(training.images, "PRELOAD_BUDGET_BYTES", 1024)  # below the cache's 3 kB (and the faces')
+    mapped, got = trained("mapped")
+    assert all(isinstance(a, np.memmap) and not a.flags.owndata for a in mapped)
+    for name in want:
+        assert torch.equal(got[name], want[name]), name

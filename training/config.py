@@ -30,7 +30,10 @@ class DataConfig:
     # Training images: true = decode every face once into RAM (N·S²·3 bytes, on every rank); false =
     # stream: decode only this rank's batches, a few ahead, in `loader_workers` processes; auto =
     # preload when the decoded set is at most 2 GiB (≈ 57 k faces at 112², LFW's 7.9 k = 0.3 GB),
-    # else stream (MS1MV3: 5.1 M faces ≈ 190 GB). Both give the same weights.
+    # else stream (MS1MV3: 5.1 M faces ≈ 190 GB). Both give the same weights. The teacher embeddings
+    # follow the same setting: true = copied into RAM, false = read from the cache's memory maps per
+    # batch, auto = copied when they fit the 2 GiB budget (all arrays together: N·D·4 bytes, ×2 with
+    # mirrors, + N·V·D·4 with views).
     preload: bool | str = "auto"
     loader_workers: int = 2           # streaming: decoding processes (0 = decode in the training process)
 

@@ -13,7 +13,8 @@ same weights.
   ``2 × workers`` of them.
 
 `data.preload: auto` preloads when the decoded set is at most `PRELOAD_BUDGET_BYTES` (2 GiB),
-else streams.
+else streams. The trainer applies the same rule (`fits_in_memory`) to the teacher embeddings: a RAM
+copy when true, or on auto when they fit the budget; else rows read from the cache's memory maps.
 """
 from __future__ import annotations
 
@@ -50,11 +51,17 @@ def decoded_bytes(count: int, size: int) -> int:
     return count * size * size * 3
 
 
+def fits_in_memory(setting: bool | str, nbytes: int) -> bool:
+    """data.preload for something of ``nbytes``: true/false as given; auto = hold it in RAM when it
+    fits the budget (the training faces; the trainer's teacher embeddings, `training.trainer`)."""
+    if setting == "auto":
+        return nbytes <= PRELOAD_BUDGET_BYTES
+    return bool(setting)
+
+
 def should_preload(setting: bool | str, count: int, size: int) -> bool:
     """data.preload: true/false as given; auto = preload when the decoded set fits the budget."""
-    if setting == "auto":
-        return decoded_bytes(count, size) <= PRELOAD_BUDGET_BYTES
-    return bool(setting)
+    return fits_in_memory(setting, decoded_bytes(count, size))
 
 
 class PreloadedImages:

@@ -32,7 +32,7 @@ from . import distributed
 from .config import READING_ONLY_DATA_KEYS, TrainingSection
 from .data import UNLABELLED, FaceFolder, read_identity_list
 from .evaluate import evaluate, student_embed_fn
-from .images import open_images
+from .images import fits_in_memory, open_images
 from .io import atomic_write_json, remove_stale_temp_files, sha256_file, sha256_text
 from .losses import LossInputs, LossSuite
 from .models.derived import DERIVED_NAME, ConversionError, convert_teacher, derive_student
@@ -188,9 +188,32 @@ def open_training_data(cfg: TrainingSection) -> FaceFolder | RecordIOFaces:
                       unlabelled=cfg.data.unlabelled)
 
 
-def class_centres(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """L2-normalised mean teacher embedding of each class: [C, Dt]."""
-    sums = torch.zeros(num_classes, embeddings.shape[1]).index_add_(0, labels, embeddings)
+class TeacherRows:
+    """Teacher embeddings [N, ...] of the training set (a cache's memory-mapped array), handed out
+    as float32 tensors row by row: indexed in place per batch (the page cache, shared by every rank
+    and worker, holds them), or from a private RAM copy made at start when ``copy``."""
+
+    def __init__(self, array: np.ndarray, copy: bool):
+        self.array = np.array(array, dtype=np.float32) if copy else array
+        self.shape = self.array.shape
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, index) -> torch.Tensor:
+        """Rows ``index`` (index arrays or tensors, or a tuple of them: numpy advanced indexing)."""
+        index = tuple(map(np.asarray, index)) if isinstance(index, tuple) else np.asarray(index)
+        return torch.from_numpy(np.asarray(self.array[index], dtype=np.float32))
+
+
+def class_centres(embeddings: TeacherRows, rows: np.ndarray, labels: torch.Tensor, num_classes: int,
+                  chunk: int = 1 << 16) -> torch.Tensor:
+    """L2-normalised mean teacher embedding of each class over images ``rows`` ([C, Dt]), read
+    ``chunk`` rows at a time (``labels`` per image of the set)."""
+    sums = torch.zeros(num_classes, embeddings.shape[1])
+    for start in range(0, len(rows), chunk):
+        part = torch.from_numpy(np.asarray(rows[start : start + chunk], dtype=np.int64))
+        sums.index_add_(0, labels[part], embeddings[part])
     return nn.functional.normalize(sums, dim=1)
 
 
@@ -229,9 +252,13 @@ class Trainer:
             remove_stale_temp_files(self.run_dir)
         self.folder = folder
         self.labels = torch.from_numpy(np.asarray(folder.labels, dtype=np.int64))
-        self.teacher = torch.from_numpy(np.array(cache.embeddings, dtype=np.float32))
-        self.teacher_flipped = (torch.from_numpy(np.array(cache.flipped, dtype=np.float32))
-                                if cache.flipped is not None else None)
+        # teacher embeddings: copied into RAM when data.preload says so (auto: when all of them fit
+        # its 2 GiB budget), else read from the cache's memory maps batch by batch
+        arrays = [a for a in (cache.embeddings, cache.flipped, views.embeddings if views is not None else None)
+                  if a is not None]
+        copy = fits_in_memory(cfg.data.preload, sum(4 * a.size for a in arrays))
+        self.teacher = TeacherRows(cache.embeddings, copy)
+        self.teacher_flipped = TeacherRows(cache.flipped, copy) if cache.flipped is not None else None
         if len(self.teacher) != len(folder):
             raise TrainingError("teacher cache and dataset differ in size: rebuild it with `facekd cache-teacher`")
         self.student, self.spec = make_student(cfg)
@@ -255,7 +282,7 @@ class Trainer:
                                     f"({cfg.teacher.preprocess.size} vs {self.spec.size})")
             if views.embeddings.shape[0] != len(folder):
                 raise TrainingError("teacher view cache and dataset differ in size: rebuild it with `facekd cache-teacher --views V`")
-            self.view_teacher = torch.from_numpy(np.array(views.embeddings, dtype=np.float32))
+            self.view_teacher = TeacherRows(views.embeddings, copy)
         self.online = None
         if cfg.teacher.mode == "online":
             teacher = load_teacher(cfg.teacher.path, cfg.teacher.preprocess, threads=cfg.teacher.online_threads)
@@ -264,8 +291,7 @@ class Trainer:
         elif cfg.teacher.mode != "cached":
             raise TrainingError(f"teacher.mode must be cached or online, got {cfg.teacher.mode!r}")
         num_classes = len(folder.classes)
-        labelled = torch.from_numpy(self.labelled)
-        centres = (class_centres(self.teacher[labelled], self.labels[labelled], num_classes)
+        centres = (class_centres(self.teacher, self.labelled, self.labels, num_classes)
                    if cfg.loss.logit_kd > 0 else None)
         self.hint_teacher, taps, hint_channels = self._hint_teacher(cfg)
         self.suite = LossSuite(cfg.loss, num_classes=num_classes, student_dim=self.student.embedding_size,
