@@ -38,7 +38,7 @@ from tqdm import tqdm
 from export.formats import FORMATS
 from export.manifest import Manifest, ManifestError, verify_artifact
 from training.io import sha256_file
-from training.pairs import VerificationPairs, read_verification_set
+from training.pairs import VerificationPairs, read_verification_set, verification_set_name
 from training.preprocess import PreprocessSpec
 from training.verification import VerificationResult, evaluate_scores, l2_normalise, pair_scores
 
@@ -119,7 +119,7 @@ class BenchConfig:
             raise BenchError("pairs_per_fold must be >= 2 (one same and one different pair), or null for all")
         if self.embed_batch < 1 or self.worker_timeout_s <= 0:
             raise BenchError("embed_batch must be >= 1 and worker_timeout_s > 0")
-        names = [suite_name(spec) for spec in self.suites]
+        names = [verification_set_name(spec) for spec in self.suites]
         if len(set(names)) != len(names):
             raise BenchError(f"bench.suites names a set twice (sets are named after their file): {names}")
         try:
@@ -143,11 +143,6 @@ class BenchConfig:
 
     def make_targets(self) -> list[Target]:
         return [target_from_dict(spec) for spec in self.targets]
-
-
-def suite_name(spec: str) -> str:
-    """The name a benchmark set spec gets in results and reports: its file's stem (``agedb_30``)."""
-    return Path(str(spec).partition("=")[0]).stem
 
 
 def accuracy_entry(verification: VerificationResult) -> dict:

@@ -177,10 +177,15 @@ def read_insightface_bin_pairs(path: str | os.PathLike, num_folds: int = DEFAULT
     )
 
 
+def verification_set_name(spec: str) -> str:
+    """The name of benchmark set ``spec`` (``agedb_30.bin``, ``PAIRS.txt=ROOT``): its file's stem."""
+    return Path(str(spec).partition("=")[0]).stem
+
+
 def read_verification_set(spec: str, images_root: str | os.PathLike | None = None) -> VerificationPairs:
     """One benchmark set: an insightface ``.bin`` (``lfw.bin``, ``cfp_fp.bin``, ``agedb_30.bin``), or
-    an LFW-format pairs file as ``PAIRS.txt=IMAGES_ROOT`` (or ``PAIRS.txt`` with ``images_root``).
-    The set is named after its file (``agedb_30``)."""
+    an LFW-format pairs file as ``PAIRS.txt=IMAGES_ROOT`` (or ``PAIRS.txt`` with ``images_root``),
+    named by :func:`verification_set_name`."""
     path, _, root = str(spec).partition("=")
     path = Path(path)
     if path.suffix == ".bin":
@@ -190,5 +195,5 @@ def read_verification_set(spec: str, images_root: str | os.PathLike | None = Non
         if not root:
             raise PairsError(f"pairs file {path} needs its images: write {path}=IMAGES_ROOT or pass --images")
         pairs = read_lfw_pairs(path, root)
-    pairs.name = path.stem
+    pairs.name = verification_set_name(spec)
     return pairs
