@@ -47,7 +47,7 @@ A face-verification student distilled by facekd from the SFace teacher (OpenCV Z
 99.37 % ± 0.50 on `splits/val_pairs_3000.txt` measured here).
 
 - **Architecture**: `{arch['name']}` — the teacher's own MobileNet-style network read from its
-  ONNX file, its 6.4 M-weight Gemm head replaced by a GDC head (rank-1 fit of the Gemm), channels
+  ONNX file, its 6.4 M-weight Gemm head replaced by a GDC head (rank-{source.get('head_rank', 1)} fit of the Gemm), channels
   pruned to keep ratio {source.get('keep_ratio')} ({source.get('importance')} importance,
   torch-pruning); {params / 1e6:.2f} M parameters, 128-d embedding.
 - **Input**: `{json.dumps(state['preprocess'])}` — aligned 112×112 RGB faces (ArcFace 5-point template).

@@ -214,7 +214,7 @@ def test_bad_pairs_file_is_named(world, capsys, tmp_path, kind):
 
 @pytest.mark.parametrize("override, named", [
     ("train.epochs=three", "train.epochs"), ("optim.lr=[0.1]", "optim.lr"), ("data.flip_prob=yes please", "data.flip_prob"),
-    ("student.keep_ratio=1.5", "student.keep_ratio"),
+    ("student.keep_ratio=1.5", "student.keep_ratio"), ("student.head_rank=0", "student.head_rank"),
 ])
 def test_config_of_wrong_type_is_named(world, capsys, tmp_path, override, named):
     code, _, err = cli(capsys, "train", "--out", tmp_path / "run", *with_set(world, override))

@@ -1,4 +1,4 @@
-"""The teacher-derived student: ONNX chain -> torch, rank-1 GDC head, channel pruning, checkpoint
+"""The teacher-derived student: ONNX chain -> torch, low-rank GDC head, channel pruning, checkpoint
 round trip and export parity."""
 from __future__ import annotations
 
@@ -94,6 +94,39 @@ def test_conversion_of_a_full_rank_head_is_its_best_rank_one_fit(tmp_path, faces
     assert 0.0 < cosine.min() < 0.9999  # an approximation, not the teacher itself
 
 
+def test_a_higher_head_rank_fits_a_full_rank_head_closer_up_to_exactly(tmp_path, faces_uint8):
+    path = _export(ChainTeacher(rank1_head=False), tmp_path / "full.onnx")
+    teacher = OnnxTeacher(path, RAW).embed(faces_uint8)
+    worst = {}
+    for rank in (1, 4, 16):  # 16 = min(embedding 16, 7·7): the SVD keeps everything
+        student, _ = convert_teacher(path, head_rank=rank)
+        gdc = [m for m in student.features if isinstance(m, nn.Conv2d)][-2]
+        assert (gdc.in_channels, gdc.out_channels, gdc.groups) == (48, 48 * rank, 48)
+        worst[rank] = (_embed(student, faces_uint8) * teacher).sum(axis=1).min()
+    assert worst[1] < worst[4] < 0.9999 < worst[16]
+    with pytest.raises(ValueError, match="head rank"):
+        convert_teacher(path, head_rank=17)
+
+
+def test_a_widened_head_reads_the_channels_that_pruning_kept(tmp_path, faces_uint8):
+    path = _export(ChainTeacher(rank1_head=False), tmp_path / "full.onnx")
+    rank_one = derive_student(path, keep_ratio=0.5)
+    full, info = convert_teacher(path)
+    kept = prune_channels(full, 0.5)
+    assert len(kept) == 24 and len(set(kept)) == 24 and kept.max() < 48
+    from training.models.derived import _widen_head
+
+    _widen_head(full, info["head_weight"][:, kept], info["head_bias"], 1)  # the same rank-1 fit, rebuilt
+    np.testing.assert_allclose(_embed(full, faces_uint8), _embed(rank_one, faces_uint8), atol=1e-6)
+    wide = derive_student(path, keep_ratio=0.5, head_rank=3)
+    assert wide.arch.source["head_rank"] == 3
+    gdc, embedding = [m for m in wide.features if isinstance(m, nn.Conv2d)][-2:]
+    assert (gdc.in_channels, gdc.out_channels, gdc.groups, embedding.in_channels) == (24, 72, 24, 72)
+    assert wide.hint_taps() == rank_one.hint_taps()
+    with pytest.raises(ValueError, match="rank-1 head"):
+        prune_channels(convert_teacher(path, head_rank=2)[0], 0.5)
+
+
 def test_pruning_keeps_the_embedding_and_shrinks_every_hidden_layer(exact_teacher, faces_uint8):
     full, _ = convert_teacher(exact_teacher)
     pruned = derive_student(exact_teacher, keep_ratio=0.5, teacher_sha256="abc", importance="bn_scale")
@@ -103,7 +136,7 @@ def test_pruning_keeps_the_embedding_and_shrinks_every_hidden_layer(exact_teache
     assert sum(p.numel() for p in pruned.parameters()) < 0.45 * sum(p.numel() for p in full.parameters())
     assert _embed(pruned, faces_uint8).shape == (8, 16)
     # torch's exporter folded the BatchNorms into the convs: BN-scale importance falls back to l2
-    assert pruned.arch.source == {"teacher_sha256": "abc", "keep_ratio": 0.5, "importance": "l2"}
+    assert pruned.arch.source == {"teacher_sha256": "abc", "keep_ratio": 0.5, "importance": "l2", "head_rank": 1}
     by_norm = derive_student(exact_teacher, keep_ratio=0.5, importance="l2")
     assert [c.out_channels for c in by_norm.features if isinstance(c, nn.Conv2d)][:-1] == [8, 8, 16, 16, 24, 24]
     with pytest.raises(ValueError, match="keep ratio"):
@@ -131,10 +164,11 @@ def test_unsupported_teacher_ops_are_named(tmp_path):
         convert_teacher(path)
 
 
-def test_pruned_student_exports_with_parity(exact_teacher, tiny_faces, tmp_path):
+@pytest.mark.parametrize("head_rank", [1, 3])
+def test_pruned_student_exports_with_parity(exact_teacher, tiny_faces, tmp_path, head_rank):
     from training.pairs import VerificationPairs
 
-    student = derive_student(exact_teacher, keep_ratio=0.5)
+    student = derive_student(exact_teacher, keep_ratio=0.5, head_rank=head_rank)
     checkpoint = save_checkpoint(tmp_path / "s.pt", student_state(student, RAW))
     faces = sorted(tiny_faces.glob("*/*.jpg"))
     pairs = VerificationPairs(faces, [0, 4, 8, 12], [1, 5, 9, 13], [True, False, True, False], folds=np.array([0, 0, 1, 1]), name="t")

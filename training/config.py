@@ -68,6 +68,7 @@ class StudentConfig:
     width: float = 1.0                # mobilefacenet width multiplier
     keep_ratio: float = 0.5           # teacher_derived: fraction of each layer's channels kept
     prune_importance: str = "l2"      # teacher_derived: l2 (filter norm) | bn_scale (BatchNorm |γ|)
+    head_rank: int = 1                # teacher_derived: spatial filters per channel of the GDC head (SVD of the teacher's)
     embedding_size: int = 128         # mobilefacenet; a derived student keeps the teacher's
     preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)  # mobilefacenet; derived: the teacher's
 
@@ -79,6 +80,8 @@ class StudentConfig:
         if self.width <= 0 or self.embedding_size < 1:
             raise ValueError(f"student.width must be > 0 and student.embedding_size >= 1, got {self.width}, "
                              f"{self.embedding_size}")
+        if self.head_rank < 1:
+            raise ValueError(f"student.head_rank must be >= 1, got {self.head_rank}")
         if self.prune_importance not in ("l2", "bn_scale"):
             raise ValueError(f"student.prune_importance must be l2 or bn_scale, got {self.prune_importance!r}")
 

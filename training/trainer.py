@@ -227,7 +227,7 @@ def make_student(cfg: TrainingSection) -> tuple[nn.Module, PreprocessSpec]:
             raise TrainingError("student.family=teacher_derived needs the teacher's ONNX file (teacher.path / --teacher)")
         try:
             student = derive_student(cfg.teacher.path, cfg.student.keep_ratio, sha256_file(cfg.teacher.path),
-                                     cfg.student.prune_importance)
+                                     cfg.student.prune_importance, cfg.student.head_rank)
         except (ConversionError, ValueError) as exc:
             raise TrainingError(f"cannot derive a student from the teacher: {exc}") from None
         return student, cfg.teacher.preprocess
