@@ -24,7 +24,7 @@ import json
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -45,6 +45,7 @@ OPSET = 20
 CALIBRATION_BATCH = 8
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
+INT8_TARGET_WORST_COS = 0.998  # on the calibration faces: margin for the parity gate's 0.995 on other faces
 CALIBRATION_METHODS = ("MinMax", "Percentile")  # onnxruntime CalibrationMethod names; Entropy measured no better than MinMax
 INT8_METADATA = "facekd.int8"  # metadata_props key: how the int8 model was chosen (json)
 FP16_METADATA = "facekd.fp16"  # metadata_props key: how the fp16 model was made (json; tensorrt_format)
@@ -99,35 +100,67 @@ def worst_cosine(outputs: np.ndarray, reference: np.ndarray) -> float:
     return float(np.min(np.sum(outputs * reference, axis=1) / np.maximum(norms, 1e-12)))
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, calibration_inputs: np.ndarray, *, reduce_range: bool = True) -> Path:
+def _weighted_nodes(path: Path) -> list[str]:
+    """Names of the Conv/Gemm/MatMul nodes of an ONNX file, in graph order."""
+    import onnx
+
+    return [node.name for node in onnx.load(str(path)).graph.node if node.op_type in WEIGHTED_OPS and node.name]
+
+
+def quantize_int8(fp32_path: Path, out_path: Path, calibration_inputs: np.ndarray, *, reduce_range: bool = True,
+                  target_worst_cos: float = INT8_TARGET_WORST_COS, progress: bool = False) -> Path:
     """Static QDQ INT8 of an fp32 ONNX, calibrated on NCHW float inputs (see module docstring).
 
     Each of ``CALIBRATION_METHODS`` quantises the model; the one with the higher worst cosine to
-    fp32 on the calibration faces is kept, and what each measured is stored in the file's
-    metadata (``facekd.int8``), read back by ``inspect``. ``reduce_range``: 7-bit weights for
-    x86 CPUs without VNNI, measured with this CPU's int8 kernels; False: full-range int8 weights,
+    fp32 on the calibration faces is kept. Below ``target_worst_cos`` there, per-layer
+    sensitivity decides which layers stay float: each weighted layer is quantised alone and
+    ranked by the worst cosine that gives; the most sensitive are excluded from quantisation one
+    at a time until the target is met (at most half the layers; the export's parity gate judges
+    what was reached). What each step measured is stored in the file's metadata
+    (``facekd.int8``), read back by ``inspect``. ``reduce_range``: 7-bit weights for x86 CPUs
+    without VNNI, measured with this CPU's int8 kernels; False: full-range int8 weights,
     measured on the QDQ arithmetic (independent of this CPU).
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from tqdm import tqdm
 
     reference = _embed(fp32_path, calibration_inputs)
     with tempfile.TemporaryDirectory(dir=out_path.parent) as scratch:
-        worst_by_method, paths = {}, {}
-        for method in CALIBRATION_METHODS:
-            paths[method] = Path(scratch) / f"{method}.onnx"
+
+        def quantise(method: str, path: Path, *, exclude: Sequence[str] = (), only: Sequence[str] | None = None) -> float:
+            """Quantise into ``path`` (ranges calibrated once per method) and return its worst cosine to fp32."""
+            ranges = Path(scratch) / f"{method}.ranges.json"
             quantize_static(
-                str(fp32_path), str(paths[method]), _FaceBatches(calibration_inputs), quant_format=QuantFormat.QDQ,
-                per_channel=True, reduce_range=reduce_range, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod[method],
+                str(fp32_path), str(path), None if ranges.is_file() else _FaceBatches(calibration_inputs),
+                quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
+                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod[method],
+                nodes_to_quantize=list(only) if only is not None else None, nodes_to_exclude=list(exclude),
+                calibration_cache_path=str(ranges),
                 extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
             )
-            outputs = _embed(paths[method], calibration_inputs, optimize=reduce_range)
-            worst_by_method[method] = worst_cosine(outputs, reference)
+            return worst_cosine(_embed(path, calibration_inputs, optimize=reduce_range), reference)
+
+        worst_by_method = {method: quantise(method, Path(scratch) / f"{method}.onnx") for method in CALIBRATION_METHODS}
         method = max(worst_by_method, key=worst_by_method.get)
-        quantised = onnx.load(str(paths[method]))
+        chosen, worst = Path(scratch) / f"{method}.onnx", worst_by_method[method]
         facts = {"calibration_method": method, "calibration_faces": len(calibration_inputs),
-                 "worst_cos_on_calibration_by_method": worst_by_method, "reduce_range": reduce_range}
+                 "worst_cos_on_calibration_by_method": worst_by_method, "reduce_range": reduce_range,
+                 "target_worst_cos_on_calibration": target_worst_cos}
+        if worst < target_worst_cos:
+            layers = _weighted_nodes(fp32_path)
+            probe = Path(scratch) / "one_layer.onnx"
+            alone = {name: quantise(method, probe, only=[name])
+                     for name in tqdm(layers, desc="int8 sensitivity", unit="layer", disable=not progress, leave=False)}
+            kept_float = []
+            for name in sorted(alone, key=alone.get)[: len(layers) // 2]:
+                if worst >= target_worst_cos:
+                    break
+                kept_float.append(name)
+                chosen = Path(scratch) / f"float{len(kept_float)}.onnx"
+                worst = quantise(method, chosen, exclude=kept_float)
+            facts.update(sensitivity_worst_cos_alone=alone, kept_float=kept_float, worst_cos_on_calibration=worst)
+        quantised = onnx.load(str(chosen))
         onnx.helper.set_model_props(quantised, {INT8_METADATA: json.dumps(facts)})
         with atomic_path(out_path) as tmp:
             onnx.save(quantised, str(tmp))
@@ -141,7 +174,7 @@ def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path
     if precision == "int8":
         with tempfile.TemporaryDirectory(dir=out_path.parent) as scratch:
             fp32_path = export_fp32(model, Path(scratch) / "fp32.onnx", preprocess)
-            return quantize_int8(fp32_path, out_path, calibration.inputs(preprocess.with_layout("NCHW")))
+            return quantize_int8(fp32_path, out_path, calibration.inputs(preprocess.with_layout("NCHW")), progress=True)
     raise ExportError(f"onnx has no precision {precision!r}")
 
 

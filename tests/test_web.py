@@ -19,7 +19,7 @@ from tests.conftest import required_resource_missing
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[1]
-ZOO_STUDENT = REPO / "zoo" / "sface-derived-k50" / "student.pt"
+ZOO_STUDENT = REPO / "zoo" / "sface-derived-k60" / "student.pt"
 
 
 @pytest.fixture(scope="module")
