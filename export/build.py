@@ -30,6 +30,7 @@ from training.evaluate import student_embed_fn
 from training.io import atomic_path, atomic_write_json, remove_stale_temp_files, sha256_file
 from training.pairs import VerificationPairs
 from training.preprocess import PreprocessSpec
+from training.quant_aware import QuantAwareConfig, quant_aware_finetune
 from training.verification import best_threshold, embed_pairs, l2_normalise, pair_scores
 
 from .artifact import ArtifactIO
@@ -68,6 +69,8 @@ class ExportConfig:
     max_batch: int = 64  # largest batch of formats with a bounded dynamic batch (Core ML, TensorRT)
     golden: bool = True  # write golden vectors for the app tests (failing to is an error)
     teacher: bool = True  # put the teacher's ONNX beside the artifacts, so the bench measures it too
+    int8_finetune_steps: int = 0  # quantisation-aware distillation before int8 conversion (training.quant_aware); 0: off
+    int8_finetune_faces: int = 512  # training faces whose augmented views that fine-tune sees
 
 
 @dataclass
@@ -145,6 +148,9 @@ def plan_jobs(config: ExportConfig) -> list[tuple[FormatRow, str, str | None]]:
     for setting in ("calib_count", "parity_count", "parity_pairs", "max_batch"):
         if getattr(config, setting) < 1:
             raise ExportError(f"export {setting} must be at least 1, got {getattr(config, setting)}")
+    if config.int8_finetune_steps < 0 or config.int8_finetune_faces < 2:
+        raise ExportError(f"export int8_finetune_steps must be >= 0 and int8_finetune_faces >= 2, got "
+                          f"{config.int8_finetune_steps} and {config.int8_finetune_faces}")
     jobs = []
     for name in dict.fromkeys(names):
         row = FORMATS[name]
@@ -232,7 +238,12 @@ class _Run:
     threshold_source: str
     source: dict
     cost: dict  # {params, macs} of the model (export.cost), the same for every artifact
+    int8_model: "nn.Module | None" = None  # what int8 converters quantise (a quantisation-aware copy; None: model)
+    quant_aware: dict | None = None  # what that fine-tune did (manifest details of int8 artifacts)
     parity_inputs: dict[str, np.ndarray] = field(default_factory=dict)  # layout -> inputs
+
+    def model_for(self, precision: str) -> "nn.Module":
+        return self.int8_model if precision == "int8" and self.int8_model is not None else self.model
 
     def inputs(self, layout: str) -> np.ndarray:
         if layout not in self.parity_inputs:
@@ -266,7 +277,7 @@ def _check_source(run: _Run, row: FormatRow, precision: str, folder: Path) -> _S
     """Make ``row``'s source in ``folder``, check its I/O, and measure its parity in every way its
     format lists; the first gates it on the bar of ``precision``, the others are recorded."""
     source = row.source
-    path = source.make(run.model, precision, run.calibration, folder / source.file,
+    path = source.make(run.model_for(precision), precision, run.calibration, folder / source.file,
                        preprocess=run.preprocess, max_batch=run.config.max_batch)
     io = source.inspect(path)
     _check_io(io, run.preprocess.with_layout(row.layout).input_shape(None), run.model.embedding_size)
@@ -291,7 +302,7 @@ def _export_one(run: _Run, row: FormatRow, precision: str) -> ExportRecord:
         if row.source is not None:
             source = _check_source(run, row, precision, folder)
         if source is None or source.verdict.passed:
-            row.convert(run.model, precision, run.calibration, artifact, preprocess=run.preprocess, max_batch=run.config.max_batch)
+            row.convert(run.model_for(precision), precision, run.calibration, artifact, preprocess=run.preprocess, max_batch=run.config.max_batch)
     except FormatUnavailable as exc:
         if source is None:
             shutil.rmtree(folder)
@@ -340,6 +351,7 @@ def _export_one(run: _Run, row: FormatRow, precision: str) -> ExportRecord:
         parity=None if parity is None else parity.to_dict(), converter_versions=row.versions(),
         quantization=row.precisions[precision], source=run.source,
         details={**({} if io is None else io.details), "model": {**run.cost, "role": "student"},
+                 **({"quant_aware_finetune": run.quant_aware} if precision == "int8" and run.quant_aware else {}),
                  **({} if source is None else {"source": source.facts if artifact.name == source.path.name
                                                else {**source.facts, "details": source.io.details}})},
         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -360,11 +372,12 @@ def export_checkpoint(
     pairs: VerificationPairs | None = None,
     progress: bool = True,
     teacher: tuple[str | os.PathLike, PreprocessSpec] | None = None,
+    finetune_images: Sequence[str | os.PathLike] | FaceSet = (),
 ) -> list[ExportRecord]:
     """Export ``checkpoint_path`` into ``out_dir``; returns one record per format × precision.
 
-    Calibration faces should come from training identities, parity faces and ``pairs`` from
-    validation identities. ``teacher`` (ONNX path, preprocessing) is put beside the artifacts when
+    Calibration faces (and ``finetune_images``, for ``config.int8_finetune_steps``) should come
+    from training identities, parity faces and ``pairs`` from validation identities. ``teacher`` (ONNX path, preprocessing) is put beside the artifacts when
     ``config.teacher`` is on. Raises ExportError (or CheckpointError) for requests that cannot work.
     """
     config = config or ExportConfig()
@@ -398,6 +411,8 @@ def export_checkpoint(
             source={"checkpoint": checkpoint_path.name, "sha256": sha256_file(checkpoint_path), "arch": state.get("arch")},
             cost=torch_cost(model, preprocess.size),
         )
+        if config.int8_finetune_steps and any(precision == "int8" and not unavailable for _, precision, unavailable in jobs):
+            run.int8_model, run.quant_aware = _quant_aware_copy(model, preprocess, config, finetune_images, progress)
         if config.golden:
             try:
                 write_golden(out_dir / GOLDEN, model, preprocess, golden_candidates + list(parity_images), threshold)
@@ -415,6 +430,16 @@ def export_checkpoint(
         records.append(export_teacher(*teacher, out_dir))
     atomic_write_json(out_dir / SUMMARY, [r.to_dict() for r in records])
     return records
+
+
+def _quant_aware_copy(model: "nn.Module", preprocess: PreprocessSpec, config: ExportConfig,
+                      images: Sequence[str | os.PathLike] | FaceSet, progress: bool) -> tuple["nn.Module", dict]:
+    """The student fine-tuned under simulated int8 (7-bit weights: robust for every int8 row) for
+    the int8 converters, and what the fine-tune did; parity is still measured against ``model``."""
+    faces = images if isinstance(images, FaceSet) else FaceSet.from_paths(
+        images, config.int8_finetune_faces, "int8 fine-tune (export.int8_finetune_steps)")
+    schedule = QuantAwareConfig(steps=config.int8_finetune_steps, reduce_range=True)
+    return quant_aware_finetune(model, faces.images, preprocess, schedule, progress)
 
 
 TEACHER_ARTIFACT = "teacher-onnx-fp32"

@@ -6,7 +6,8 @@ TorchScript exporter left those biases as Constant nodes, which onnxruntime's qu
 quantise ("Expected bias to be an initializer").
 
 INT8 is onnxruntime static quantisation in QDQ form, calibrated on real aligned faces (min-max or
-percentile, whichever gives the higher worst cosine to fp32 there):
+percentile, whichever gives the higher worst cosine to fp32 there; below ``INT8_TARGET_WORST_COS``
+the most sensitive layers, measured one at a time, stay float until it is met):
 per-channel symmetric int8 weights, symmetric int8 activations and float biases, so every
 zero point is an int8 zero and no DequantizeLinear reads int32 — the form TensorRT needs to
 build an explicitly quantised engine from the same file (onnxruntime still fuses it into

@@ -118,9 +118,11 @@ def export_student(cfg: RunConfig, checkpoint: Path, out_dir: Path, progress: bo
         raise TrainingError("data.val_pairs is not set: export gates every artifact on verification pairs of "
                             "faces never trained on and takes the threshold from them; pass --set data.val_pairs=FILE")
     parity = list(dict.fromkeys(pairs.images))[: cfg.export.parity_count]
+    finetune = _calibration_images(cfg, cfg.export.int8_finetune_faces) if cfg.export.int8_finetune_steps else ()
     records = export_checkpoint(checkpoint, out_dir, cfg.export,
                                 calibration_images=_calibration_images(cfg, cfg.export.calib_count),
-                                parity_images=parity, pairs=pairs, progress=progress, teacher=_onnx_teacher(cfg))
+                                parity_images=parity, pairs=pairs, progress=progress, teacher=_onnx_teacher(cfg),
+                                finetune_images=finetune)
     save_config(cfg, out_dir / "config.yaml")
     return records
 
