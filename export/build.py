@@ -377,8 +377,9 @@ def export_checkpoint(
     """Export ``checkpoint_path`` into ``out_dir``; returns one record per format × precision.
 
     Calibration faces (and ``finetune_images``, for ``config.int8_finetune_steps``) should come
-    from training identities, parity faces and ``pairs`` from validation identities. ``teacher`` (ONNX path, preprocessing) is put beside the artifacts when
-    ``config.teacher`` is on. Raises ExportError (or CheckpointError) for requests that cannot work.
+    from training identities, parity faces and ``pairs`` from validation identities. ``teacher``
+    (ONNX path, preprocessing) is put beside the artifacts when ``config.teacher`` is on. Raises
+    ExportError (or CheckpointError) for requests that cannot work.
     """
     config = config or ExportConfig()
     jobs = plan_jobs(config)
