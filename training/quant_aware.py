@@ -98,20 +98,18 @@ class SimulatedInt8:
     (in place); on exit the parametrisations and hooks are removed and the float weights, as
     trained meanwhile, stay."""
 
-    def __init__(self, model: nn.Module, reduce_range: bool = False, weights: bool = True, inputs: bool = True):
-        self.model, self.weights, self.inputs = model, weights, inputs
+    def __init__(self, model: nn.Module, reduce_range: bool = False):
+        self.model = model
         self.levels = 63 if reduce_range else 127
         self._handles: list = []
         self.input_quantisers: list[_InputFakeQuant] = []
 
     def __enter__(self) -> "SimulatedInt8":
         for layer in quantised_layers(self.model):
-            if self.weights:
-                parametrize.register_parametrization(layer, "weight", _WeightFakeQuant(self.levels))
-            if self.inputs:
-                quantiser = _InputFakeQuant()
-                self.input_quantisers.append(quantiser)
-                self._handles.append(layer.register_forward_pre_hook(lambda _, args, q=quantiser: (q(args[0]), *args[1:])))
+            parametrize.register_parametrization(layer, "weight", _WeightFakeQuant(self.levels))
+            quantiser = _InputFakeQuant()  # a new module trains: its range follows the data until train_ranges(False)
+            self.input_quantisers.append(quantiser)
+            self._handles.append(layer.register_forward_pre_hook(lambda _, args, q=quantiser: (q(args[0]), *args[1:])))
         return self
 
     def train_ranges(self, mode: bool) -> None:
@@ -133,23 +131,6 @@ def _views(faces: Sequence[np.ndarray], indices: np.ndarray, view_ids: np.ndarra
                                             for i, v in zip(indices, view_ids)]))
 
 
-@torch.no_grad()
-def worst_cosine_simulated(model: nn.Module, inputs: torch.Tensor, reduce_range: bool = False,
-                           batch_size: int = 64) -> tuple[float, float]:
-    """(worst, mean) cosine between ``model``'s embeddings of ``inputs`` in float and in simulated
-    int8, the input ranges calibrated on the same inputs."""
-    model.eval()
-    reference = torch.cat([model(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)])
-    with SimulatedInt8(model, reduce_range) as simulated:
-        simulated.train_ranges(True)
-        for i in range(0, len(inputs), batch_size):  # calibrate: the ranges follow the data, not the gradient
-            model(inputs[i:i + batch_size])
-        simulated.train_ranges(False)
-        quantised = torch.cat([model(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)])
-    cosines = nn.functional.cosine_similarity(quantised, reference, dim=1)
-    return float(cosines.min()), float(cosines.mean())
-
-
 def quant_aware_finetune(model: nn.Module, faces: Sequence[np.ndarray], preprocess: PreprocessSpec,
                          config: QuantAwareConfig = QuantAwareConfig(), progress: bool = False) -> tuple[nn.Module, dict]:
     """A copy of ``model`` fine-tuned under simulated int8 against ``model``'s own float embeddings
@@ -163,20 +144,18 @@ def quant_aware_finetune(model: nn.Module, faces: Sequence[np.ndarray], preproce
     loss_term = HardnessAwareFeatureConsistency(student.embedding_size, student.embedding_size, config.hardness_scale)
     optimizer = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=config.lr)
     losses = []
-    with SimulatedInt8(student, config.reduce_range) as simulated:
+    with SimulatedInt8(student, config.reduce_range):
         for _ in tqdm(range(config.steps), desc="int8-aware fine-tune", unit="step", disable=not progress):
             indices = rng.choice(len(faces), size=min(config.batch_size, len(faces)), replace=False)
             inputs = _views(faces, indices, rng.integers(0, 1 << 30, size=len(indices)), spec, preprocess)
             with torch.no_grad():
                 target = nn.functional.normalize(teacher(inputs), dim=1)
-            simulated.train_ranges(True)
             loss = loss_term(LossInputs(student=student(inputs), labels=torch.zeros(len(inputs), dtype=torch.int64), teacher=target))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
-    for parameter in student.parameters():
-        parameter.grad = None
+    optimizer.zero_grad(set_to_none=True)  # the copy leaves without gradients
     facts = {**asdict(config), "faces": len(faces), "loss_first": losses[0],
              "loss_last_10": float(np.mean(losses[-10:]))}
     return student, facts
