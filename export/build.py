@@ -35,6 +35,7 @@ from training.verification import best_threshold, embed_pairs, l2_normalise, pai
 
 from .artifact import ArtifactIO
 from .cost import onnx_cost, torch_cost
+from .equalise import equalise_for_int8
 from .errors import ExportError, FormatUnavailable
 from .faces import FaceSet, evenly_spaced, image_name
 from .formats import FORMATS, FormatRow
@@ -71,6 +72,7 @@ class ExportConfig:
     teacher: bool = True  # put the teacher's ONNX beside the artifacts, so the bench measures it too
     int8_finetune_steps: int = 0  # quantisation-aware distillation before int8 conversion (training.quant_aware); 0: off
     int8_finetune_faces: int = 512  # training faces whose augmented views that fine-tune sees
+    int8_equalise: bool = True  # equalise channel ranges before int8 conversion (export.equalise); chain students only
 
 
 @dataclass
@@ -238,8 +240,8 @@ class _Run:
     threshold_source: str
     source: dict
     cost: dict  # {params, macs} of the model (export.cost), the same for every artifact
-    int8_model: "nn.Module | None" = None  # what int8 converters quantise (a quantisation-aware copy; None: model)
-    quant_aware: dict | None = None  # what that fine-tune did (manifest details of int8 artifacts)
+    int8_model: "nn.Module | None" = None  # what int8 converters quantise (equalised and/or fine-tuned copy; None: model)
+    int8_preparation: dict = field(default_factory=dict)  # how that copy was made (manifest details of int8 artifacts)
     parity_inputs: dict[str, np.ndarray] = field(default_factory=dict)  # layout -> inputs
 
     def model_for(self, precision: str) -> "nn.Module":
@@ -351,7 +353,7 @@ def _export_one(run: _Run, row: FormatRow, precision: str) -> ExportRecord:
         parity=None if parity is None else parity.to_dict(), converter_versions=row.versions(),
         quantization=row.precisions[precision], source=run.source,
         details={**({} if io is None else io.details), "model": {**run.cost, "role": "student"},
-                 **({"quant_aware_finetune": run.quant_aware} if precision == "int8" and run.quant_aware else {}),
+                 **(run.int8_preparation if precision == "int8" else {}),
                  **({} if source is None else {"source": source.facts if artifact.name == source.path.name
                                                else {**source.facts, "details": source.io.details}})},
         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -412,8 +414,8 @@ def export_checkpoint(
             source={"checkpoint": checkpoint_path.name, "sha256": sha256_file(checkpoint_path), "arch": state.get("arch")},
             cost=torch_cost(model, preprocess.size),
         )
-        if config.int8_finetune_steps and any(precision == "int8" and not unavailable for _, precision, unavailable in jobs):
-            run.int8_model, run.quant_aware = _quant_aware_copy(model, preprocess, config, finetune_images, progress)
+        if any(precision == "int8" and not unavailable for _, precision, unavailable in jobs):
+            _prepare_int8(run, finetune_images, progress)
         if config.golden:
             try:
                 write_golden(out_dir / GOLDEN, model, preprocess, golden_candidates + list(parity_images), threshold)
@@ -433,14 +435,21 @@ def export_checkpoint(
     return records
 
 
-def _quant_aware_copy(model: "nn.Module", preprocess: PreprocessSpec, config: ExportConfig,
-                      images: Sequence[str | os.PathLike] | FaceSet, progress: bool) -> tuple["nn.Module", dict]:
-    """The student fine-tuned under simulated int8 (7-bit weights: robust for every int8 row) for
-    the int8 converters, and what the fine-tune did; parity is still measured against ``model``."""
-    faces = images if isinstance(images, FaceSet) else FaceSet.from_paths(
-        images, config.int8_finetune_faces, "int8 fine-tune (export.int8_finetune_steps)")
-    schedule = QuantAwareConfig(steps=config.int8_finetune_steps, reduce_range=True)
-    return quant_aware_finetune(model, faces.images, preprocess, schedule, progress)
+def _prepare_int8(run: _Run, finetune_images: Sequence[str | os.PathLike] | FaceSet, progress: bool) -> None:
+    """The copy of the student every int8 converter quantises: channel ranges equalised on the
+    calibration faces (``export.int8_equalise``), then fine-tuned under simulated int8 (7-bit
+    weights: robust for every int8 row) when ``export.int8_finetune_steps`` asks; parity is still
+    measured against the student itself."""
+    config, model = run.config, run.model
+    if config.int8_equalise:
+        model, facts = equalise_for_int8(model, run.calibration.inputs(run.preprocess.with_layout("NCHW")))
+        run.int8_preparation["int8_equalisation"] = facts
+    if config.int8_finetune_steps:
+        faces = finetune_images if isinstance(finetune_images, FaceSet) else FaceSet.from_paths(
+            finetune_images, config.int8_finetune_faces, "int8 fine-tune (export.int8_finetune_steps)")
+        schedule = QuantAwareConfig(steps=config.int8_finetune_steps, reduce_range=True)
+        model, run.int8_preparation["quant_aware_finetune"] = quant_aware_finetune(model, faces.images, run.preprocess, schedule, progress)
+    run.int8_model = None if model is run.model else model
 
 
 TEACHER_ARTIFACT = "teacher-onnx-fp32"
