@@ -11,10 +11,16 @@ with a dynamic batch); the runner loops over a batch.
 - int8: PT2E static quantisation (per-channel symmetric int8 weights, int8 activations from
   histogram observers fed with real faces). The first and the last convolution stay float so
   the model keeps float32 input and output (≈2 % of the MACs); PReLU stays float between
-  quantise/dequantise pairs. The whole graph runs under XNNPACK.
+  quantise/dequantise pairs. The whole graph runs under XNNPACK. When the artifact's worst cosine
+  to the float model on the calibration faces is below ``INT8_TARGET_WORST_COS``, the
+  convolutions whose simulated int8 alone costs the most (``training.quant_aware.SimulatedInt8``
+  on the calibration faces) stay float too: 1, 2, 4, … of them until the target is met (at most
+  half). What the search measured is stored in the file's metadata (``facekd.int8``), read back
+  by ``inspect``.
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +32,8 @@ from training.io import atomic_path
 
 from .artifact import ArtifactIO, Runner, package_versions, run_one_by_one
 from .errors import ExportError
+from .onnx_format import INT8_METADATA, METADATA_DETAILS
+from .parity import INT8_TARGET_WORST_COS, worst_cosine
 
 if TYPE_CHECKING:
     from torch import nn
@@ -46,8 +54,9 @@ def _quiet_litert_progress():
         litert_torch.config.show_progress = shown
 
 
-def _float_boundary_quantizer():
-    """PT2E quantiser that leaves the graph's first and last convolution unquantised (float I/O)."""
+def _float_boundary_quantizer(float_convolutions: frozenset[int] = frozenset()):
+    """PT2E quantiser that leaves the graph's first and last convolution unquantised (float I/O),
+    and the convolutions at positions ``float_convolutions`` (in execution order)."""
     import torch
     from litert_torch.quantize import pt2e_quantizer
     from litert_torch.quantize.pt2e_quantizer_utils import OP_TO_ANNOTATOR, propagate_annotation
@@ -55,7 +64,8 @@ def _float_boundary_quantizer():
     class FloatBoundaryQuantizer(pt2e_quantizer.PT2EQuantizer):
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
             convolutions = [n for n in model.graph.nodes if n.target == torch.ops.aten.conv2d.default]
-            float_nodes = {convolutions[0], convolutions[-1]} if convolutions else set()
+            kept = {0, len(convolutions) - 1, *float_convolutions} if convolutions else set()
+            float_nodes = {convolutions[i] for i in kept}
             for pattern in self.STATIC_OPS:
                 OP_TO_ANNOTATOR[pattern](model, self.global_config, lambda node: node not in float_nodes)
             propagate_annotation(model)
@@ -81,21 +91,118 @@ def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path
 
             edge_model = litert_torch.convert(wrapped, example, quant_config=quant_recipes.full_fp16_recipe())
         elif precision == "int8":
-            from litert_torch.quantize.quant_config import QuantConfig
-            from torchao.quantization.pt2e import quantize_pt2e
-
-            quantizer = _float_boundary_quantizer()
-            observed = quantize_pt2e.prepare_pt2e(torch.export.export(wrapped, example).module(), quantizer)
-            with torch.no_grad():
-                for face in calibration.inputs(nhwc):
-                    observed(torch.from_numpy(face[None]))
-            quantized = quantize_pt2e.convert_pt2e(observed, fold_quantize=False)
-            edge_model = litert_torch.convert(quantized, example, quant_config=QuantConfig(pt2e_quantizer=quantizer))
+            edge_model, facts = _int8_by_measurement(model, wrapped, example, calibration, preprocess)
         else:
             raise ExportError(f"tflite has no precision {precision!r}")
         with atomic_path(out_path) as tmp:
             edge_model.export(str(tmp))
+            if precision == "int8":
+                _add_metadata(tmp, INT8_METADATA, json.dumps(facts))
     return out_path
+
+
+def _int8_edge_model(wrapped, example, faces: np.ndarray, float_convolutions: frozenset[int]):
+    """PT2E int8 of ``wrapped`` calibrated on NHWC ``faces``, converted by litert-torch."""
+    import litert_torch
+    import torch
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import quantize_pt2e
+
+    quantizer = _float_boundary_quantizer(float_convolutions)
+    observed = quantize_pt2e.prepare_pt2e(torch.export.export(wrapped, example).module(), quantizer)
+    with torch.no_grad():
+        for face in faces:
+            observed(torch.from_numpy(face[None]))
+    quantized = quantize_pt2e.convert_pt2e(observed, fold_quantize=False)
+    return litert_torch.convert(quantized, example, quant_config=QuantConfig(pt2e_quantizer=quantizer))
+
+
+def _simulated_sensitivity(model: "nn.Module", inputs: np.ndarray) -> dict[str, float]:
+    """{conv name: worst cosine to float with only that conv in simulated int8}, in execution order."""
+    import torch
+    from torch import nn
+
+    from training.quant_aware import SimulatedInt8
+
+    names = {module: name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)}
+    order: list[str] = []
+    hooks = [conv.register_forward_pre_hook(lambda module, _: order.append(names[module])) for conv in names]
+    batch = torch.from_numpy(inputs)
+    with torch.no_grad():
+        reference = model(batch).numpy()
+    for hook in hooks:
+        hook.remove()
+    by_name = dict(model.named_modules())
+    alone = {}
+    for name in order:
+        with SimulatedInt8(model, layers=[by_name[name]]), torch.no_grad():
+            alone[name] = worst_cosine(model(batch).numpy(), reference)
+    return alone
+
+
+def _int8_by_measurement(model: "nn.Module", wrapped, example, calibration: "FaceSet", preprocess: "PreprocessSpec"):
+    """(int8 edge model, what was measured): boundary convolutions float, then the most sensitive
+    ones too until the worst cosine to float on the calibration faces reaches the target (module docstring)."""
+    import torch
+
+    faces = calibration.inputs(preprocess.with_layout("NHWC"))
+    with torch.no_grad():
+        reference = model.eval()(torch.from_numpy(calibration.inputs(preprocess.with_layout("NCHW")))).numpy()
+
+    def measure(edge_model) -> float:
+        return worst_cosine(np.concatenate([edge_model(face[None]) for face in faces]), reference)
+
+    edge_model = _int8_edge_model(wrapped, example, faces, frozenset())
+    worst = measure(edge_model)
+    facts = {"calibration_faces": len(faces), "worst_cos_on_calibration_boundary_float": worst,
+             "target_worst_cos_on_calibration": INT8_TARGET_WORST_COS, "kept_float": [], "worst_cos_on_calibration": worst}
+    if worst >= INT8_TARGET_WORST_COS:
+        return edge_model, facts
+    alone = _simulated_sensitivity(model, calibration.inputs(preprocess.with_layout("NCHW")))
+    positions = {name: position for position, name in enumerate(alone)}
+    inner = list(alone)[1:-1]  # the boundary convolutions are float already
+    ranked, cap = sorted(inner, key=alone.get), len(inner) // 2
+    for count in sorted({min(1 << doubling, cap) for doubling in range(cap.bit_length() + 1)} - {0}):
+        if worst >= INT8_TARGET_WORST_COS:
+            break
+        kept = ranked[:count]
+        edge_model = _int8_edge_model(wrapped, example, faces, frozenset(positions[name] for name in kept))
+        worst = measure(edge_model)
+        facts.update(kept_float=kept, worst_cos_on_calibration=worst)
+    facts["simulated_worst_cos_alone"] = alone
+    return edge_model, facts
+
+
+def _add_metadata(path: Path, name: str, value: str) -> None:
+    """Append a named metadata buffer (utf-8 ``value``) to a .tflite file in place."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(path)
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(value.encode(), dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = name, len(model.buffers) - 1
+    model.metadata = [*(model.metadata or []), entry]
+    flatbuffer_utils.write_model(model, path)
+
+
+def _read_metadata(path: Path) -> dict[str, str]:
+    """{name: utf-8 text} of a .tflite file's metadata buffers that decode as text."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(path)
+    found = {}
+    for entry in model.metadata or []:
+        name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name
+        data = model.buffers[entry.buffer].data
+        if data is not None:
+            try:
+                found[name] = bytes(np.asarray(data, dtype=np.uint8)).decode()
+            except UnicodeDecodeError:
+                continue
+    return found
 
 
 def _interpreter_class():
@@ -117,6 +224,7 @@ def inspect(path: Path) -> ArtifactIO:
     # one delegate kernel that reads the model input and writes its output = the whole graph runs in XNNPACK
     whole_graph = len(delegates) == 1 and inputs["index"] in delegates[0]["inputs"] and outputs["index"] in delegates[0]["outputs"]
     tensor_types = Counter(t["dtype"].__name__ for t in interpreter.get_tensor_details())
+    metadata = _read_metadata(Path(path))
     return ArtifactIO(
         input_name=inputs["name"], input_shape=[int(d) for d in inputs["shape_signature"]],
         input_dtype=np.dtype(inputs["dtype"]).name,
@@ -127,6 +235,7 @@ def inspect(path: Path) -> ArtifactIO:
             "delegate_partitions": len(delegates),
             "xnnpack_whole_graph": bool(whole_graph),
             "tensor_types": dict(tensor_types),
+            **{name: json.loads(metadata[key]) for key, name in METADATA_DETAILS.items() if key in metadata},
         },
     )
 

@@ -94,18 +94,19 @@ def quantised_layers(model: nn.Module) -> list[nn.Module]:
 
 
 class SimulatedInt8:
-    """Context: ``model``'s Conv2d/Linear layers compute with simulated int8 weights and inputs
-    (in place); on exit the parametrisations and hooks are removed and the float weights, as
-    trained meanwhile, stay."""
+    """Context: ``model``'s Conv2d/Linear layers (or only ``layers`` of them) compute with simulated
+    int8 weights and inputs (in place); on exit the parametrisations and hooks are removed and the
+    float weights, as trained meanwhile, stay."""
 
-    def __init__(self, model: nn.Module, reduce_range: bool = False):
+    def __init__(self, model: nn.Module, reduce_range: bool = False, layers: Sequence[nn.Module] | None = None):
         self.model = model
         self.levels = 63 if reduce_range else 127
+        self.layers = list(quantised_layers(model) if layers is None else layers)
         self._handles: list = []
         self.input_quantisers: list[_InputFakeQuant] = []
 
     def __enter__(self) -> "SimulatedInt8":
-        for layer in quantised_layers(self.model):
+        for layer in self.layers:
             parametrize.register_parametrization(layer, "weight", _WeightFakeQuant(self.levels))
             quantiser = _InputFakeQuant()  # a new module trains: its range follows the data until train_ranges(False)
             self.input_quantisers.append(quantiser)
@@ -120,7 +121,7 @@ class SimulatedInt8:
     def __exit__(self, *exc) -> None:
         for handle in self._handles:
             handle.remove()
-        for layer in quantised_layers(self.model):
+        for layer in self.layers:
             if parametrize.is_parametrized(layer, "weight"):
                 parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
 

@@ -1,0 +1,73 @@
+"""INT8 by measurement for TFLite: when PT2E int8 misses the worst-cosine target on the
+calibration faces, the convolutions whose simulated int8 costs the most stay float until it is
+met; the search is stored in the .tflite file's metadata and read back by ``inspect``.
+
+The network is tiny and made sensitive on purpose: the first convolution (float, the model's
+input boundary) scales its channel 0 by 10^4 and the second divides it back, so in float nothing
+changes while one per-tensor int8 scale for the second convolution's input rounds the other
+seven channels to a few levels.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from export.faces import FaceSet
+from export.formats import FORMATS
+from export.parity import INT8_TARGET_WORST_COS, worst_cosine
+from training.preprocess import STUDENT_DEFAULT
+
+pytestmark = pytest.mark.skipif(FORMATS["tflite"].unavailable_reason() is not None,
+                                reason=FORMATS["tflite"].unavailable_reason() or "")
+OUTLIER = 1e4
+
+
+class Tiny(nn.Sequential):
+    embedding_size = 16
+
+    def __init__(self, outlier: float):
+        torch.manual_seed(0)
+        super().__init__(nn.Conv2d(3, 8, 3, stride=4), *(nn.Conv2d(8, 8, 1) for _ in range(3)), nn.Conv2d(8, 16, 1),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        with torch.no_grad():
+            self[0].weight[0] *= outlier
+            self[0].bias[0] *= outlier
+            self[1].weight[:, 0] /= outlier
+        self.eval()
+
+
+@pytest.fixture(scope="module")
+def faces() -> FaceSet:
+    images = np.random.default_rng(0).integers(0, 256, (12, 112, 112, 3), dtype=np.uint8)
+    return FaceSet(tuple(f"face{i}" for i in range(len(images))), tuple(images))
+
+
+def _convert(model: nn.Module, faces: FaceSet, path):
+    from export import litert_format
+
+    litert_format.convert(model, "int8", faces, path, preprocess=STUDENT_DEFAULT, max_batch=1)
+    runner = litert_format.LiteRTRunner()
+    runner.load(path, threads=1)
+    embeddings = runner.run(faces.inputs(STUDENT_DEFAULT.with_layout("NHWC")))
+    with torch.no_grad():
+        reference = model(torch.from_numpy(faces.inputs(STUDENT_DEFAULT.with_layout("NCHW")))).numpy()
+    return litert_format.inspect(path).details, worst_cosine(embeddings, reference)
+
+
+def test_the_most_sensitive_convolution_stays_float(faces, tmp_path):
+    details, worst = _convert(Tiny(OUTLIER), faces, tmp_path / "sensitive.tflite")
+    search = details["int8_calibration"]
+    assert search["worst_cos_on_calibration_boundary_float"] < INT8_TARGET_WORST_COS  # measured 0.9966
+    assert min(search["simulated_worst_cos_alone"], key=search["simulated_worst_cos_alone"].get) == "1"
+    assert search["kept_float"] == ["1"]
+    assert search["worst_cos_on_calibration"] >= INT8_TARGET_WORST_COS
+    assert worst == pytest.approx(search["worst_cos_on_calibration"], abs=1e-4)  # the file is the one measured
+
+
+def test_no_search_when_the_target_is_met(faces, tmp_path):
+    details, worst = _convert(Tiny(1.0), faces, tmp_path / "plain.tflite")
+    search = details["int8_calibration"]
+    assert search["kept_float"] == [] and "simulated_worst_cos_alone" not in search
+    assert search["worst_cos_on_calibration"] >= INT8_TARGET_WORST_COS and worst >= INT8_TARGET_WORST_COS - 1e-4
