@@ -32,8 +32,7 @@ from training.io import atomic_path
 
 from .artifact import ArtifactIO, Runner, package_versions, run_one_by_one
 from .errors import ExportError
-from .onnx_format import INT8_METADATA, METADATA_DETAILS
-from .parity import INT8_TARGET_WORST_COS, worst_cosine
+from .onnx_format import INT8_METADATA, INT8_TARGET_WORST_COS, METADATA_DETAILS, worst_cosine
 
 if TYPE_CHECKING:
     from torch import nn

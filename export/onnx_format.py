@@ -33,7 +33,6 @@ from training.io import atomic_path
 
 from .artifact import ArtifactIO, Runner
 from .errors import ExportError
-from .parity import INT8_TARGET_WORST_COS, worst_cosine
 
 if TYPE_CHECKING:
     from torch import nn
@@ -47,6 +46,7 @@ OPSET = 20
 CALIBRATION_BATCH = 8
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
+INT8_TARGET_WORST_COS = 0.998  # int8 searches aim at this on the calibration faces: margin for the gate on other faces
 CALIBRATION_METHODS = ("MinMax", "Percentile")  # onnxruntime CalibrationMethod names; Entropy measured no better than MinMax
 INT8_METADATA = "facekd.int8"  # metadata_props key: how the int8 model was chosen (json)
 FP16_METADATA = "facekd.fp16"  # metadata_props key: how the fp16 model was made (json; tensorrt_format)
@@ -92,6 +92,13 @@ def _embed(path: Path, inputs: np.ndarray, optimize: bool = True) -> np.ndarray:
     runner = OnnxRuntimeRunner(optimize=optimize)
     runner.load(path)
     return runner.run(inputs)
+
+
+def worst_cosine(outputs: np.ndarray, reference: np.ndarray) -> float:
+    """min_i cos(outputs_i, reference_i) over rows (neither needs to be normalised)."""
+    outputs, reference = np.asarray(outputs, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    norms = np.linalg.norm(outputs, axis=1) * np.linalg.norm(reference, axis=1)
+    return float(np.min(np.sum(outputs * reference, axis=1) / np.maximum(norms, 1e-12)))
 
 
 def _weighted_nodes(path: Path) -> list[str]:

@@ -16,7 +16,6 @@ from training.verification import l2_normalise
 from .artifact import Runner
 
 RUN_BATCH = 32
-INT8_TARGET_WORST_COS = 0.998  # int8 searches aim at this on the calibration faces: margin for the gate on other faces
 
 
 @dataclass(frozen=True)
@@ -72,13 +71,6 @@ class ParityReference:
             return None
         scores = np.sum(embeddings[self.left] * embeddings[self.right], axis=1)
         return scores >= self.threshold
-
-
-def worst_cosine(outputs: np.ndarray, reference: np.ndarray) -> float:
-    """min_i cos(outputs_i, reference_i) over rows (neither needs to be normalised)."""
-    outputs, reference = np.asarray(outputs, dtype=np.float64), np.asarray(reference, dtype=np.float64)
-    norms = np.linalg.norm(outputs, axis=1) * np.linalg.norm(reference, axis=1)
-    return float(np.min(np.sum(outputs * reference, axis=1) / np.maximum(norms, 1e-12)))
 
 
 def embed(runner: Runner, inputs: np.ndarray, batch_size: int = RUN_BATCH) -> np.ndarray:

@@ -12,8 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from export.onnx_format import _embed, _weighted_nodes, export_fp32, inspect, quantize_int8
-from export.parity import worst_cosine
+from export.onnx_format import _embed, _weighted_nodes, export_fp32, inspect, quantize_int8, worst_cosine
 from training.preprocess import STUDENT_DEFAULT
 
 OUTLIER = 1e4

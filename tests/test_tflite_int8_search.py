@@ -16,7 +16,7 @@ from torch import nn
 
 from export.faces import FaceSet
 from export.formats import FORMATS
-from export.parity import INT8_TARGET_WORST_COS, worst_cosine
+from export.onnx_format import INT8_TARGET_WORST_COS, worst_cosine
 from training.preprocess import STUDENT_DEFAULT
 
 pytestmark = pytest.mark.skipif(FORMATS["tflite"].unavailable_reason() is not None,
