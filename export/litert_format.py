@@ -116,21 +116,28 @@ def _int8_edge_model(wrapped, example, faces: np.ndarray, float_convolutions: fr
     return litert_torch.convert(quantized, example, quant_config=QuantConfig(pt2e_quantizer=quantizer))
 
 
-def _simulated_sensitivity(model: "nn.Module", inputs: np.ndarray) -> dict[str, float]:
-    """{conv name: worst cosine to float with only that conv in simulated int8}, in execution order."""
+def _float_run(model: "nn.Module", batch) -> tuple[np.ndarray, list[str]]:
+    """(``model``'s float embeddings of ``batch``, names of its Conv2d layers in the order the forward runs them)."""
     import torch
     from torch import nn
-
-    from training.quant_aware import SimulatedInt8
 
     names = {module: name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)}
     order: list[str] = []
     hooks = [conv.register_forward_pre_hook(lambda module, _: order.append(names[module])) for conv in names]
-    batch = torch.from_numpy(inputs)
-    with torch.no_grad():
-        reference = model(batch).numpy()
-    for hook in hooks:
-        hook.remove()
+    try:
+        with torch.no_grad():
+            return model.eval()(batch).numpy(), order
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def _simulated_sensitivity(model: "nn.Module", batch, reference: np.ndarray, order: list[str]) -> dict[str, float]:
+    """{conv name: worst cosine to ``reference`` with only that conv in simulated int8}, in ``order``."""
+    import torch
+
+    from training.quant_aware import SimulatedInt8
+
     by_name = dict(model.named_modules())
     alone = {}
     for name in order:
@@ -145,8 +152,8 @@ def _int8_by_measurement(model: "nn.Module", wrapped, example, calibration: "Fac
     import torch
 
     faces = calibration.inputs(preprocess.with_layout("NHWC"))
-    with torch.no_grad():
-        reference = model.eval()(torch.from_numpy(calibration.inputs(preprocess.with_layout("NCHW")))).numpy()
+    batch = torch.from_numpy(calibration.inputs(preprocess.with_layout("NCHW")))
+    reference, order = _float_run(model, batch)
 
     def measure(edge_model) -> float:
         return worst_cosine(np.concatenate([edge_model(face[None]) for face in faces]), reference)
@@ -157,9 +164,9 @@ def _int8_by_measurement(model: "nn.Module", wrapped, example, calibration: "Fac
              "target_worst_cos_on_calibration": INT8_TARGET_WORST_COS, "kept_float": [], "worst_cos_on_calibration": worst}
     if worst >= INT8_TARGET_WORST_COS:
         return edge_model, facts
-    alone = _simulated_sensitivity(model, calibration.inputs(preprocess.with_layout("NCHW")))
-    positions = {name: position for position, name in enumerate(alone)}
-    inner = list(alone)[1:-1]  # the boundary convolutions are float already
+    alone = _simulated_sensitivity(model, batch, reference, order)
+    positions = {name: position for position, name in enumerate(order)}
+    inner = order[1:-1]  # the boundary convolutions are float already
     ranked, cap = sorted(inner, key=alone.get), len(inner) // 2
     for count in sorted({min(1 << doubling, cap) for doubling in range(cap.bit_length() + 1)} - {0}):
         if worst >= INT8_TARGET_WORST_COS:
