@@ -53,6 +53,7 @@ __all__ = ["ExportConfig", "ExportError", "ExportRecord", "available_formats", "
            "plan_jobs", "split_format_requests"]
 
 REJECTED = "rejected"
+INT8_SEARCH_MARGIN = 0.003  # int8 layer searches aim this far above the int8 bar's worst_cos, on the calibration faces
 GOLDEN = "golden"
 SUMMARY = "export_summary.json"
 MANIFEST = "manifest.json"
@@ -244,6 +245,14 @@ class _Run:
     int8_preparation: dict = field(default_factory=dict)  # how that copy was made (manifest details of int8 artifacts)
     parity_inputs: dict[str, np.ndarray] = field(default_factory=dict)  # layout -> inputs
 
+    @property
+    def int8_search_target(self) -> float | None:
+        """Worst cosine the int8 converters' layer searches aim at on the calibration faces: the
+        int8 bar's ``worst_cos`` plus ``INT8_SEARCH_MARGIN`` (other faces are gated); None when
+        the bar does not bound the worst case — every layer stays int8, the fastest artifact."""
+        bar = self.config.bars.get("int8")
+        return None if bar is None or bar.worst_cos is None else min(1.0, bar.worst_cos + INT8_SEARCH_MARGIN)
+
     def model_for(self, precision: str) -> "nn.Module":
         return self.int8_model if precision == "int8" and self.int8_model is not None else self.model
 
@@ -280,7 +289,7 @@ def _check_source(run: _Run, row: FormatRow, precision: str, folder: Path) -> _S
     format lists; the first gates it on the bar of ``precision``, the others are recorded."""
     source = row.source
     path = source.make(run.model_for(precision), precision, run.calibration, folder / source.file,
-                       preprocess=run.preprocess, max_batch=run.config.max_batch)
+                       preprocess=run.preprocess, max_batch=run.config.max_batch, int8_target_worst_cos=run.int8_search_target)
     io = source.inspect(path)
     _check_io(io, run.preprocess.with_layout(row.layout).input_shape(None), run.model.embedding_size)
     checks = [(how, _parity(run, runner(), path, row.layout)) for how, runner in source.checks(precision)]
@@ -304,7 +313,8 @@ def _export_one(run: _Run, row: FormatRow, precision: str) -> ExportRecord:
         if row.source is not None:
             source = _check_source(run, row, precision, folder)
         if source is None or source.verdict.passed:
-            row.convert(run.model_for(precision), precision, run.calibration, artifact, preprocess=run.preprocess, max_batch=run.config.max_batch)
+            row.convert(run.model_for(precision), precision, run.calibration, artifact, preprocess=run.preprocess,
+                        max_batch=run.config.max_batch, int8_target_worst_cos=run.int8_search_target)
     except FormatUnavailable as exc:
         if source is None:
             shutil.rmtree(folder)

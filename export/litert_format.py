@@ -11,8 +11,8 @@ with a dynamic batch); the runner loops over a batch.
 - int8: PT2E static quantisation (per-channel symmetric int8 weights, int8 activations from
   histogram observers fed with real faces). The first and the last convolution stay float so
   the model keeps float32 input and output (≈2 % of the MACs); PReLU stays float between
-  quantise/dequantise pairs. The whole graph runs under XNNPACK. When the artifact's worst cosine
-  to the float model on the calibration faces is below ``INT8_TARGET_WORST_COS``, the
+  quantise/dequantise pairs. The whole graph runs under XNNPACK. When the export gives a target
+  and the artifact's worst cosine to the float model on the calibration faces is below it, the
   convolutions whose simulated int8 alone costs the most (``training.quant_aware.SimulatedInt8``
   on the calibration faces) stay float too: 1, 2, 4, … of them until the target is met (at most
   half). What the search measured is stored in the file's metadata (``facekd.int8``), read back
@@ -32,7 +32,7 @@ from training.io import atomic_path
 
 from .artifact import ArtifactIO, Runner, package_versions, run_one_by_one
 from .errors import ExportError
-from .onnx_format import INT8_METADATA, INT8_TARGET_WORST_COS, METADATA_DETAILS, worst_cosine
+from .onnx_format import INT8_METADATA, METADATA_DETAILS, worst_cosine
 
 if TYPE_CHECKING:
     from torch import nn
@@ -75,7 +75,7 @@ def _float_boundary_quantizer(float_convolutions: frozenset[int] = frozenset()):
 
 
 def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
-            preprocess: "PreprocessSpec", max_batch: int) -> Path:
+            preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None) -> Path:
     import litert_torch
     import torch
 
@@ -90,7 +90,7 @@ def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path
 
             edge_model = litert_torch.convert(wrapped, example, quant_config=quant_recipes.full_fp16_recipe())
         elif precision == "int8":
-            edge_model, facts = _int8_by_measurement(model, wrapped, example, calibration, preprocess)
+            edge_model, facts = _int8_by_measurement(model, wrapped, example, calibration, preprocess, int8_target_worst_cos)
         else:
             raise ExportError(f"tflite has no precision {precision!r}")
         with atomic_path(out_path) as tmp:
@@ -146,9 +146,11 @@ def _simulated_sensitivity(model: "nn.Module", batch, reference: np.ndarray, ord
     return alone
 
 
-def _int8_by_measurement(model: "nn.Module", wrapped, example, calibration: "FaceSet", preprocess: "PreprocessSpec"):
+def _int8_by_measurement(model: "nn.Module", wrapped, example, calibration: "FaceSet", preprocess: "PreprocessSpec",
+                         target: float | None):
     """(int8 edge model, what was measured): boundary convolutions float, then the most sensitive
-    ones too until the worst cosine to float on the calibration faces reaches the target (module docstring)."""
+    ones too until the worst cosine to float on the calibration faces reaches ``target`` (None: no
+    search; module docstring)."""
     import torch
 
     faces = calibration.inputs(preprocess.with_layout("NHWC"))
@@ -161,15 +163,15 @@ def _int8_by_measurement(model: "nn.Module", wrapped, example, calibration: "Fac
     edge_model = _int8_edge_model(wrapped, example, faces, frozenset())
     worst = measure(edge_model)
     facts = {"calibration_faces": len(faces), "worst_cos_on_calibration_boundary_float": worst,
-             "target_worst_cos_on_calibration": INT8_TARGET_WORST_COS, "kept_float": [], "worst_cos_on_calibration": worst}
-    if worst >= INT8_TARGET_WORST_COS:
+             "target_worst_cos_on_calibration": target, "kept_float": [], "worst_cos_on_calibration": worst}
+    if target is None or worst >= target:
         return edge_model, facts
     alone = _simulated_sensitivity(model, batch, reference, order)
     positions = {name: position for position, name in enumerate(order)}
     inner = order[1:-1]  # the boundary convolutions are float already
     ranked, cap = sorted(inner, key=alone.get), len(inner) // 2
     for count in sorted({min(1 << doubling, cap) for doubling in range(cap.bit_length() + 1)} - {0}):
-        if worst >= INT8_TARGET_WORST_COS:
+        if worst >= target:
             break
         kept = ranked[:count]
         edge_model = _int8_edge_model(wrapped, example, faces, frozenset(positions[name] for name in kept))

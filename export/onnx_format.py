@@ -6,8 +6,8 @@ TorchScript exporter left those biases as Constant nodes, which onnxruntime's qu
 quantise ("Expected bias to be an initializer").
 
 INT8 is onnxruntime static quantisation in QDQ form, calibrated on real aligned faces (min-max or
-percentile, whichever gives the higher worst cosine to fp32 there; below ``INT8_TARGET_WORST_COS``
-the most sensitive layers, measured one at a time, stay float until it is met):
+percentile, whichever gives the higher worst cosine to fp32 there; when the export gives a target
+worst cosine and that misses it, the most sensitive layers, measured one at a time, stay float until it is met):
 per-channel symmetric int8 weights, symmetric int8 activations and float biases, so every
 zero point is an int8 zero and no DequantizeLinear reads int32 — the form TensorRT needs to
 build an explicitly quantised engine from the same file (onnxruntime still fuses it into
@@ -46,7 +46,6 @@ OPSET = 20
 CALIBRATION_BATCH = 8
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
-INT8_TARGET_WORST_COS = 0.998  # int8 searches aim at this on the calibration faces: margin for the gate on other faces
 CALIBRATION_METHODS = ("MinMax", "Percentile")  # onnxruntime CalibrationMethod names; Entropy measured no better than MinMax
 INT8_METADATA = "facekd.int8"  # metadata_props key: how the int8 model was chosen (json)
 FP16_METADATA = "facekd.fp16"  # metadata_props key: how the fp16 model was made (json; tensorrt_format)
@@ -109,11 +108,11 @@ def _weighted_nodes(path: Path) -> list[str]:
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration_inputs: np.ndarray, *, reduce_range: bool = True,
-                  target_worst_cos: float = INT8_TARGET_WORST_COS, progress: bool = False) -> Path:
+                  target_worst_cos: float | None = None, progress: bool = False) -> Path:
     """Static QDQ INT8 of an fp32 ONNX, calibrated on NCHW float inputs (see module docstring).
 
     Each of ``CALIBRATION_METHODS`` quantises the model; the one with the higher worst cosine to
-    fp32 on the calibration faces is kept. Below ``target_worst_cos`` there, per-layer
+    fp32 on the calibration faces is kept. Below ``target_worst_cos`` there (None: no target), per-layer
     sensitivity decides which layers stay float: each weighted layer is quantised alone and
     ranked by the worst cosine that gives; the most sensitive are excluded from quantisation one
     at a time until the target is met (at most half the layers; the export's parity gate judges
@@ -148,7 +147,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration_inputs: np.ndarra
         facts = {"calibration_method": method, "calibration_faces": len(calibration_inputs),
                  "worst_cos_on_calibration_by_method": worst_by_method, "reduce_range": reduce_range,
                  "target_worst_cos_on_calibration": target_worst_cos}
-        if worst < target_worst_cos:
+        if target_worst_cos is not None and worst < target_worst_cos:
             layers = _weighted_nodes(fp32_path)
             probe = Path(scratch) / "one_layer.onnx"
             alone = {name: quantise(method, probe, only=[name])
@@ -169,13 +168,14 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration_inputs: np.ndarra
 
 
 def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
-            preprocess: "PreprocessSpec", max_batch: int) -> Path:
+            preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None) -> Path:
     if precision == "fp32":
         return export_fp32(model, out_path, preprocess)
     if precision == "int8":
         with tempfile.TemporaryDirectory(dir=out_path.parent) as scratch:
             fp32_path = export_fp32(model, Path(scratch) / "fp32.onnx", preprocess)
-            return quantize_int8(fp32_path, out_path, calibration.inputs(preprocess.with_layout("NCHW")), progress=True)
+            return quantize_int8(fp32_path, out_path, calibration.inputs(preprocess.with_layout("NCHW")),
+                                 target_worst_cos=int8_target_worst_cos, progress=True)
     raise ExportError(f"onnx has no precision {precision!r}")
 
 

@@ -13,12 +13,13 @@ import pytest
 import torch
 from torch import nn
 
-from export.build import ExportConfig, export_checkpoint
+from export.build import INT8_SEARCH_MARGIN, ExportConfig, export_checkpoint
 from export.equalise import _channel_ranges, equalise_for_int8
 from export.onnx_format import _embed, export_fp32, quantize_int8, worst_cosine
 from training.checkpoint import save_checkpoint, student_state
 from training.models.derived import DerivedArch, DerivedStudent
 from training.models.mobilefacenet import MobileFaceNet
+from export.parity import DEFAULT_BARS, ParityBar
 from training.preprocess import STUDENT_DEFAULT
 
 LOUD = 30.0
@@ -127,3 +128,21 @@ def test_export_hands_the_equalised_copy_to_int8_only(student, tiny_faces, tmp_p
         assert details["int8"]["int8_equalisation"]["calibration_faces"] == 4
     else:
         assert "int8_equalisation" not in details["int8"]
+
+
+@pytest.mark.parametrize("worst_case", [False, True])
+def test_int8_layer_searches_follow_the_int8_bar(student, tiny_faces, tmp_path, worst_case):
+    """A bar on the worst cosine makes the searches aim above it; a mean bar keeps every layer int8."""
+    checkpoint = save_checkpoint(tmp_path / "s.pt", student_state(student, STUDENT_DEFAULT, threshold=0.3))
+    faces = sorted(tiny_faces.glob("*/*.jpg"))
+    bars = {**DEFAULT_BARS, "int8": ParityBar(worst_cos=0.995, max_flip_rate=0.005) if worst_case else ParityBar(mean_cos=0.99)}
+    config = ExportConfig(formats=["onnx-int8"], calib_count=4, parity_count=8, threads=1, golden=False, bars=bars)
+    (record,) = export_checkpoint(checkpoint, tmp_path / "out", config, faces[:8], faces, None, progress=False)
+    manifest = json.loads((tmp_path / "out" / record.path).parent.joinpath("manifest.json").read_text())
+    search = manifest["details"]["int8_calibration"]
+    if worst_case:
+        assert search["target_worst_cos_on_calibration"] == pytest.approx(0.995 + INT8_SEARCH_MARGIN)
+        assert "sensitivity_worst_cos_alone" in search or max(search["worst_cos_on_calibration_by_method"].values()) >= 0.998
+    else:
+        assert search["target_worst_cos_on_calibration"] is None and "kept_float" not in search
+        assert manifest["details"]["float_layers"] == []
