@@ -244,6 +244,7 @@ class _Run:
     int8_model: "nn.Module | None" = None  # what int8 converters quantise (equalised and/or fine-tuned copy; None: model)
     int8_preparation: dict = field(default_factory=dict)  # how that copy was made (manifest details of int8 artifacts)
     parity_inputs: dict[str, np.ndarray] = field(default_factory=dict)  # layout -> inputs
+    progress: bool = False  # progress bars of long conversions (the int8 layer searches)
 
     @property
     def int8_search_target(self) -> float | None:
@@ -289,7 +290,8 @@ def _check_source(run: _Run, row: FormatRow, precision: str, folder: Path) -> _S
     format lists; the first gates it on the bar of ``precision``, the others are recorded."""
     source = row.source
     path = source.make(run.model_for(precision), precision, run.calibration, folder / source.file,
-                       preprocess=run.preprocess, max_batch=run.config.max_batch, int8_target_worst_cos=run.int8_search_target)
+                       preprocess=run.preprocess, max_batch=run.config.max_batch, int8_target_worst_cos=run.int8_search_target,
+                       progress=run.progress)
     io = source.inspect(path)
     _check_io(io, run.preprocess.with_layout(row.layout).input_shape(None), run.model.embedding_size)
     checks = [(how, _parity(run, runner(), path, row.layout)) for how, runner in source.checks(precision)]
@@ -314,7 +316,8 @@ def _export_one(run: _Run, row: FormatRow, precision: str) -> ExportRecord:
             source = _check_source(run, row, precision, folder)
         if source is None or source.verdict.passed:
             row.convert(run.model_for(precision), precision, run.calibration, artifact, preprocess=run.preprocess,
-                        max_batch=run.config.max_batch, int8_target_worst_cos=run.int8_search_target)
+                        max_batch=run.config.max_batch, int8_target_worst_cos=run.int8_search_target,
+                        progress=run.progress)
     except FormatUnavailable as exc:
         if source is None:
             shutil.rmtree(folder)
@@ -422,7 +425,7 @@ def export_checkpoint(
             out_dir=out_dir, config=config, model=model, preprocess=preprocess, calibration=calibration,
             parity_faces=parity_faces, reference=reference, threshold_source=threshold_source,
             source={"checkpoint": checkpoint_path.name, "sha256": sha256_file(checkpoint_path), "arch": state.get("arch")},
-            cost=torch_cost(model, preprocess.size),
+            cost=torch_cost(model, preprocess.size), progress=progress,
         )
         if any(precision == "int8" and not unavailable for _, precision, unavailable in jobs):
             _prepare_int8(run, finetune_images, progress)

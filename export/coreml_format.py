@@ -56,7 +56,8 @@ def _save_package(mlmodel, out_path: Path) -> Path:
 
 
 def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
-            preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None) -> Path:
+            preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None,
+            progress: bool = False) -> Path:
     import coremltools as ct
     import torch
 

@@ -54,7 +54,8 @@ def _quantized(model: "nn.Module", example: tuple, calibration_inputs: np.ndarra
 
 
 def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
-            preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None) -> Path:
+            preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None,
+            progress: bool = False) -> Path:
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower

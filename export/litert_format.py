@@ -5,13 +5,19 @@ float32 input [1, H, W, 3] (what camera pipelines on phones produce) and returns
 embeddings [1, D]. Every precision is fixed at batch 1 (the PT2E INT8 graph cannot be traced
 with a dynamic batch); the runner loops over a batch.
 
+Every precision converts a copy whose PReLUs with all slopes a_c <= 1 compute max(y, a*y) instead
+(``_prelu_as_maximum``: equal, and two ops where litert-torch lowers PReLU to four; in int8 the
+MUL and MAXIMUM are int8 where PReLU's ops stay float between quantise/dequantise pairs).
+
 - fp32: plain conversion.
 - fp16: convolution weights stored as float16 and dequantised at load (litert-torch's fp16
   recipe, applied by ai-edge-quantizer); compute stays float32.
 - int8: PT2E static quantisation (per-channel symmetric int8 weights, int8 activations from
   histogram observers fed with real faces). The first and the last convolution stay float so
-  the model keeps float32 input and output (≈2 % of the MACs); PReLU stays float between
-  quantise/dequantise pairs. The whole graph runs under XNNPACK. When the export gives a target
+  the model keeps float32 input and output (≈2 % of the MACs). A PReLU with a slope above 1 stays
+  float between quantise/dequantise pairs; the others, rewritten as maximum, run in int8, their
+  MAXIMUM on LiteRT's own kernel between XNNPACK partitions (XNNPACK's MAXIMUM is float only;
+  measured faster all the same). When the export gives a target
   and the artifact's worst cosine to the float model on the calibration faces is below it, the
   convolutions whose simulated int8 alone costs the most (``training.quant_aware.SimulatedInt8``
   on the calibration faces) stay float too: 1, 2, 4, … of them until the target is met (at most
@@ -74,11 +80,38 @@ def _float_boundary_quantizer(float_convolutions: frozenset[int] = frozenset()):
     return FloatBoundaryQuantizer().set_global(config)
 
 
+def _prelu_as_maximum(model: "nn.Module") -> "nn.Module":
+    """A copy of ``model`` whose PReLUs with every slope a_c <= 1 are ``MaximumPReLU``s (the others stay)."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    class MaximumPReLU(nn.Module):
+        """PReLU as max(y, a·y): y >= 0 gives y >= a·y, y < 0 gives a·y >= y, for every a <= 1."""
+
+        def __init__(self, prelu: nn.PReLU):
+            super().__init__()
+            self.register_buffer("slope", prelu.weight.detach().clone())
+
+        def forward(self, y):
+            return torch.maximum(y, y * self.slope.view(1, -1, *([1] * (y.dim() - 2))))
+
+    rewritten = copy.deepcopy(model).eval()
+    for parent in list(rewritten.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.PReLU) and bool((child.weight <= 1).all()):
+                setattr(parent, name, MaximumPReLU(child))
+    return rewritten
+
+
 def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
-            preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None) -> Path:
+            preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None,
+            progress: bool = False) -> Path:
     import litert_torch
     import torch
 
+    model = _prelu_as_maximum(model)
     nhwc = preprocess.with_layout("NHWC")
     wrapped = litert_torch.to_channel_last_io(model.eval(), args=[0]).eval()
     example = (torch.zeros(nhwc.input_shape(1)),)

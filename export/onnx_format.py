@@ -168,14 +168,15 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration_inputs: np.ndarra
 
 
 def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
-            preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None) -> Path:
+            preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None,
+            progress: bool = False) -> Path:
     if precision == "fp32":
         return export_fp32(model, out_path, preprocess)
     if precision == "int8":
         with tempfile.TemporaryDirectory(dir=out_path.parent) as scratch:
             fp32_path = export_fp32(model, Path(scratch) / "fp32.onnx", preprocess)
             return quantize_int8(fp32_path, out_path, calibration.inputs(preprocess.with_layout("NCHW")),
-                                 target_worst_cos=int8_target_worst_cos, progress=True)
+                                 target_worst_cos=int8_target_worst_cos, progress=progress)
     raise ExportError(f"onnx has no precision {precision!r}")
 
 

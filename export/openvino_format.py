@@ -79,7 +79,8 @@ def _quantize(ov_model, calibration_inputs: np.ndarray):
 
 
 def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
-            preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None) -> Path:
+            preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None,
+            progress: bool = False) -> Path:
     import openvino as ov
 
     if precision not in ("fp32", "int8"):

@@ -115,7 +115,8 @@ def autocast_fp16(fp32_path: Path, out_path: Path, calibration_inputs: np.ndarra
 
 
 def make_source(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
-                preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None) -> Path:
+                preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None,
+                progress: bool = False) -> Path:
     """The ONNX an engine of ``precision`` is built from (see module docstring), at ``out_path``."""
     if precision not in PRECISIONS:
         raise ExportError(f"tensorrt has no precision {precision!r}")
@@ -124,7 +125,8 @@ def make_source(model: "nn.Module", precision: str, calibration: "FaceSet", out_
         fp32_path = onnx_format.export_fp32(model, Path(scratch) / "fp32.onnx", preprocess)
         if precision == "fp16":
             return autocast_fp16(fp32_path, out_path, inputs)
-        return onnx_format.quantize_int8(fp32_path, out_path, inputs, reduce_range=False, target_worst_cos=int8_target_worst_cos)
+        return onnx_format.quantize_int8(fp32_path, out_path, inputs, reduce_range=False, target_worst_cos=int8_target_worst_cos,
+                                           progress=progress)
 
 
 def source_checks(precision: str) -> list[tuple[str, Callable[[], Runner]]]:
@@ -172,7 +174,8 @@ def build_engine(trt, onnx_model: bytes, max_batch: int) -> bytes:
 
 
 def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
-            preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None) -> Path:
+            preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None,
+            progress: bool = False) -> Path:
     """Build the engine from the source beside ``out_path`` (made first when missing; export
     writes and validates it before calling this). Raises FormatUnavailable without TensorRT."""
     if precision not in PRECISIONS:
@@ -181,7 +184,7 @@ def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path
     source = out_path.with_name(SOURCE_ONNX)
     if not source.exists():
         make_source(model, precision, calibration, source, preprocess=preprocess, max_batch=max_batch,
-                    int8_target_worst_cos=int8_target_worst_cos)
+                    int8_target_worst_cos=int8_target_worst_cos, progress=progress)
     return atomic_write_bytes(out_path, build_engine(trt, source.read_bytes(), max_batch))
 
 

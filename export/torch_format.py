@@ -20,7 +20,8 @@ OUTPUT_NAME = "embedding"
 
 
 def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
-            preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None) -> Path:
+            preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None,
+            progress: bool = False) -> Path:
     """Save ``student_state`` (arch, preprocess, weights) — loadable by ``load_student``."""
     from training.checkpoint import save_checkpoint, student_state
 

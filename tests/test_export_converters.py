@@ -111,10 +111,28 @@ def test_tflite_fp32_takes_nhwc_and_matches_torch(checkpoint, real_faces, tmp_pa
     assert manifest.input["layout"] == "NHWC" and manifest.input["shape"] == [1, 112, 112, 3]
     assert manifest.preprocess == STUDENT_DEFAULT.with_layout("NHWC").to_dict()
     assert manifest.details["xnnpack_whole_graph"] is True
+    assert manifest.details["op_census"]["MAXIMUM"] == 33 and "SUB" not in manifest.details["op_census"]  # every PReLU
     runner = FORMATS["tflite"].runner()
     runner.load(tmp_path / record.path, threads=1)
     assert runner.run(np.zeros((3, 112, 112, 3), np.float32)).shape == (3, 128)  # loops over a batch
     assert runner.info()["delegate"] == "XNNPACK"
+
+
+def test_prelus_with_slopes_up_to_one_become_an_equal_maximum():
+    from export.litert_format import _prelu_as_maximum
+
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.PReLU(4), torch.nn.Conv2d(4, 4, 1), torch.nn.PReLU(4),
+                                torch.nn.Flatten(), torch.nn.PReLU())
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([-0.8, 0.0, 0.25, 1.0]))  # negative, zero and one are rewritten
+        model[3].weight.copy_(torch.tensor([0.1, 0.2, 1.13, 0.3]))  # one slope above 1: this PReLU stays
+    rewritten = _prelu_as_maximum(model)
+    assert [type(m).__name__ for m in rewritten if "PReLU" in type(m).__name__] == ["MaximumPReLU", "PReLU", "MaximumPReLU"]
+    assert all(isinstance(m, torch.nn.PReLU) for m in (model[1], model[3], model[5]))  # the original is untouched
+    x = torch.randn(16, 3, 9, 9) * 3
+    with torch.no_grad():
+        assert torch.equal(rewritten(x), model(x))
 
 
 @pytest.mark.slow
@@ -128,7 +146,8 @@ def test_tflite_fp16_and_int8(checkpoint, real_faces, tmp_path):
     assert fp16.details["tensor_types"]["float16"] > 0 and fp16.calibration is None
     assert int8.details["tensor_types"]["int8"] > 0 and int8.calibration["count"] == 8
     assert int8.input["dtype"] == int8.output["dtype"] == "float32"  # first/last conv kept float
-    assert int8.details["xnnpack_whole_graph"] is True
+    # PReLUs as int8 MUL + MAXIMUM: none of litert-torch's float PReLU ops (RELU, SUB) is left
+    assert int8.details["op_census"]["MAXIMUM"] == 33 and not {"RELU", "SUB"} & set(int8.details["op_census"])
 
 
 @_needs("coreml")

@@ -131,8 +131,9 @@ def test_export_hands_the_equalised_copy_to_int8_only(student, tiny_faces, tmp_p
 
 
 @pytest.mark.parametrize("worst_case", [False, True])
-def test_int8_layer_searches_follow_the_int8_bar(student, tiny_faces, tmp_path, worst_case):
-    """A bar on the worst cosine makes the searches aim above it; a mean bar keeps every layer int8."""
+def test_int8_layer_searches_follow_the_int8_bar(student, tiny_faces, tmp_path, worst_case, capfd):
+    """A bar on the worst cosine makes the searches aim above it; a mean bar keeps every layer int8.
+    An export without progress (``--quiet``) shows no search progress either."""
     checkpoint = save_checkpoint(tmp_path / "s.pt", student_state(student, STUDENT_DEFAULT, threshold=0.3))
     faces = sorted(tiny_faces.glob("*/*.jpg"))
     bars = {**DEFAULT_BARS, "int8": ParityBar(worst_cos=0.995, max_flip_rate=0.005) if worst_case else ParityBar(mean_cos=0.99)}
@@ -140,6 +141,7 @@ def test_int8_layer_searches_follow_the_int8_bar(student, tiny_faces, tmp_path, 
     (record,) = export_checkpoint(checkpoint, tmp_path / "out", config, faces[:8], faces, None, progress=False)
     manifest = json.loads((tmp_path / "out" / record.path).parent.joinpath("manifest.json").read_text())
     search = manifest["details"]["int8_calibration"]
+    assert "int8 sensitivity" not in capfd.readouterr().err
     if worst_case:
         assert search["target_worst_cos_on_calibration"] == pytest.approx(0.995 + INT8_SEARCH_MARGIN)
         assert "sensitivity_worst_cos_alone" in search or max(search["worst_cos_on_calibration_by_method"].values()) >= 0.998
