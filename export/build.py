@@ -7,13 +7,18 @@ Output folder::
     <out>/golden/                                                 golden vectors for app-side tests (see golden.py)
     <out>/export_summary.json                                     one record per format × precision
 
-One format failing never stops the others: its record says "failed" with a one-line reason.
+One format failing never stops the others: its record says "failed" with a one-line reason. Rows
+marked ``own_process`` (native runtimes that crashed beside the others in one process) convert and
+run their parity in a spawned child, so even a crash of theirs fails that artifact only.
 """
 from __future__ import annotations
 
+import json
 import logging
+import multiprocessing
 import os
 import shutil
+import signal
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -378,6 +383,41 @@ def _export_one(run: _Run, row: FormatRow, precision: str) -> ExportRecord:
     )
 
 
+def _export_in_child(run: _Run, row: FormatRow, precision: str) -> ExportRecord:
+    """``_export_one`` in a spawned process; when that process dies instead of answering, the
+    artifact fails with how it died and whatever it half-wrote is removed."""
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_export_one_and_send, args=(run, row, precision, send))
+    started = time.perf_counter()
+    child.start()
+    send.close()
+    try:
+        try:
+            answer = receive.recv()
+        except EOFError:  # the child closed its end without answering: it died
+            answer = None
+        child.join()
+    finally:
+        if child.is_alive():
+            child.terminate()
+            child.join()
+    if answer is not None:
+        return ExportRecord(**json.loads(answer))
+    code = child.exitcode
+    how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+    shutil.rmtree(run.out_dir / f"{row.name}-{precision}", ignore_errors=True)
+    return ExportRecord(row.name, precision, "failed", f"its converter's process died ({how}); nothing of it was kept",
+                        seconds=time.perf_counter() - started)
+
+
+def _export_one_and_send(run: _Run, row: FormatRow, precision: str, send) -> None:
+    """Child side of ``_export_in_child``: the record goes back as JSON."""
+    with _torch_threads(run.config.threads):
+        send.send(json.dumps(_export_one(run, row, precision).to_dict()))
+    send.close()
+
+
 def export_checkpoint(
     checkpoint_path: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -438,7 +478,10 @@ def export_checkpoint(
         bar = tqdm(jobs, desc="export", unit="artifact", disable=not progress)
         for row, precision, unavailable in bar:
             bar.set_postfix_str(f"{row.name}-{precision}")
-            record = ExportRecord(row.name, precision, "unavailable", unavailable) if unavailable else _export_one(run, row, precision)
+            if unavailable:
+                record = ExportRecord(row.name, precision, "unavailable", unavailable)
+            else:
+                record = (_export_in_child if row.own_process else _export_one)(run, row, precision)
             logger.info("%s-%s: %s %s", row.name, precision, record.status, record.reason)
             records.append(record)
             atomic_write_json(out_dir / SUMMARY, [r.to_dict() for r in records])  # progress survives an interruption

@@ -74,6 +74,7 @@ class FormatRow:
     inspect: Callable[[Path], ArtifactIO]
     validate_only: Callable[[], str | None] = _always_runnable  # reason this host cannot run it, else None
     source: SourceModel | None = None  # what the converter builds from, made and validated even where it cannot run
+    own_process: bool = False  # export converts and parity-runs it in a child process (its runtime crashed beside others)
 
     def missing(self) -> list[str]:
         """Import names of ``requires`` that are not installed."""
@@ -126,7 +127,7 @@ FORMATS: dict[str, FormatRow] = {
             requires=("openvino", "nncf", "onnx", "onnxscript"), install_hint="pip install 'facekd[openvino]'",
             host="any", layout="NCHW", distributions=("torch", "onnx", "openvino", "nncf"),
             calibrated=("int8",), convert=openvino_format.convert, runner=openvino_format.OpenVinoRunner,
-            inspect=openvino_format.inspect,
+            inspect=openvino_format.inspect, own_process=True,
         ),
         FormatRow(
             name="executorch", suffix=".pte",
@@ -137,7 +138,7 @@ FORMATS: dict[str, FormatRow] = {
             requires=("executorch", "torchao"), install_hint="pip install 'facekd[executorch]'",
             host="any", layout="NCHW", distributions=("torch", "executorch", "torchao"),
             calibrated=("int8",), convert=executorch_format.convert, runner=executorch_format.ExecuTorchRunner,
-            inspect=executorch_format.inspect,
+            inspect=executorch_format.inspect, own_process=True,
         ),
         FormatRow(
             name="coreml", suffix=".mlpackage",

@@ -148,6 +148,32 @@ def test_a_failing_converter_does_not_stop_the_others(checkpoint, faces, tmp_pat
     assert not (tmp_path / "broken-fp32").exists()
 
 
+
+def crash_natively(model, precision, calibration, out_path, **kwargs):
+    """A converter that half-writes its artifact, then dies the way a native library does."""
+    import os
+    import signal
+
+    out_path.write_bytes(b"half")
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def test_a_native_crash_in_an_own_process_row_fails_that_artifact_only(checkpoint, faces, tmp_path, monkeypatch):
+    crashing = replace(formats.FORMATS["torch"], name="crashing", convert=crash_natively, own_process=True)
+    isolated_torch = replace(formats.FORMATS["torch"], name="isolated", own_process=True)
+    monkeypatch.setitem(formats.FORMATS, "crashing", crashing)
+    monkeypatch.setitem(formats.FORMATS, "isolated", isolated_torch)
+    records = export_checkpoint(checkpoint, tmp_path, _config(formats=["crashing", "isolated", "torch"]), faces[:8], faces,
+                                None, progress=False)
+
+    assert [(r.format, r.status) for r in records] == [("crashing", "failed"), ("isolated", "ok"), ("torch", "ok")]
+    assert "process died (signal SIGSEGV)" in records[0].reason
+    assert not (tmp_path / "crashing-fp32").exists() and not (tmp_path / "rejected" / "crashing-fp32").exists()
+    # the child measured what an in-process export of the same model measures, and wrote a valid manifest
+    assert records[1].parity == records[2].parity
+    assert Manifest.load(tmp_path / "isolated-fp32" / "manifest.json").status == "ok"
+    verify_artifact(tmp_path / "isolated-fp32" / "manifest.json")
+
 def test_all_formats_records_unavailable_ones_instead_of_failing(checkpoint, faces, tmp_path, monkeypatch):
     if TENSORRT_INSTALLED:
         pytest.skip("TensorRT is installed here")
