@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
-EXTRAS ?= tflite,coreml,tensorrt-onnx,dev
+EXTRAS ?= tflite,coreml,tensorrt-onnx,openvino,executorch,dev
 SHARED := $(abspath ../shared)
 export FACEKD_HOME ?= $(if $(wildcard $(SHARED)/README.md),$(SHARED),)
 
