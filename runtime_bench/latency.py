@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from typing import Callable, Sequence
 
-from export.host import cpu_features  # noqa: F401  (re-exported: targets and tests read it here)
+from export.host import cpu_features, peak_gmacs  # noqa: F401  (cpu_features re-exported: targets and tests read it here)
 
 LOAD_PER_CORE_LIMIT = 0.5
 OTHER_CORES_LIMIT = 0.25
@@ -237,6 +237,7 @@ def host_info() -> dict:
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "isa": cpu_features(),
+        "peak_gmacs": peak_gmacs(),
         "os": platform.platform(),
         "system": platform.system(),
         "machine": platform.machine(),

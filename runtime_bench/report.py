@@ -25,8 +25,9 @@ from .results import DeviceRuns, Row, merge_results
 from .verdict import is_teacher, per_image_ms, summary_lines
 
 STATUS_MARKS = {"ok": "✅", "unavailable": "❎", "rejected": "❎", "failed": "❌"}
+GMACS_COLUMN = "GMAC/s (% peak)"
 COLUMNS = ("artifact", "runtime", "threads", "batch", "status", "size", "params", "MMACs", "accuracy", "AUC",
-           "TAR@FAR", "flips", "worst cos", "p50 ms", "p90 ms", "p99 ms", "GMAC/s", "peak RSS", "notes")
+           "TAR@FAR", "flips", "worst cos", "p50 ms", "p90 ms", "p99 ms", GMACS_COLUMN, "peak RSS", "notes")
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -173,8 +174,21 @@ def _suite_cell(entry: dict | None, column_flip: bool | None) -> str:
     return f"{100 * entry['acc']:.2f} ± {100 * entry['std']:.2f} %{flip}"
 
 
-def row_cells(row: Row, suites: dict[str, bool | None] | None = None) -> list[str]:
-    """One table row as display strings, in :func:`table_columns` order (COLUMNS without suites)."""
+def _gmacs_cell(row: Row, peak: dict | None) -> str:
+    """Achieved GMAC/s, and its share of the host's estimated peak for the threads used (int8 rows
+    against the int8 peak, the others against fp32)."""
+    if not row.model or not row.latency:
+        return "–"
+    achieved = row.model["macs"] / per_image_ms(row) / 1e6
+    if not peak or not row.threads:
+        return _number(achieved, 1)
+    share = achieved / (peak["int8" if row.precision == "int8" else "fp32"] * row.threads)
+    return f"{achieved:.1f} ({100 * share:.0f} %)"
+
+
+def row_cells(row: Row, suites: dict[str, bool | None] | None = None, peak: dict | None = None) -> list[str]:
+    """One table row as display strings, in :func:`table_columns` order (COLUMNS without suites);
+    ``peak``: the device's ``peak_gmacs``."""
     accuracy, parity, latency, memory, model = row.accuracy, row.parity, row.latency or {}, row.memory or {}, row.model
     notes = [row.reason] if row.reason else []
     if row.disturbed:
@@ -198,7 +212,7 @@ def row_cells(row: Row, suites: dict[str, bool | None] | None = None) -> list[st
         _number(latency.get("p50")),
         _number(latency.get("p90")),
         _number(latency.get("p99")),
-        _number(model["macs"] / per_image_ms(row) / 1e6, 1) if model and latency else "–",
+        _gmacs_cell(row, peak),
         _number(memory.get("peak_rss_mb"), 0, " MB"),
         "; ".join(notes),
     ]
@@ -207,9 +221,12 @@ def row_cells(row: Row, suites: dict[str, bool | None] | None = None) -> list[st
 def _device_line(device: dict) -> str:
     isa = device.get("isa")
     features = f" [{' '.join(isa) if isa else 'no AVX2/AVX-512/VNNI/AMX/NEON-dotprod'}]" if isa is not None else ""
+    peak = device.get("peak_gmacs")
+    peak_text = (f"; estimated peak per core {peak['fp32']} GMAC/s fp32, {peak['int8']} int8 ({peak['basis']})"
+                 if peak else "")
     return (f"{device.get('cpu') or '?'}{features}, {device.get('cores') or '?'} cores, {device.get('os') or '?'}, "
             f"Python {device.get('python') or '–'}, load average {_number(device.get('load_before'))} before / "
-            f"{_number(device.get('load_after'))} after")
+            f"{_number(device.get('load_after'))} after{peak_text}")
 
 
 METHOD_NOTE = (
@@ -217,7 +234,8 @@ METHOD_NOTE = (
     "percentiles of per-run wall times of one batch. Accuracy: 10-fold verification accuracy (threshold "
     "chosen on the other folds); flips: pairs whose same/different decision at the manifest threshold "
     "differs from the torch-fp32 reference; worst cos: lowest cosine between an image's embedding and "
-    "the reference's. MMACs: multiply-accumulates per image (export.cost); GMAC/s: MMACs / p50 per image. "
+    "the reference's. MMACs: multiply-accumulates per image (export.cost); GMAC/s: MMACs / p50 per image "
+    "(in brackets: its share of the host's estimated peak for the threads used, int8 rows against the int8 peak). "
     f"⚠ disturbed: other processes used more than {OTHER_CORES_LIMIT} core on average "
     f"while the runs were timed (where that cannot be measured: load average above cores × "
     f"{LOAD_PER_CORE_LIMIT}), or p99/p50 > {TAIL_RATIO_LIMIT}."
@@ -250,8 +268,9 @@ def _markdown(devices: list[DeviceRuns], images: dict[str, str]) -> str:
         columns = table_columns(suites)
         lines.append("| " + " | ".join(columns) + " |")
         lines.append("|" + "---|" * len(columns))
+        peak = runs.device.get("peak_gmacs")
         for row in runs.rows:
-            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row_cells(row, suites)) + " |")
+            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row_cells(row, suites, peak)) + " |")
         lines.append("")
         if runs.label in images:
             lines += [f"![accuracy vs latency on {runs.label}]({images[runs.label]})", ""]
@@ -288,7 +307,7 @@ def _html(devices: list[DeviceRuns], pngs: dict[str, bytes]) -> str:
             parts.append(f'<p class="small">{html.escape(SUITES_NOTE)}</p>')
         parts.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in table_columns(suites)) + "</tr>")
         for row in runs.rows:
-            cells = row_cells(row, suites)
+            cells = row_cells(row, suites, runs.device.get("peak_gmacs"))
             parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells[:-1])
                          + f'<td class="notes">{html.escape(cells[-1])}</td></tr>')
         parts.append("</table>")

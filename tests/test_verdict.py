@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 
 from export.cost import onnx_cost, torch_cost
-from runtime_bench.latency import cpu_features
-from runtime_bench.report import ScatterPoint, accuracy_axis
+from runtime_bench.latency import cpu_features, peak_gmacs
+from runtime_bench.report import GMACS_COLUMN, ScatterPoint, accuracy_axis, row_cells, table_columns
 from runtime_bench.results import Row
 from runtime_bench.verdict import headline, recommend, summary_lines
 
@@ -69,6 +69,30 @@ def test_cpu_features_from_cpuinfo():
     arm = "processor\t: 0\nFeatures\t: fp asimd asimddp i8mm\n"
     assert cpu_features(arm) == ["neon", "dotprod", "i8mm"]
     assert cpu_features("model name: x\n") is None
+
+
+def test_peak_from_isa_and_clock():
+    def cpuinfo(flags, mhz="2100.000", vendor="GenuineIntel", family="6"):
+        return f"vendor_id\t: {vendor}\ncpu family\t: {family}\ncpu MHz\t\t: {mhz}\nflags\t\t: {flags}\n"
+
+    xeon = peak_gmacs(cpuinfo("sse2 avx2 fma avx512f avx512_vnni amx_tile"))  # the 2.1 GHz Xeon
+    assert (xeon["fp32"], xeon["int8"]) == (67.2, 268.8) and "AMX not modelled" in xeon["basis"]
+    zen4 = peak_gmacs(cpuinfo("avx2 fma avx512f avx512_vnni", "2600.000", "AuthenticAMD", "25"))  # 512-bit ops on 256-bit pipes
+    assert (zen4["fp32"], zen4["int8"]) == (41.6, 166.4)
+    avx2 = peak_gmacs(cpuinfo("avx2 fma", "3000.000", "AuthenticAMD", "23"))  # no VNNI: half the int8 rate
+    assert (avx2["fp32"], avx2["int8"]) == (48.0, 96.0)
+    assert peak_gmacs("processor\t: 0\nFeatures\t: fp asimd asimddp\n") is None  # Arm: no clock in cpuinfo
+    assert peak_gmacs(cpuinfo("sse2 sse4_2")) is None
+
+
+def test_gmacs_cell_shows_the_share_of_the_peak_for_the_threads_used():
+    peak = {"fp32": 40.0, "int8": 160.0, "clock_ghz": 2.5, "basis": "test"}
+    at = table_columns({}).index(GMACS_COLUMN)
+    # 150 M MACs: 5 ms -> 30 GMAC/s; fp32 against 40 per core, int8 against 160, two threads against twice that
+    assert row_cells(row("tflite-fp32", 0.96, 0.01, 5.0), None, peak)[at] == "30.0 (75 %)"
+    assert row_cells(row("tflite-int8", 0.96, 0.01, 5.0), None, peak)[at] == "30.0 (19 %)"
+    assert row_cells(row("tflite-fp32", 0.96, 0.01, 5.0, threads=2), None, peak)[at] == "30.0 (38 %)"
+    assert row_cells(row("tflite-fp32", 0.96, 0.01, 5.0), None, None)[at] == "30.0"
 
 
 def test_torch_and_onnx_mac_counters_agree(tmp_path):
