@@ -7,7 +7,11 @@ ExecuTorch app feeds); the runner loops over a batch.
 - int8: PT2E static quantisation with ExecuTorch's XNNPACK quantiser (symmetric int8
   activations, per-channel int8 weights) calibrated on real aligned faces, then the same
   lowering: XNNPACK runs the quantised convolutions; ops it does not take stay on the portable
-  CPU kernels.
+  CPU kernels. When the export gives a worst-cosine target that the all-int8 graph misses on the
+  calibration faces, the most sensitive convolutions stay float (``export.int8_search``; each
+  candidate lowered and run by ExecuTorch: the quantised torch graph differs from XNNPACK's int8
+  arithmetic by up to 1e-3 in the worst cosine). A ``.pte`` has no metadata, so what the search measured is written beside it (``model.int8.json``) and read
+  back by ``inspect``.
 
 ExecuTorch's thread pool is global to the process and resizing it once programs exist hung or
 crashed on these machines: the runner sizes it only before the process's first program (the
@@ -15,16 +19,19 @@ benchmark starts one worker per thread count) and reports the pool's real size.
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from training.io import atomic_write_bytes
+from training.io import atomic_write_bytes, atomic_write_json
 
 from .artifact import ArtifactIO, Runner, package_versions, run_one_by_one
 from .errors import ExportError
+from .int8_search import keep_sensitive_float
+from .onnx_format import INT8_METADATA, METADATA_DETAILS
 
 if TYPE_CHECKING:
     from torch import nn
@@ -37,7 +44,14 @@ SCALAR_TYPES = {6: "float32", 5: "float16", 1: "int8", 0: "uint8"}  # c10::Scala
 _programs_loaded: list[bool] = []  # non-empty once this process has loaded a program (the pool is then in use)
 
 
-def _quantized(model: "nn.Module", example: tuple, calibration_inputs: np.ndarray) -> "nn.Module":
+def _facts_path(path: Path) -> Path:
+    """Where the int8 search's facts of ``path`` are kept."""
+    return path.with_name(f"{path.stem}.int8.json")
+
+
+def _quantized(model: "nn.Module", example: tuple, calibration_inputs: np.ndarray,
+               float_convolutions: frozenset[int] = frozenset()) -> "nn.Module":
+    """PT2E int8 of ``model``, the convolutions at positions ``float_convolutions`` (execution order) left float."""
     import torch
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
@@ -45,7 +59,14 @@ def _quantized(model: "nn.Module", example: tuple, calibration_inputs: np.ndarra
     )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    class FloatLayersQuantizer(XNNPACKQuantizer):
+        def annotate(self, graph_module: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            convolutions = [n for n in graph_module.graph.nodes if n.target == torch.ops.aten.conv2d.default]
+            float_nodes = {convolutions[i] for i in float_convolutions}
+            self.set_filter_function(lambda node: node not in float_nodes)
+            return super().annotate(graph_module)
+
+    quantizer = FloatLayersQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     prepared = prepare_pt2e(torch.export.export(model, example).module(), quantizer)
     with torch.no_grad():
         for i in range(len(calibration_inputs)):
@@ -57,26 +78,44 @@ def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path
             preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None,
             progress: bool = False) -> Path:
     import torch
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
 
     if precision not in ("fp32", "int8"):
         raise ExportError(f"executorch has no precision {precision!r}")
     nchw = preprocess.with_layout("NCHW")
     example = (torch.zeros(nchw.input_shape(1)),)
     model = model.eval()
-    if precision == "int8":
-        model = _quantized(model, example, calibration.inputs(nchw))
-    program = to_edge_transform_and_lower(torch.export.export(model, example),
-                                          partitioner=[XnnpackPartitioner()]).to_executorch()
-    return atomic_write_bytes(out_path, program.buffer)
+    if precision == "fp32":
+        return atomic_write_bytes(out_path, _lowered(model, example))
+    faces = calibration.inputs(nchw)
+
+    def build(kept: list[str], order: list[str]) -> bytes:
+        return _lowered(_quantized(model, example, faces, frozenset(order.index(name) for name in kept)), example)
+
+    def embed(program: bytes) -> np.ndarray:
+        method = _method(program)
+        return np.concatenate([method.execute([torch.from_numpy(faces[i : i + 1])])[0].numpy() for i in range(len(faces))])
+
+    program, facts = keep_sensitive_float(model, torch.from_numpy(faces), int8_target_worst_cos, build, embed)
+    atomic_write_json(_facts_path(out_path), facts)
+    return atomic_write_bytes(out_path, program)
 
 
-def _method(path: Path):
+def _lowered(model: "nn.Module", example: tuple) -> bytes:
+    """``model`` lowered to XNNPACK as an ExecuTorch program."""
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    return to_edge_transform_and_lower(torch.export.export(model, example),
+                                       partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+
+
+def _method(program: Path | bytes):
+    """The forward method of a ``.pte`` file or of a program's bytes."""
     from executorch.runtime import Runtime
 
     _programs_loaded.append(True)
-    return Runtime.get().load_program(Path(path)).load_method("forward")
+    return Runtime.get().load_program(program if isinstance(program, bytes) else Path(program)).load_method("forward")
 
 
 def inspect(path: Path) -> ArtifactIO:
@@ -84,10 +123,12 @@ def inspect(path: Path) -> ArtifactIO:
     if meta.num_inputs() != 1 or meta.num_outputs() != 1:
         raise ExportError(f"{path}: expected one input and one output, found {meta.num_inputs()} and {meta.num_outputs()}")
     source, sink = meta.input_tensor_meta(0), meta.output_tensor_meta(0)
+    facts = _facts_path(Path(path))
+    searched = {METADATA_DETAILS[INT8_METADATA]: json.loads(facts.read_text())} if facts.is_file() else {}
     return ArtifactIO(
         input_name="input", input_shape=list(source.sizes()), input_dtype=SCALAR_TYPES.get(source.dtype(), str(source.dtype())),
         output_name="embedding", output_shape=list(sink.sizes()), output_dtype=SCALAR_TYPES.get(sink.dtype(), str(sink.dtype())),
-        details={"backend": "XNNPACK", "method": meta.name()},
+        details={"backend": "XNNPACK", "method": meta.name(), **searched},
     )
 
 

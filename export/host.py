@@ -12,21 +12,30 @@ KERNEL_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_til
 FEATURE_NAMES = {"asimd": "neon", "asimddp": "dotprod"}
 
 
-def cpu_features(cpuinfo: str | None = None) -> list[str] | None:
-    """The kernel-deciding features of this CPU (``/proc/cpuinfo`` ``flags`` on x86, ``Features``
-    on Arm), e.g. ``["avx2", "fma", "avx512f", "avx512_vnni"]``; None where they cannot be read."""
+def _cpuinfo_fields(cpuinfo: str | None) -> dict[str, list[str]] | None:
+    """{key: values in order} of ``cpuinfo`` (default: this host's ``/proc/cpuinfo``); None if unreadable."""
     if cpuinfo is None:
         try:
             with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
                 cpuinfo = handle.read()
         except OSError:
             return None
+    fields: dict[str, list[str]] = {}
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            present = set(value.split())
-            return [FEATURE_NAMES.get(f, f) for f in KERNEL_FEATURES if f in present]
-    return None
+        fields.setdefault(key.strip(), []).append(value.strip())
+    return fields
+
+
+def cpu_features(cpuinfo: str | None = None) -> list[str] | None:
+    """The kernel-deciding features of this CPU (``/proc/cpuinfo`` ``flags`` on x86, ``Features``
+    on Arm), e.g. ``["avx2", "fma", "avx512f", "avx512_vnni"]``; None where they cannot be read."""
+    fields = _cpuinfo_fields(cpuinfo) or {}
+    listed = fields.get("flags") or fields.get("Features")
+    if not listed:
+        return None
+    present = set(listed[0].split())
+    return [FEATURE_NAMES.get(f, f) for f in KERNEL_FEATURES if f in present]
 
 
 def peak_gmacs(cpuinfo: str | None = None) -> dict | None:
@@ -39,16 +48,9 @@ def peak_gmacs(cpuinfo: str | None = None) -> dict | None:
     instruction (AVX-512 VNNI, AVX-VNNI), half that without one (vpmaddubsw + vpmaddwd). AMX
     tiles are not modelled.
     """
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-                cpuinfo = handle.read()
-        except OSError:
-            return None
-    fields: dict[str, list[str]] = {}
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), []).append(value.strip())
+    fields = _cpuinfo_fields(cpuinfo)
+    if fields is None:
+        return None
     try:
         clock_ghz = max(float(mhz) for mhz in fields.get("cpu MHz", [])) / 1000
     except ValueError:

@@ -19,10 +19,8 @@ MUL and MAXIMUM are int8 where PReLU's ops stay float between quantise/dequantis
   MAXIMUM on LiteRT's own kernel between XNNPACK partitions (XNNPACK's MAXIMUM is float only;
   measured faster all the same). When the export gives a target
   and the artifact's worst cosine to the float model on the calibration faces is below it, the
-  convolutions whose simulated int8 alone costs the most (``training.quant_aware.SimulatedInt8``
-  on the calibration faces) stay float too: 1, 2, 4, … of them until the target is met (at most
-  half). What the search measured is stored in the file's metadata (``facekd.int8``), read back
-  by ``inspect``.
+  most sensitive convolutions stay float too (``export.int8_search``). What the search measured is
+  stored in the file's metadata (``facekd.int8``), read back by ``inspect``.
 """
 from __future__ import annotations
 
@@ -38,7 +36,8 @@ from training.io import atomic_path
 
 from .artifact import ArtifactIO, Runner, package_versions, run_one_by_one
 from .errors import ExportError
-from .onnx_format import INT8_METADATA, METADATA_DETAILS, worst_cosine
+from .int8_search import keep_sensitive_float
+from .onnx_format import INT8_METADATA, METADATA_DETAILS
 
 if TYPE_CHECKING:
     from torch import nn
@@ -149,69 +148,23 @@ def _int8_edge_model(wrapped, example, faces: np.ndarray, float_convolutions: fr
     return litert_torch.convert(quantized, example, quant_config=QuantConfig(pt2e_quantizer=quantizer))
 
 
-def _float_run(model: "nn.Module", batch) -> tuple[np.ndarray, list[str]]:
-    """(``model``'s float embeddings of ``batch``, names of its Conv2d layers in the order the forward runs them)."""
-    import torch
-    from torch import nn
-
-    names = {module: name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)}
-    order: list[str] = []
-    hooks = [conv.register_forward_pre_hook(lambda module, _: order.append(names[module])) for conv in names]
-    try:
-        with torch.no_grad():
-            return model.eval()(batch).numpy(), order
-    finally:
-        for hook in hooks:
-            hook.remove()
-
-
-def _simulated_sensitivity(model: "nn.Module", batch, reference: np.ndarray, order: list[str]) -> dict[str, float]:
-    """{conv name: worst cosine to ``reference`` with only that conv in simulated int8}, in ``order``."""
-    import torch
-
-    from training.quant_aware import SimulatedInt8
-
-    by_name = dict(model.named_modules())
-    alone = {}
-    for name in order:
-        with SimulatedInt8(model, layers=[by_name[name]]), torch.no_grad():
-            alone[name] = worst_cosine(model(batch).numpy(), reference)
-    return alone
-
-
 def _int8_by_measurement(model: "nn.Module", wrapped, example, calibration: "FaceSet", preprocess: "PreprocessSpec",
                          target: float | None):
     """(int8 edge model, what was measured): boundary convolutions float, then the most sensitive
-    ones too until the worst cosine to float on the calibration faces reaches ``target`` (None: no
-    search; module docstring)."""
+    inner ones too until the worst cosine to float on the calibration faces reaches ``target``
+    (None: no search; ``export.int8_search``)."""
     import torch
 
     faces = calibration.inputs(preprocess.with_layout("NHWC"))
     batch = torch.from_numpy(calibration.inputs(preprocess.with_layout("NCHW")))
-    reference, order = _float_run(model, batch)
 
-    def measure(edge_model) -> float:
-        return worst_cosine(np.concatenate([edge_model(face[None]) for face in faces]), reference)
+    def build(kept: list[str], order: list[str]):
+        return _int8_edge_model(wrapped, example, faces, frozenset(order.index(name) for name in kept))
 
-    edge_model = _int8_edge_model(wrapped, example, faces, frozenset())
-    worst = measure(edge_model)
-    facts = {"calibration_faces": len(faces), "worst_cos_on_calibration_boundary_float": worst,
-             "target_worst_cos_on_calibration": target, "kept_float": [], "worst_cos_on_calibration": worst}
-    if target is None or worst >= target:
-        return edge_model, facts
-    alone = _simulated_sensitivity(model, batch, reference, order)
-    positions = {name: position for position, name in enumerate(order)}
-    inner = order[1:-1]  # the boundary convolutions are float already
-    ranked, cap = sorted(inner, key=alone.get), len(inner) // 2
-    for count in sorted({min(1 << doubling, cap) for doubling in range(cap.bit_length() + 1)} - {0}):
-        if worst >= target:
-            break
-        kept = ranked[:count]
-        edge_model = _int8_edge_model(wrapped, example, faces, frozenset(positions[name] for name in kept))
-        worst = measure(edge_model)
-        facts.update(kept_float=kept, worst_cos_on_calibration=worst)
-    facts["simulated_worst_cos_alone"] = alone
-    return edge_model, facts
+    def embed(edge_model) -> np.ndarray:
+        return np.concatenate([edge_model(face[None]) for face in faces])
+
+    return keep_sensitive_float(model, batch, target, build, embed, boundary_float=True)
 
 
 def _add_metadata(path: Path, name: str, value: str) -> None:

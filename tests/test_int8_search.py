@@ -1,0 +1,90 @@
+"""The int8 layer search the PT2E converters share (export.int8_search), and ExecuTorch's use of it.
+
+The search is driven here by a fake converter: an "artifact" is the list of convolutions kept
+float, and its embeddings are the float model's plus noise that only keeping chosen
+convolutions float removes, so every count the search tries has a known worst cosine.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from export.faces import FaceSet
+from export.formats import FORMATS
+from export.int8_search import float_run, keep_sensitive_float
+from export.onnx_format import worst_cosine
+from training.preprocess import STUDENT_DEFAULT
+from tests.test_tflite_int8_search import OUTLIER, Tiny
+
+
+@pytest.fixture(scope="module")
+def faces() -> FaceSet:
+    images = np.random.default_rng(0).integers(0, 256, (12, 112, 112, 3), dtype=np.uint8)
+    return FaceSet(tuple(f"face{i}" for i in range(len(images))), tuple(images))
+
+
+def _fake_converter(model, batch, noisy: dict[str, float]):
+    """(build, embed): each convolution in ``noisy`` left int8 adds noise of that size."""
+    reference, _ = float_run(model, batch)
+    built = []
+
+    def build(kept, order):
+        built.append(list(kept))
+        return list(kept)
+
+    def embed(kept):
+        noise = sum(size for name, size in noisy.items() if name not in kept)
+        return reference + noise * np.random.default_rng(len(kept)).standard_normal(reference.shape)
+
+    return build, embed, built
+
+
+def test_the_search_doubles_the_float_count_up_to_half_and_stops_at_the_target(faces):
+    model = Tiny(OUTLIER)
+    batch = torch.from_numpy(faces.inputs(STUDENT_DEFAULT.with_layout("NCHW")))
+    build, embed, built = _fake_converter(model, batch, {"1": 0.3})
+    artifact, facts = keep_sensitive_float(model, batch, 0.998, build, embed)
+    # conv "1" reads the outlier channel: ranked first by simulated int8, kept float at count 1, target met
+    assert built == [[], ["1"]] and artifact == ["1"] and facts["kept_float"] == ["1"]
+    assert facts["worst_cos_on_calibration_before_search"] < 0.998 <= facts["worst_cos_on_calibration"]
+
+
+def test_when_no_count_meets_the_target_the_best_measured_artifact_is_kept(faces):
+    model = Tiny(OUTLIER)
+    batch = torch.from_numpy(faces.inputs(STUDENT_DEFAULT.with_layout("NCHW")))
+    build, embed, built = _fake_converter(model, batch, {"1": 0.3, "4": 5.0})  # "4" ranks low: never kept float
+    artifact, facts = keep_sensitive_float(model, batch, 1.0, build, embed, boundary_float=True)
+    assert [len(kept) for kept in built[:2]] == [0, 1]  # 3 inner convolutions ("0" and "4" are the converter's): cap 1
+    assert "0" not in built[1] and "4" not in built[1]
+    counts = facts["worst_cos_by_float_count"]
+    best = max([facts["worst_cos_on_calibration_before_search"], *counts.values()])
+    assert facts["worst_cos_on_calibration"] == best and artifact == facts["kept_float"]
+
+
+def test_without_a_target_there_is_no_search(faces):
+    model = Tiny(OUTLIER)
+    batch = torch.from_numpy(faces.inputs(STUDENT_DEFAULT.with_layout("NCHW")))
+    build, embed, built = _fake_converter(model, batch, {"1": 0.3})
+    _, facts = keep_sensitive_float(model, batch, None, build, embed)
+    assert built == [[]] and facts["kept_float"] == [] and "simulated_worst_cos_alone" not in facts
+
+
+@pytest.mark.skipif(FORMATS["executorch"].unavailable_reason() is not None,
+                    reason=FORMATS["executorch"].unavailable_reason() or "")
+def test_executorch_int8_searches_and_its_program_is_the_one_measured(faces, tmp_path):
+    from export import executorch_format
+
+    model = Tiny(OUTLIER)
+    path = tmp_path / "model.pte"
+    executorch_format.convert(model, "int8", faces, path, preprocess=STUDENT_DEFAULT, max_batch=1, int8_target_worst_cos=1.0)
+    search = executorch_format.inspect(path).details["int8_calibration"]
+    assert len(search["worst_cos_by_float_count"]) == 2  # 5 convolutions: 1, then 2 (half) kept float
+    assert set(search["kept_float"]) <= set(search["simulated_worst_cos_alone"])
+    runner = executorch_format.ExecuTorchRunner()
+    runner.load(path, threads=1)
+    inputs = faces.inputs(STUDENT_DEFAULT.with_layout("NCHW"))
+    with torch.no_grad():
+        reference = model(torch.from_numpy(inputs)).numpy()
+    assert worst_cosine(runner.run(inputs), reference) == pytest.approx(search["worst_cos_on_calibration"], abs=1e-4)
