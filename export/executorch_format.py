@@ -10,8 +10,8 @@ ExecuTorch app feeds); the runner loops over a batch.
   CPU kernels. When the export gives a worst-cosine target that the all-int8 graph misses on the
   calibration faces, the most sensitive convolutions stay float (``export.int8_search``; each
   candidate lowered and run by ExecuTorch: the quantised torch graph differs from XNNPACK's int8
-  arithmetic by up to 1e-3 in the worst cosine). A ``.pte`` has no metadata, so what the search measured is written beside it (``model.int8.json``) and read
-  back by ``inspect``.
+  arithmetic by up to 1e-3 in the worst cosine). A ``.pte`` has no metadata, so what the search
+  measured is written beside it (``model.int8.json``) and read back by ``inspect``.
 
 ExecuTorch's thread pool is global to the process and resizing it once programs exist hung or
 crashed on these machines: the runner sizes it only before the process's first program (the
