@@ -112,7 +112,9 @@ FORMATS: dict[str, FormatRow] = {
             precisions={
                 "fp32": "float32, batch 1",
                 "fp16": "float16 weights, float32 compute, batch 1",
-                "int8": "PT2E static int8 (per-channel weights, int8 activations), float first/last conv, batch 1",
+                "int8": "PT2E static int8 (per-channel weights, int8 activations), float first/last conv, batch 1; "
+                        "under a worst-cosine target it misses: dynamic-range int8 (int8 weights, activations "
+                        "quantised per inference) if that meets it, else sensitive convs float (details.int8_calibration)",
             },
             requires=("litert_torch", "ai_edge_litert"), install_hint="pip install 'facekd[tflite]'",
             host="any", layout="NHWC", distributions=("torch", "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torchao"),

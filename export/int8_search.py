@@ -6,6 +6,9 @@ A conversion costs seconds, so the convolutions are ranked once by the worst cos
 model with only that one in simulated int8 (``training.quant_aware.SimulatedInt8``), and 1, 2, 4, …
 of them (at most half of those the converter may quantise) are kept float, each count built and
 measured, until the target is met; when no count meets it, the best one measured is kept.
+A converter with a dynamic-range int8 (activations quantised per inference from their own range,
+so no face is clipped by ranges calibrated on other faces) offers it first: when it meets the
+target it ships instead of a search whose float convolutions cost the speed int8 was for.
 Returns the artifact and what was measured (manifest ``details.int8_calibration``).
 """
 from __future__ import annotations
@@ -56,19 +59,28 @@ def simulated_sensitivity(model: "nn.Module", batch: "torch.Tensor", reference: 
 
 def keep_sensitive_float(model: "nn.Module", batch: "torch.Tensor", target: float | None,
                          build: Callable[[list[str], list[str]], Artifact], embed: Callable[[Artifact], np.ndarray],
-                         boundary_float: bool = False) -> tuple[Artifact, dict]:
+                         boundary_float: bool = False,
+                         dynamic_range: Callable[[], Artifact | None] | None = None) -> tuple[Artifact, dict]:
     """(artifact, facts). ``build(kept, order)`` converts with the convolutions named ``kept``
     float (``order``: every convolution's name in execution order), ``embed(artifact)`` runs it on
     the calibration faces that ``batch`` holds for the float model. ``boundary_float``: the
     converter keeps the first and last convolution float itself, the search picks among the
-    others. ``target`` None: no search."""
+    others. ``dynamic_range()``: the converter's dynamic-range int8 (None: it has nothing to
+    quantise), tried before the search.
+    ``target`` None: no search."""
     reference, order = float_run(model, batch)
     artifact = build([], order)
     worst = worst_cosine(embed(artifact), reference)
-    facts = {"calibration_faces": len(batch), "worst_cos_on_calibration_before_search": worst,
+    facts = {"calibration_faces": len(batch), "activations": "static", "worst_cos_on_calibration_before_search": worst,
              "target_worst_cos_on_calibration": target, "kept_float": [], "worst_cos_on_calibration": worst}
     if target is None or worst >= target:
         return artifact, facts
+    dynamic = None if dynamic_range is None else dynamic_range()
+    if dynamic is not None:
+        facts["worst_cos_on_calibration_dynamic_range"] = dynamic_worst = worst_cosine(embed(dynamic), reference)
+        if dynamic_worst >= target:
+            facts.update(activations="dynamic", worst_cos_on_calibration=dynamic_worst)
+            return dynamic, facts
     alone = simulated_sensitivity(model, batch, reference, order)
     inner = order[1:-1] if boundary_float else order
     ranked, cap = sorted(inner, key=alone.get), len(inner) // 2

@@ -20,8 +20,11 @@ int8 under a layer search, which keeps litert-torch's PReLU.
   MAXIMUM on LiteRT's own kernel between XNNPACK partitions (XNNPACK's MAXIMUM is float only;
   measured faster all the same). When the export gives a target
   and the artifact's worst cosine to the float model on the calibration faces is below it, the
-  most sensitive convolutions stay float too (``export.int8_search``). What the search measured is
-  stored in the file's metadata (``facekd.int8``), read back by ``inspect``.
+  dynamic-range int8 is tried first (``_dynamic_range_int8``: int8 weights, activations quantised
+  per inference by TFLite's hybrid kernels — on the zoo student worst cosine 0.9987 vs 0.982 static,
+  1.20x fp32 vs 1.46x), and only when it misses too do the most sensitive convolutions stay float
+  (``export.int8_search``). What was measured is stored in the file's metadata (``facekd.int8``),
+  read back by ``inspect``.
 """
 from __future__ import annotations
 
@@ -168,7 +171,26 @@ def _int8_by_measurement(model: "nn.Module", wrapped, example, calibration: "Fac
     def embed(edge_model) -> np.ndarray:
         return np.concatenate([edge_model(face[None]) for face in faces])
 
-    return keep_sensitive_float(model, batch, target, build, embed, boundary_float=True)
+    return keep_sensitive_float(model, batch, target, build, embed, boundary_float=True,
+                                dynamic_range=lambda: _dynamic_range_int8(model, example))
+
+
+def _dynamic_range_int8(model: "nn.Module", example):
+    """TFLite's dynamic-range int8 of ``model`` (ai-edge-quantizer's legacy recipe): per-channel
+    int8 weights of the layers with >= 1024 of them, activations quantised per inference from their
+    own range by the hybrid kernels; the rest float. Its PReLUs are maxima (activations stay float).
+    None when no layer is that large (nothing would be int8)."""
+    import litert_torch
+    from ai_edge_quantizer import quantizer, recipe
+    from litert_torch.model import LiteRTModel
+
+    float_model = litert_torch.convert(litert_torch.to_channel_last_io(_prelu_as_maximum(model), args=[0]).eval(), example)
+    dynamic = quantizer.Quantizer(bytearray(float_model.model_content()))
+    dynamic.load_quantization_recipe(recipe.dynamic_legacy_wi8_afp32())
+    quantized = bytes(dynamic.quantize().quantized_model)
+    interpreter = _interpreter_class()(model_content=quantized)
+    int8_tensors = [t for t in interpreter.get_tensor_details() if t["dtype"] == np.int8]
+    return LiteRTModel(quantized) if int8_tensors else None
 
 
 def _add_metadata(path: Path, name: str, value: str) -> None:

@@ -71,6 +71,28 @@ def test_without_a_target_there_is_no_search(faces):
     assert built == [[]] and facts["kept_float"] == [] and "simulated_worst_cos_alone" not in facts
 
 
+def test_a_dynamic_range_int8_that_meets_the_target_ships_without_a_search(faces):
+    model = Tiny(OUTLIER)
+    batch = torch.from_numpy(faces.inputs(STUDENT_DEFAULT.with_layout("NCHW")))
+    build, embed, built = _fake_converter(model, batch, {"1": 0.3})
+    dynamic = ["1", "dynamic"]  # the fake's way to say: conv "1" carries no int8 noise in this artifact
+    artifact, facts = keep_sensitive_float(model, batch, 0.998, build, embed, dynamic_range=lambda: dynamic)
+    assert artifact is dynamic and built == [[]] and "simulated_worst_cos_alone" not in facts
+    assert facts["activations"] == "dynamic" and facts["kept_float"] == []
+    assert facts["worst_cos_on_calibration_before_search"] < 0.998 <= facts["worst_cos_on_calibration_dynamic_range"]
+
+
+def test_a_dynamic_range_int8_that_misses_the_target_leaves_the_search_to_run(faces):
+    model = Tiny(OUTLIER)
+    batch = torch.from_numpy(faces.inputs(STUDENT_DEFAULT.with_layout("NCHW")))
+    build, embed, built = _fake_converter(model, batch, {"1": 0.3})
+    artifact, facts = keep_sensitive_float(model, batch, 0.998, build, embed, dynamic_range=lambda: ["dynamic"])
+    assert built == [[], ["1"]] and artifact == ["1"] and facts["activations"] == "static"
+    assert facts["worst_cos_on_calibration_dynamic_range"] < 0.998 <= facts["worst_cos_on_calibration"]
+    _, without = keep_sensitive_float(model, batch, 0.998, build, embed, dynamic_range=lambda: None)
+    assert "worst_cos_on_calibration_dynamic_range" not in without and without["kept_float"] == ["1"]
+
+
 @pytest.mark.skipif(FORMATS["executorch"].unavailable_reason() is not None,
                     reason=FORMATS["executorch"].unavailable_reason() or "")
 def test_executorch_int8_searches_and_its_program_is_the_one_measured(faces, tmp_path):

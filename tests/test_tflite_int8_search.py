@@ -80,3 +80,21 @@ def test_without_a_target_every_inner_convolution_stays_int8(faces, tmp_path):
     assert search["target_worst_cos_on_calibration"] is None
     assert search["kept_float"] == [] and "simulated_worst_cos_alone" not in search
     assert worst == pytest.approx(search["worst_cos_on_calibration_before_search"], abs=1e-4) and worst < TARGET
+
+
+def test_dynamic_range_int8_quantises_the_layers_with_1024_weights_or_more(faces):
+    from export import litert_format
+
+    example = (torch.zeros(STUDENT_DEFAULT.with_layout("NHWC").input_shape(1)),)
+    assert litert_format._dynamic_range_int8(Tiny(1.0), example) is None  # no layer that large: nothing to make int8
+    torch.manual_seed(0)
+    wide = nn.Sequential(nn.Conv2d(3, 64, 3, stride=4), nn.PReLU(64), nn.Conv2d(64, 64, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    edge_model = litert_format._dynamic_range_int8(wide, example)
+    interpreter = litert_format._interpreter_class()(model_content=edge_model.model_content())
+    int8_shapes = [list(t["shape"]) for t in interpreter.get_tensor_details() if t["dtype"] == np.int8]
+    assert [64, 1, 1, 64] in int8_shapes and [64, 3, 3, 3] in int8_shapes  # both convolutions' weights (OHWI)
+    nhwc = faces.inputs(STUDENT_DEFAULT.with_layout("NHWC"))
+    with torch.no_grad():
+        reference = wide(torch.from_numpy(faces.inputs(STUDENT_DEFAULT.with_layout("NCHW")))).numpy()
+    embeddings = np.concatenate([edge_model(face[None]) for face in nhwc])
+    assert 0.99 < worst_cosine(embeddings, reference) < 1.0  # int8 arithmetic: close to float, not equal
