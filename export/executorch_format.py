@@ -8,9 +8,11 @@ ExecuTorch app feeds); the runner loops over a batch.
   activations, per-channel int8 weights) calibrated on real aligned faces, then the same
   lowering: XNNPACK runs the quantised convolutions; ops it does not take stay on the portable
   CPU kernels. When the export gives a worst-cosine target that the all-int8 graph misses on the
-  calibration faces, the most sensitive convolutions stay float (``export.int8_search``; each
-  candidate lowered and run by ExecuTorch: the quantised torch graph differs from XNNPACK's int8
-  arithmetic by up to 1e-3 in the worst cosine). A ``.pte`` has no metadata, so what the search
+  calibration faces, XNNPACK's dynamic-range int8 is tried (``_dynamic_range_program``: zoo student
+  worst cosine 0.9993 vs 0.986 static, but no faster than fp32 here: 0.99x), and when it misses too
+  the most sensitive convolutions stay float (``export.int8_search``; each candidate lowered and
+  run by ExecuTorch: the quantised torch graph differs from XNNPACK's int8 arithmetic by up to 1e-3
+  in the worst cosine). A ``.pte`` has no metadata, so what the search
   measured is written beside it (``model.int8.json``) and read back by ``inspect``.
 
 ExecuTorch's thread pool is global to the process and resizing it once programs exist hung or
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 SCALAR_TYPES = {6: "float32", 5: "float16", 1: "int8", 0: "uint8"}  # c10::ScalarType codes
+DYNAMIC_MIN_WEIGHTS = 1024  # layers with fewer weights stay float in the dynamic-range int8 (TFLite's legacy rule)
 _programs_loaded: list[bool] = []  # non-empty once this process has loaded a program (the pool is then in use)
 
 
@@ -95,9 +98,49 @@ def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path
         method = _method(program)
         return np.concatenate([method.execute([torch.from_numpy(faces[i : i + 1])])[0].numpy() for i in range(len(faces))])
 
-    program, facts = keep_sensitive_float(model, torch.from_numpy(faces), int8_target_worst_cos, build, embed)
+    program, facts = keep_sensitive_float(model, torch.from_numpy(faces), int8_target_worst_cos, build, embed,
+                                          dynamic_range=lambda: _dynamic_range_program(model, example))
     atomic_write_json(_facts_path(out_path), facts)
     return atomic_write_bytes(out_path, program)
+
+
+def _dynamic_range_program(model: "nn.Module", example: tuple) -> bytes | None:
+    """XNNPACK dynamic-range int8 of ``model``: per-channel int8 weights of the convolutions and
+    linears with >= 1024 of them (smaller ones, where quantising activations per call costs more
+    than it saves, stay float), their activations quantised per inference from their own range.
+    PReLUs become elementwise maxima (XNNPACK runs those; the quantised graph's own PReLU lowering
+    falls back to portable kernels). None when no layer is that large."""
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
+        XnnpackDynamicallyQuantizedPartitioner,
+        XnnpackPartitioner,
+    )
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from executorch.exir import to_edge_transform_and_lower
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from .prelu import prelu_as_maximum
+
+    layers = (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default)
+
+    def large(node) -> bool:
+        return node.target not in layers or node.args[1].meta["val"].numel() >= DYNAMIC_MIN_WEIGHTS
+
+    graph = torch.export.export(prelu_as_maximum(model, any_slope=True), example).module()
+    if not any(node.target in layers and large(node) for node in graph.graph.nodes):
+        return None
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
+    quantizer.set_filter_function(large)
+    prepared = prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        prepared(*example)
+    # the dynamically quantised partitions first: lowered by the plain partitioner, chained ones failed to run here
+    return to_edge_transform_and_lower(torch.export.export(convert_pt2e(prepared), example),
+                                       partitioner=[XnnpackDynamicallyQuantizedPartitioner(), XnnpackPartitioner()]
+                                       ).to_executorch().buffer
 
 
 def _lowered(model: "nn.Module", example: tuple) -> bytes:
@@ -110,12 +153,29 @@ def _lowered(model: "nn.Module", example: tuple) -> bytes:
                                        partitioner=[XnnpackPartitioner()]).to_executorch().buffer
 
 
-def _method(program: Path | bytes):
+class _LoadedMethod:
+    """A program's forward method, holding the program: ExecuTorch's ``Method`` does not keep its
+    ``Program`` alive, and a method whose program was collected ran on freed memory (intermittent
+    SIGSEGV in ``Method::inputs_size``)."""
+
+    def __init__(self, program) -> None:
+        self.program = program
+        self.method = program.load_method("forward")
+
+    def execute(self, inputs: list):
+        return self.method.execute(inputs)
+
+    @property
+    def metadata(self):
+        return self.method.metadata
+
+
+def _method(program: Path | bytes) -> _LoadedMethod:
     """The forward method of a ``.pte`` file or of a program's bytes."""
     from executorch.runtime import Runtime
 
     _programs_loaded.append(True)
-    return Runtime.get().load_program(program if isinstance(program, bytes) else Path(program)).load_method("forward")
+    return _LoadedMethod(Runtime.get().load_program(program if isinstance(program, bytes) else Path(program)))
 
 
 def inspect(path: Path) -> ArtifactIO:

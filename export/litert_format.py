@@ -6,7 +6,7 @@ embeddings [1, D]. Every precision is fixed at batch 1 (the PT2E INT8 graph cann
 with a dynamic batch); the runner loops over a batch.
 
 Every precision converts a copy whose PReLUs with all slopes a_c <= 1 compute max(y, a*y) instead
-(``_prelu_as_maximum``: equal, and two ops where litert-torch lowers PReLU to four; in int8 the
+(``prelu_as_maximum``: equal, and two ops where litert-torch lowers PReLU to four; in int8 the
 MUL and MAXIMUM are int8 where PReLU's ops stay float between quantise/dequantise pairs) — except
 int8 under a layer search, which keeps litert-torch's PReLU.
 
@@ -83,41 +83,18 @@ def _float_boundary_quantizer(float_convolutions: frozenset[int] = frozenset()):
     return FloatBoundaryQuantizer().set_global(config)
 
 
-def _prelu_as_maximum(model: "nn.Module") -> "nn.Module":
-    """A copy of ``model`` whose PReLUs with every slope a_c <= 1 are ``MaximumPReLU``s (the others stay)."""
-    import copy
-
-    import torch
-    from torch import nn
-
-    class MaximumPReLU(nn.Module):
-        """PReLU as max(y, a·y): y >= 0 gives y >= a·y, y < 0 gives a·y >= y, for every a <= 1."""
-
-        def __init__(self, prelu: nn.PReLU):
-            super().__init__()
-            self.register_buffer("slope", prelu.weight.detach().clone())
-
-        def forward(self, y):
-            return torch.maximum(y, y * self.slope.view(1, -1, *([1] * (y.dim() - 2))))
-
-    rewritten = copy.deepcopy(model).eval()
-    for parent in list(rewritten.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.PReLU) and bool((child.weight <= 1).all()):
-                setattr(parent, name, MaximumPReLU(child))
-    return rewritten
-
-
 def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
             preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None,
             progress: bool = False) -> Path:
     import litert_torch
     import torch
 
+    from .prelu import prelu_as_maximum
+
     if precision != "int8" or int8_target_worst_cos is None:
         # not under a layer search: convolutions it keeps float then fed int8 MUL/MAXIMUMs and measured
         # worse than all-int8 (zoo reference, 13 float: worst 0.975 on the calibration faces vs 0.994)
-        model = _prelu_as_maximum(model)
+        model = prelu_as_maximum(model)
     nhwc = preprocess.with_layout("NHWC")
     wrapped = litert_torch.to_channel_last_io(model.eval(), args=[0]).eval()
     example = (torch.zeros(nhwc.input_shape(1)),)
@@ -184,7 +161,9 @@ def _dynamic_range_int8(model: "nn.Module", example):
     from ai_edge_quantizer import quantizer, recipe
     from litert_torch.model import LiteRTModel
 
-    float_model = litert_torch.convert(litert_torch.to_channel_last_io(_prelu_as_maximum(model), args=[0]).eval(), example)
+    from .prelu import prelu_as_maximum
+
+    float_model = litert_torch.convert(litert_torch.to_channel_last_io(prelu_as_maximum(model), args=[0]).eval(), example)
     dynamic = quantizer.Quantizer(bytearray(float_model.model_content()))
     dynamic.load_quantization_recipe(recipe.dynamic_legacy_wi8_afp32())
     quantized = bytes(dynamic.quantize().quantized_model)

@@ -119,7 +119,7 @@ def test_tflite_fp32_takes_nhwc_and_matches_torch(checkpoint, real_faces, tmp_pa
 
 
 def test_prelus_with_slopes_up_to_one_become_an_equal_maximum():
-    from export.litert_format import _prelu_as_maximum
+    from export.prelu import prelu_as_maximum
 
     torch.manual_seed(1)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.PReLU(4), torch.nn.Conv2d(4, 4, 1), torch.nn.PReLU(4),
@@ -127,12 +127,14 @@ def test_prelus_with_slopes_up_to_one_become_an_equal_maximum():
     with torch.no_grad():
         model[1].weight.copy_(torch.tensor([-0.8, 0.0, 0.25, 1.0]))  # negative, zero and one are rewritten
         model[3].weight.copy_(torch.tensor([0.1, 0.2, 1.13, 0.3]))  # one slope above 1: this PReLU stays
-    rewritten = _prelu_as_maximum(model)
+    rewritten, every_slope = prelu_as_maximum(model), prelu_as_maximum(model, any_slope=True)
     assert [type(m).__name__ for m in rewritten if "PReLU" in type(m).__name__] == ["MaximumPReLU", "PReLU", "MaximumPReLU"]
+    assert [type(m).__name__ for m in every_slope if "PReLU" in type(m).__name__] == ["MaximumPReLU", "ClampPReLU", "MaximumPReLU"]
     assert all(isinstance(m, torch.nn.PReLU) for m in (model[1], model[3], model[5]))  # the original is untouched
     x = torch.randn(16, 3, 9, 9) * 3
     with torch.no_grad():
         assert torch.equal(rewritten(x), model(x))
+        assert torch.allclose(every_slope(x), model(x), rtol=0, atol=1e-6)
 
 
 @pytest.mark.slow

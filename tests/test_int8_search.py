@@ -110,3 +110,23 @@ def test_executorch_int8_searches_and_its_program_is_the_one_measured(faces, tmp
     with torch.no_grad():
         reference = model(torch.from_numpy(inputs)).numpy()
     assert worst_cosine(runner.run(inputs), reference) == pytest.approx(search["worst_cos_on_calibration"], abs=1e-4)
+
+
+@pytest.mark.skipif(FORMATS["executorch"].unavailable_reason() is not None,
+                    reason=FORMATS["executorch"].unavailable_reason() or "")
+def test_executorch_dynamic_range_int8_quantises_the_large_layers_and_runs(faces):
+    from export import executorch_format
+
+    example = (torch.zeros(STUDENT_DEFAULT.with_layout("NCHW").input_shape(1)),)
+    assert executorch_format._dynamic_range_program(Tiny(1.0), example) is None  # no layer with 1024 weights
+    torch.manual_seed(0)
+    wide = nn.Sequential(nn.Conv2d(3, 64, 3, stride=4), nn.PReLU(64), nn.Conv2d(64, 64, 1), nn.Conv2d(64, 64, 1),
+                         nn.PReLU(64), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    with torch.no_grad():
+        wide[4].weight.fill_(1.5)  # a slope above 1: no maximum form, the clamp form instead
+    method = executorch_format._method(executorch_format._dynamic_range_program(wide, example))
+    inputs = torch.from_numpy(faces.inputs(STUDENT_DEFAULT.with_layout("NCHW")))
+    embeddings = np.concatenate([method.execute([inputs[i : i + 1]])[0].numpy() for i in range(len(inputs))])
+    with torch.no_grad():
+        reference = wide(inputs).numpy()
+    assert 0.99 < worst_cosine(embeddings, reference) < 1.0  # int8 arithmetic: close to float, not equal
