@@ -135,7 +135,9 @@ FORMATS: dict[str, FormatRow] = {
             name="executorch", suffix=".pte",
             precisions={
                 "fp32": "XNNPACK-lowered program, float32, batch 1",
-                "int8": "PT2E static int8 (XNNPACK quantiser: per-channel weights, int8 activations), batch 1",
+                "int8": "PT2E static int8 (XNNPACK quantiser: per-channel weights, int8 activations), batch 1; "
+                        "under a worst-cosine target it misses: dynamic-range int8 (int8 weights, activations "
+                        "quantised per inference) if that meets it, else sensitive convs float (details.int8_calibration)",
             },
             requires=("executorch", "torchao"), install_hint="pip install 'facekd[executorch]'",
             host="any", layout="NCHW", distributions=("torch", "executorch", "torchao"),
