@@ -9,7 +9,7 @@ ExecuTorch app feeds); the runner loops over a batch.
   lowering: XNNPACK runs the quantised convolutions; ops it does not take stay on the portable
   CPU kernels. When the export gives a worst-cosine target that the all-int8 graph misses on the
   calibration faces, XNNPACK's dynamic-range int8 is tried (``_dynamic_range_program``: zoo student
-  worst cosine 0.9993 vs 0.986 static, but no faster than fp32 here: 0.99x), and when it misses too
+  worst cosine 0.9993 vs 0.986 static, but about as fast as fp32 here: 1.00-1.14x), and when it misses too
   the most sensitive convolutions stay float (``export.int8_search``; each candidate lowered and
   run by ExecuTorch: the quantised torch graph differs from XNNPACK's int8 arithmetic by up to 1e-3
   in the worst cosine). A ``.pte`` has no metadata, so what the search
@@ -137,7 +137,8 @@ def _dynamic_range_program(model: "nn.Module", example: tuple) -> bytes | None:
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         prepared(*example)
-    # the dynamically quantised partitions first: lowered by the plain partitioner, chained ones failed to run here
+    # the dynamic partitioner first: with the plain one alone, a dynamically quantised conv feeding another
+    # failed to run here (XNNPACK: invalid parameter while propagating shapes)
     return to_edge_transform_and_lower(torch.export.export(convert_pt2e(prepared), example),
                                        partitioner=[XnnpackDynamicallyQuantizedPartitioner(), XnnpackPartitioner()]
                                        ).to_executorch().buffer
