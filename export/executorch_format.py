@@ -8,11 +8,11 @@ ExecuTorch app feeds); the runner loops over a batch.
   activations, per-channel int8 weights) calibrated on real aligned faces, then the same
   lowering: XNNPACK runs the quantised convolutions; ops it does not take stay on the portable
   CPU kernels. When the export gives a worst-cosine target that the all-int8 graph misses on the
-  calibration faces, XNNPACK's dynamic-range int8 is tried (``_dynamic_range_program``: zoo student
-  worst cosine 0.9993 vs 0.986 static, but about as fast as fp32 here: 1.00-1.14x), and when it misses too
-  the most sensitive convolutions stay float (``export.int8_search``; each candidate lowered and
-  run by ExecuTorch: the quantised torch graph differs from XNNPACK's int8 arithmetic by up to 1e-3
-  in the worst cosine). A ``.pte`` has no metadata, so what the search
+  calibration faces, XNNPACK's dynamic-range int8 is tried (``_dynamic_range_program``: zoo
+  student worst cosine 0.9993 vs 0.986 static, but about as fast as fp32 here: 1.00-1.14x), and
+  when it misses too the most sensitive convolutions stay float (``export.int8_search``; each
+  candidate lowered and run by ExecuTorch: the quantised torch graph differs from XNNPACK's int8
+  arithmetic by up to 1e-3 in the worst cosine). A ``.pte`` has no metadata, so what the search
   measured is written beside it (``model.int8.json``) and read back by ``inspect``.
 
 ExecuTorch's thread pool is global to the process and resizing it once programs exist hung or
