@@ -2,7 +2,9 @@
 
 For a student, builds with the project's own converters the fp32, static int8 (PT2E, as under
 the default bar) and dynamic-range int8 (what tflite-int8 and executorch-int8 ship under a
-worst-cosine target they miss statically) artifacts of TFLite and ExecuTorch, then prints on faces
+worst-cosine target they miss statically) artifacts of TFLite and ExecuTorch — of the student as
+given: unlike ``facekd export``, it does not quantise a channel-equalised copy
+(``export.int8_equalise``), so its static int8 is the one without that lever — then prints on faces
 of validation identities the cosine to the float student (mean, worst, 1st percentile), the file
 size, and the p50 latency at one thread and batch 1, each runtime's artifacts timed interleaved in
 one loop with the ratio to its fp32.
