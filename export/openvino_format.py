@@ -12,7 +12,8 @@ The artifact is a folder ``<name>.openvino/`` holding ``model.xml`` (graph) and 
   7 of their 8 bits so the u8×s8 int16 sums of AVX2/AVX-512 kernels without VNNI cannot
   saturate. The same artifact is faithful on VNNI, AMX and Arm. Accuracy-controlled: layers are
   returned to float, most sensitive first, until the worst cosine to fp32 on the calibration
-  faces reaches ``INT8_TARGET_WORST_COS`` (on the zoo student with 64 faces: 4 of 29 convolutions
+  faces reaches the export's int8 search target (the int8 bar's ``worst_cos`` plus a margin), else
+  ``INT8_TARGET_WORST_COS`` (on the zoo student with 64 faces: 4 of 29 convolutions
   float, worst cosine on the parity faces 0.984; with 256: 9 float, 0.993, as slow as fp32 on a
   2-core EPYC). The manifest lists the float layers.
 """
@@ -38,15 +39,16 @@ if TYPE_CHECKING:
     from .faces import FaceSet
 
 GRAPH_FILE = "model.xml"
-INT8_TARGET_WORST_COS = 0.995  # on the calibration faces; the export's parity gate judges on others
+INT8_TARGET_WORST_COS = 0.995  # on the calibration faces when the int8 bar sets no worst_cos; the parity gate judges on others
 MAX_FLOAT_ROUNDS = 8  # at most this many rounds of returning layers to float (each re-validates)
+TARGET_RT_INFO = ["facekd", "int8_target_worst_cos"]  # where the IR records the target its layers were kept float for
 INT8_SCHEME = ("NNCF static int8, symmetric per-channel weights in 7 bits (overflow_fix=enable: safe without VNNI), "
-               f"most sensitive layers kept float until worst cosine to fp32 >= {INT8_TARGET_WORST_COS} on the calibration faces")
+               "most sensitive layers kept float until worst cosine to fp32 >= {target} on the calibration faces")
 
 
-def _quantize(ov_model, calibration_inputs: np.ndarray):
+def _quantize(ov_model, calibration_inputs: np.ndarray, target_worst_cos: float):
     """NNCF int8 whose worst embedding cosine to the fp32 model on the calibration faces reaches
-    ``INT8_TARGET_WORST_COS``: NNCF ranks the quantised layers by how much each costs that metric
+    ``target_worst_cos``: NNCF ranks the quantised layers by how much each costs that metric
     and returns the most sensitive to float, one at a time, until the target is met (or
     ``MAX_FLOAT_ROUNDS`` rounds have run: the parity gate then judges what was reached)."""
     import nncf
@@ -68,14 +70,16 @@ def _quantize(ov_model, calibration_inputs: np.ndarray):
         outputs = np.concatenate([compiled(face)[0] for _, face in items])
         return float((l2_normalise(outputs) * reference[[index for index, _ in items]]).sum(axis=1).min())
 
-    return nncf.quantize_with_accuracy_control(
+    quantised = nncf.quantize_with_accuracy_control(
         ov_model, calibration_dataset=nncf.Dataset(samples, lambda item: item[1]),
         validation_dataset=nncf.Dataset(samples, lambda item: item[1]), validation_fn=worst_cosine,
-        max_drop=1.0 - INT8_TARGET_WORST_COS, drop_type=nncf.DropType.ABSOLUTE,
+        max_drop=1.0 - target_worst_cos, drop_type=nncf.DropType.ABSOLUTE,
         preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(samples),
         advanced_quantization_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE),
         advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(max_num_iterations=MAX_FLOAT_ROUNDS),
     )
+    quantised.set_rt_info(str(target_worst_cos), TARGET_RT_INFO)
+    return quantised
 
 
 def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
@@ -90,7 +94,8 @@ def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path
         onnx_path = export_fp32(model, scratch / "fp32.onnx", preprocess)
         ov_model = ov.convert_model(str(onnx_path))
         if precision == "int8":
-            ov_model = _quantize(ov_model, calibration.inputs(preprocess.with_layout("NCHW")))
+            ov_model = _quantize(ov_model, calibration.inputs(preprocess.with_layout("NCHW")),
+                                 int8_target_worst_cos or INT8_TARGET_WORST_COS)
         folder = scratch / out_path.name
         folder.mkdir()
         ov.save_model(ov_model, str(folder / GRAPH_FILE), compress_to_fp16=False)
@@ -113,6 +118,11 @@ def _float_convolutions(model) -> list[str]:
             and op.input_value(0).get_node().get_type_name() != "FakeQuantize"]
 
 
+def _target(model) -> str:
+    """The worst-cosine target recorded in the IR (IRs made before it was recorded aimed at 0.995)."""
+    return model.get_rt_info(TARGET_RT_INFO).astype(str) if model.has_rt_info(TARGET_RT_INFO) else str(INT8_TARGET_WORST_COS)
+
+
 def inspect(path: Path) -> ArtifactIO:
     import openvino as ov
 
@@ -123,7 +133,7 @@ def inspect(path: Path) -> ArtifactIO:
     census = Counter(op.get_type_name() for op in model.get_ops())
     details = {"op_census": dict(census)}
     if census.get("FakeQuantize"):
-        details.update(fake_quantize_nodes=census["FakeQuantize"], int8_scheme=INT8_SCHEME,
+        details.update(fake_quantize_nodes=census["FakeQuantize"], int8_scheme=INT8_SCHEME.format(target=_target(model)),
                        float_layers=_float_convolutions(model))
     source, sink = model.inputs[0], model.outputs[0]
     return ArtifactIO(
