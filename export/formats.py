@@ -101,7 +101,9 @@ FORMATS: dict[str, FormatRow] = {
             name="onnx", suffix=".onnx",
             precisions={
                 "fp32": "float32, dynamic batch",
-                "int8": "static QDQ: per-channel symmetric int8 weights (7-bit range), symmetric int8 activations",
+                "int8": "static QDQ: per-channel symmetric int8 weights (7-bit range), symmetric int8 activations; "
+                        "under a worst-cosine target it misses: int8 weights only (activations float, fp32 speed) if "
+                        "that meets it, else sensitive layers float (details.int8_calibration)",
             },
             requires=("onnx", "onnxscript", "onnxruntime"), install_hint="pip install onnx onnxscript onnxruntime",
             host="any", layout="NCHW", distributions=("torch", "onnx", "onnxscript", "onnxruntime"),
@@ -124,7 +126,9 @@ FORMATS: dict[str, FormatRow] = {
             name="openvino", suffix=".openvino",
             precisions={
                 "fp32": "IR folder (model.xml + model.bin), float32 weights and compute, dynamic batch",
-                "int8": "NNCF static int8 (FakeQuantize), per-channel 7-bit weights (overflow fix), int8 activations",
+                "int8": "NNCF static int8 (FakeQuantize), per-channel 7-bit weights (overflow fix), int8 activations; "
+                        "under a worst-cosine target it misses: int8 weights only (activations float, fp32 speed) "
+                        "if that meets it (details.int8_scheme)",
             },
             requires=("openvino", "nncf", "onnx", "onnxscript"), install_hint="pip install 'facekd[openvino]'",
             host="any", layout="NCHW", distributions=("torch", "onnx", "openvino", "nncf"),

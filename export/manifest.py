@@ -108,6 +108,23 @@ class Manifest:
     def artifact_path(self, manifest_path: str | os.PathLike) -> Path:
         return Path(manifest_path).parent / self.file
 
+    def int8_scheme(self) -> str | None:
+        """How an int8 artifact quantises, in short, from what its converter recorded in ``details``
+        (None for other precisions): activations static (ranges calibrated), dynamic (per inference)
+        or float (int8 weights only); weights in 7 bits (reduce_range/overflow fix: x86 without VNNI)
+        or 8 (weights-only int8 is stored in 8: no int8 products to saturate); how many weighted
+        layers were kept float."""
+        if self.precision != "int8":
+            return None
+        details = self.details
+        facts = details.get("int8_calibration") or {}
+        weights_only = bool(details.get("int8_weight_constants") or "constexpr_affine_dequantize" in details.get("op_census", {}))
+        activations = facts.get("activations") or ("float (int8 weights only)" if weights_only else "static")
+        seven_bits = not activations.startswith("float") and (facts.get("reduce_range") or "7 bits" in details.get("int8_scheme", ""))
+        floats = len(details.get("float_layers") or facts.get("kept_float") or [])
+        return (f"{activations} activations, {7 if seven_bits else 8}-bit weights"
+                + (f", {floats} weighted layers float" if floats else ""))
+
 
 def verify_artifact(manifest_path: str | os.PathLike) -> Path:
     """The artifact a manifest names, after checking it exists and its sha256 matches."""

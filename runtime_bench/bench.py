@@ -324,7 +324,7 @@ class _Bench:
         size = artifact.manifest.size_bytes if artifact.manifest else None
         return Row(artifact=artifact.name, format=artifact.format, precision=artifact.precision, runtime=runtime,
                    status="ok", manifest_sha256=manifest_sha, size_bytes=size, threads=threads, batch=batch,
-                   model=artifact.model())
+                   model=artifact.model(), int8_scheme=artifact.manifest.int8_scheme() if artifact.manifest else None)
 
     def refusal(self, artifact: Artifact) -> Row | None:
         """The row for an artifact that must not be measured, or None when it may be.

@@ -191,6 +191,8 @@ def row_cells(row: Row, suites: dict[str, bool | None] | None = None, peak: dict
     ``peak``: the device's ``peak_gmacs``."""
     accuracy, parity, latency, memory, model = row.accuracy, row.parity, row.latency or {}, row.memory or {}, row.model
     notes = [row.reason] if row.reason else []
+    if row.int8_scheme:
+        notes.append(f"int8: {row.int8_scheme}")
     if row.disturbed:
         notes.append(f"⚠ disturbed: {row.disturbed_reason}")
     sets = [_suite_cell((row.suites or {}).get(name), flip) for name, flip in (suites or {}).items()]

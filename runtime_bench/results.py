@@ -95,6 +95,7 @@ class Row:
     latency: dict | None = None
     memory: dict | None = None
     model: dict | None = None  # {params, macs, role: "student" | "teacher"} from the manifest
+    int8_scheme: str | None = None  # int8 artifacts: Manifest.int8_scheme()
     suites: dict | None = None  # {set name: accuracy section + pairs + flip_test} with bench.suites
     disturbed: bool = False
     disturbed_reason: str | None = None
@@ -110,7 +111,7 @@ class Row:
             raise ResultSchemaError(f"{where}.status must be one of {STATUSES}, got {data['status']!r}")
         if data["status"] != "ok" and not data.get("reason"):
             raise ResultSchemaError(f"{where} has status {data['status']!r} but no reason")
-        for key, types in (("reason", _OPTIONAL_TEXT), ("manifest_sha256", _OPTIONAL_TEXT),
+        for key, types in (("reason", _OPTIONAL_TEXT), ("manifest_sha256", _OPTIONAL_TEXT), ("int8_scheme", _OPTIONAL_TEXT),
                            ("size_bytes", (int, type(None))), ("threads", (int, type(None))),
                            ("batch", (int, type(None))), ("disturbed", (bool,)),
                            ("disturbed_reason", _OPTIONAL_TEXT)):

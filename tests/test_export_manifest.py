@@ -76,3 +76,23 @@ def test_manifest_refuses_other_schema_versions_and_bad_files(tmp_path):
         Manifest.load(broken)
     with pytest.raises(ManifestError, match="does not exist"):
         Manifest.load(tmp_path / "absent.json")
+
+
+@pytest.mark.parametrize("precision, details, scheme", [
+    ("fp32", {"int8_calibration": {"activations": "static"}}, None),
+    ("int8", {"int8_calibration": {"activations": "static", "reduce_range": True}, "float_layers": []},
+     "static activations, 7-bit weights"),  # onnx-int8 for x86 without VNNI
+    ("int8", {"int8_calibration": {"activations": "static", "reduce_range": False}, "float_layers": ["a", "b"]},
+     "static activations, 8-bit weights, 2 weighted layers float"),  # the TensorRT source after a search
+    ("int8", {"int8_calibration": {"activations": "dynamic", "kept_float": []}}, "dynamic activations, 8-bit weights"),
+    ("int8", {"int8_calibration": {"activations": "float (int8 weights only)", "reduce_range": True}, "float_layers": []},
+     "float (int8 weights only) activations, 8-bit weights"),  # onnx fallback: static was 7-bit, these are not
+    ("int8", {"int8_scheme": "NNCF static int8, symmetric per-channel weights in 7 bits (...)", "float_layers": ["c"]},
+     "static activations, 7-bit weights, 1 weighted layers float"),  # openvino, overflow fix
+    ("int8", {"int8_scheme": "NNCF int8 weights only", "int8_weight_constants": 29}, "float (int8 weights only) activations, 8-bit weights"),
+    ("int8", {"op_census": {"constexpr_affine_dequantize": 29, "conv": 29}}, "float (int8 weights only) activations, 8-bit weights"),
+])
+def test_int8_scheme_says_which_int8_an_artifact_is(precision, details, scheme):
+    manifest = _manifest("model.onnx", "ab" * 32, 1)
+    manifest.precision, manifest.details = precision, details
+    assert manifest.int8_scheme() == scheme

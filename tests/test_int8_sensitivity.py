@@ -1,5 +1,6 @@
 """INT8 by measurement: onnx int8 keeps its most sensitive layers float until the worst cosine
-to fp32 on the calibration inputs reaches the target, and says which.
+to fp32 on the calibration inputs reaches the target, and says which; or, allowed to, ships int8
+weights only when static int8 misses the target and they meet it.
 
 The network is tiny and made sensitive on purpose: the first convolution's channel 0 is scaled
 by 10^4 (the second convolution divides it back), so in float nothing changes, while one
@@ -12,7 +13,17 @@ import pytest
 import torch
 from torch import nn
 
-from export.onnx_format import _embed, _weighted_nodes, export_fp32, inspect, quantize_int8, worst_cosine
+from export.formats import FORMATS
+from export.onnx_format import (
+    WEIGHTS_ONLY,
+    OnnxRuntimeRunner,
+    _embed,
+    _weighted_nodes,
+    export_fp32,
+    inspect,
+    quantize_int8,
+    worst_cosine,
+)
 from training.preprocess import STUDENT_DEFAULT
 
 OUTLIER = 1e4
@@ -58,3 +69,74 @@ def test_missed_target_keeps_the_most_sensitive_layers_float(sensitive_onnx, tmp
     worst = worst_cosine(_embed(tuned, inputs, optimize=False), reference)
     assert worst >= 0.999 > plain_worst
     assert worst == pytest.approx(facts["worst_cos_on_calibration"], abs=1e-6)
+
+
+def test_missed_target_ships_int8_weights_only_when_they_meet_it(tmp_path):
+    """An input pixel of 10^3 in every face sets the input's int8 scale so coarse that every other
+    pixel rounds to zero: no static int8 holds that, int8 weights with float activations do."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=4), nn.PReLU(8), nn.Conv2d(8, 16, 1),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    fp32 = export_fp32(model, tmp_path / "fp32.onnx", STUDENT_DEFAULT)
+    inputs = np.random.default_rng(0).uniform(-1, 1, (16, 3, 112, 112)).astype(np.float32)
+    inputs[:, :, 0, 0] = 1e3
+    reference = _embed(fp32, inputs)
+
+    shipped = quantize_int8(fp32, tmp_path / "q.onnx", inputs, reduce_range=False, target_worst_cos=0.999,
+                            weights_only_fallback=True)
+    details = inspect(shipped).details
+    facts = details["int8_calibration"]
+    assert max(facts["worst_cos_on_calibration_by_method"].values()) < 0.999  # static int8 missed the target
+    assert facts["activations"] == WEIGHTS_ONLY and "kept_float" not in facts  # no layer search after it
+    assert facts["worst_cos_on_calibration"] == facts["worst_cos_on_calibration_weights_only"] >= 0.999
+    assert "QuantizeLinear" not in details["op_census"] and details["op_census"]["DequantizeLinear"] == 2
+    assert details["initializer_types"]["int8"] == 2  # both weights stored as int8
+
+    runner = OnnxRuntimeRunner()
+    runner.load(shipped)
+    assert "folded to float at load" in runner.info()["int8_weights"]
+    folded = runner.run(inputs)
+    assert worst_cosine(folded, reference) == pytest.approx(facts["worst_cos_on_calibration"], abs=1e-6)
+    np.testing.assert_allclose(folded, _embed(shipped, inputs, optimize=False), rtol=1e-4, atol=1e-4)  # as written
+
+    unfolded = quantize_int8(fp32, tmp_path / "static.onnx", inputs, reduce_range=False, target_worst_cos=0.0,
+                             weights_only_fallback=True)  # target met: static int8, nothing to fall back from
+    assert inspect(unfolded).details["int8_calibration"]["activations"] == "static"
+    fp32_runner = OnnxRuntimeRunner()
+    fp32_runner.load(fp32)
+    assert "int8_weights" not in fp32_runner.info()
+
+
+@pytest.mark.skipif(FORMATS["openvino"].unavailable_reason() is not None, reason=FORMATS["openvino"].unavailable_reason() or "")
+def test_openvino_ships_int8_weights_only_when_static_misses_the_target(tmp_path, monkeypatch):
+    """The same faces through OpenVINO: NNCF static int8 (at most one of its two layers returned to float) misses
+    the target, int8 weights with float activations meet it, and the IR says which it is."""
+    import openvino as ov
+
+    from export import openvino_format
+
+    monkeypatch.setattr(openvino_format, "MAX_FLOAT_ROUNDS", 1)  # of its 2 layers, 1 may go float
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=4), nn.PReLU(8), nn.Conv2d(8, 16, 1),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    fp32 = export_fp32(model, tmp_path / "fp32.onnx", STUDENT_DEFAULT)
+    inputs = np.random.default_rng(0).uniform(-1, 1, (16, 3, 112, 112)).astype(np.float32)
+    inputs[:, :, 0, 0] = 1e3
+
+    static = openvino_format._quantize(ov.convert_model(str(fp32)), inputs, 0.999, weights_only_fallback=False)
+    shipped = openvino_format._quantize(ov.convert_model(str(fp32)), inputs, 0.999, weights_only_fallback=True)
+    for name, quantised in (("static", static), ("shipped", shipped)):
+        ov.save_model(quantised, str(tmp_path / name / "model.xml"), compress_to_fp16=False)
+    static_details = openvino_format.inspect(tmp_path / "static").details
+    details = openvino_format.inspect(tmp_path / "shipped").details
+    assert static_details["fake_quantize_nodes"] > 0
+    assert "FakeQuantize" not in details["op_census"] and details["int8_weight_constants"] == 2
+    assert details["int8_scheme"].startswith("NNCF int8 weights only") and "target 0.999" in details["int8_scheme"]
+
+    reference = _embed(fp32, inputs)
+    runner = FORMATS["openvino"].runner()
+    embedded = {}
+    for name in ("static", "shipped"):
+        runner.load(tmp_path / name, threads=1)
+        embedded[name] = runner.run(inputs)
+    assert worst_cosine(embedded["static"], reference) < 0.999 <= worst_cosine(embedded["shipped"], reference)
