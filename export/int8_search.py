@@ -72,14 +72,15 @@ def keep_sensitive_float(model: "nn.Module", batch: "torch.Tensor", target: floa
     artifact = build([], order)
     worst = worst_cosine(embed(artifact), reference)
     facts = {"calibration_faces": len(batch), "activations": "static", "worst_cos_on_calibration_before_search": worst,
-             "target_worst_cos_on_calibration": target, "kept_float": [], "worst_cos_on_calibration": worst}
+             "target_worst_cos_on_calibration": target, "kept_float": [], "worst_cos_on_calibration": worst,
+             "boundary_float": [order[0], order[-1]] if boundary_float else []}
     if target is None or worst >= target:
         return artifact, facts
     dynamic = None if dynamic_range is None else dynamic_range()
     if dynamic is not None:
         facts["worst_cos_on_calibration_dynamic_range"] = dynamic_worst = worst_cosine(embed(dynamic), reference)
         if dynamic_worst >= target:
-            facts.update(activations="dynamic", worst_cos_on_calibration=dynamic_worst)
+            facts.update(activations="dynamic", worst_cos_on_calibration=dynamic_worst, boundary_float=[])
             return dynamic, facts
     alone = simulated_sensitivity(model, batch, reference, order)
     inner = order[1:-1] if boundary_float else order

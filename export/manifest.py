@@ -121,7 +121,7 @@ class Manifest:
         weights_only = bool(details.get("int8_weight_constants") or "constexpr_affine_dequantize" in details.get("op_census", {}))
         activations = facts.get("activations") or ("float (int8 weights only)" if weights_only else "static")
         seven_bits = not activations.startswith("float") and (facts.get("reduce_range") or "7 bits" in details.get("int8_scheme", ""))
-        floats = len(details.get("float_layers") or facts.get("kept_float") or [])
+        floats = len(details.get("float_layers") or facts.get("kept_float") or []) + len(facts.get("boundary_float") or [])
         return (f"{activations} activations, {7 if seven_bits else 8}-bit weights"
                 + (f", {floats} weighted layers float" if floats else ""))
 

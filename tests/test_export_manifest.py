@@ -84,7 +84,10 @@ def test_manifest_refuses_other_schema_versions_and_bad_files(tmp_path):
      "static activations, 7-bit weights"),  # onnx-int8 for x86 without VNNI
     ("int8", {"int8_calibration": {"activations": "static", "reduce_range": False}, "float_layers": ["a", "b"]},
      "static activations, 8-bit weights, 2 weighted layers float"),  # the TensorRT source after a search
-    ("int8", {"int8_calibration": {"activations": "dynamic", "kept_float": []}}, "dynamic activations, 8-bit weights"),
+    ("int8", {"int8_calibration": {"activations": "dynamic", "kept_float": [], "boundary_float": []}},
+     "dynamic activations, 8-bit weights"),
+    ("int8", {"int8_calibration": {"activations": "static", "kept_float": ["c"], "boundary_float": ["a", "z"]}},
+     "static activations, 8-bit weights, 3 weighted layers float"),  # tflite: first/last conv float by the converter
     ("int8", {"int8_calibration": {"activations": "float (int8 weights only)", "reduce_range": True}, "float_layers": []},
      "float (int8 weights only) activations, 8-bit weights"),  # onnx fallback: static was 7-bit, these are not
     ("int8", {"int8_scheme": "NNCF static int8, symmetric per-channel weights in 7 bits (...)", "float_layers": ["c"]},

@@ -61,6 +61,7 @@ def test_when_no_count_meets_the_target_the_best_measured_artifact_is_kept(faces
     counts = facts["worst_cos_by_float_count"]
     best = max([facts["worst_cos_on_calibration_before_search"], *counts.values()])
     assert facts["worst_cos_on_calibration"] == best and artifact == facts["kept_float"]
+    assert facts["boundary_float"] == ["0", "4"]  # the converter's own float convolutions, recorded
 
 
 def test_without_a_target_there_is_no_search(faces):
@@ -76,9 +77,10 @@ def test_a_dynamic_range_int8_that_meets_the_target_ships_without_a_search(faces
     batch = torch.from_numpy(faces.inputs(STUDENT_DEFAULT.with_layout("NCHW")))
     build, embed, built = _fake_converter(model, batch, {"1": 0.3})
     dynamic = ["1", "dynamic"]  # the fake's way to say: conv "1" carries no int8 noise in this artifact
-    artifact, facts = keep_sensitive_float(model, batch, 0.998, build, embed, dynamic_range=lambda: dynamic)
+    artifact, facts = keep_sensitive_float(model, batch, 0.998, build, embed, boundary_float=True,
+                                           dynamic_range=lambda: dynamic)  # as tflite-int8 asks
     assert artifact is dynamic and built == [[]] and "simulated_worst_cos_alone" not in facts
-    assert facts["activations"] == "dynamic" and facts["kept_float"] == []
+    assert facts["activations"] == "dynamic" and facts["kept_float"] == [] == facts["boundary_float"]  # the static boundary does not apply
     assert facts["worst_cos_on_calibration_before_search"] < 0.998 <= facts["worst_cos_on_calibration_dynamic_range"]
 
 
