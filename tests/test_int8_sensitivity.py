@@ -71,15 +71,22 @@ def test_missed_target_keeps_the_most_sensitive_layers_float(sensitive_onnx, tmp
     assert worst == pytest.approx(facts["worst_cos_on_calibration"], abs=1e-6)
 
 
-def test_missed_target_ships_int8_weights_only_when_they_meet_it(tmp_path):
-    """An input pixel of 10^3 in every face sets the input's int8 scale so coarse that every other
-    pixel rounds to zero: no static int8 holds that, int8 weights with float activations do."""
+@pytest.fixture(scope="module")
+def outlier_pixel_onnx(tmp_path_factory):
+    """(fp32 ONNX, inputs) where an input pixel of 10^3 in every face sets the input's int8 scale so
+    coarse that every other pixel rounds to zero: no static int8 holds that, int8 weights with float
+    activations do."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=4), nn.PReLU(8), nn.Conv2d(8, 16, 1),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
-    fp32 = export_fp32(model, tmp_path / "fp32.onnx", STUDENT_DEFAULT)
+    fp32 = export_fp32(model, tmp_path_factory.mktemp("outlier") / "fp32.onnx", STUDENT_DEFAULT)
     inputs = np.random.default_rng(0).uniform(-1, 1, (16, 3, 112, 112)).astype(np.float32)
     inputs[:, :, 0, 0] = 1e3
+    return fp32, inputs
+
+
+def test_missed_target_ships_int8_weights_only_when_they_meet_it(outlier_pixel_onnx, tmp_path):
+    fp32, inputs = outlier_pixel_onnx
     reference = _embed(fp32, inputs)
 
     shipped = quantize_int8(fp32, tmp_path / "q.onnx", inputs, reduce_range=False, target_worst_cos=0.999,
@@ -108,20 +115,15 @@ def test_missed_target_ships_int8_weights_only_when_they_meet_it(tmp_path):
 
 
 @pytest.mark.skipif(FORMATS["openvino"].unavailable_reason() is not None, reason=FORMATS["openvino"].unavailable_reason() or "")
-def test_openvino_ships_int8_weights_only_when_static_misses_the_target(tmp_path, monkeypatch):
-    """The same faces through OpenVINO: NNCF static int8 (at most one of its two layers returned to float) misses
-    the target, int8 weights with float activations meet it, and the IR says which it is."""
+def test_openvino_ships_int8_weights_only_when_static_misses_the_target(outlier_pixel_onnx, tmp_path, monkeypatch):
+    """The same faces through OpenVINO: NNCF static int8 (at most one of its two layers returned to
+    float) misses the target, int8 weights with float activations meet it, and the IR says which."""
     import openvino as ov
 
     from export import openvino_format
 
     monkeypatch.setattr(openvino_format, "MAX_FLOAT_ROUNDS", 1)  # of its 2 layers, 1 may go float
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=4), nn.PReLU(8), nn.Conv2d(8, 16, 1),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
-    fp32 = export_fp32(model, tmp_path / "fp32.onnx", STUDENT_DEFAULT)
-    inputs = np.random.default_rng(0).uniform(-1, 1, (16, 3, 112, 112)).astype(np.float32)
-    inputs[:, :, 0, 0] = 1e3
+    fp32, inputs = outlier_pixel_onnx
 
     static = openvino_format._quantize(ov.convert_model(str(fp32)), inputs, 0.999, weights_only_fallback=False)
     shipped = openvino_format._quantize(ov.convert_model(str(fp32)), inputs, 0.999, weights_only_fallback=True)
