@@ -18,8 +18,8 @@ The artifact is a folder ``<name>.openvino/`` holding ``model.xml`` (graph) and 
   2-core EPYC). The manifest lists the float layers. When the export sets a worst-cosine target
   and that search misses it, int8 weights only (``nncf.compress_weights``, symmetric per channel;
   activations float) ship if they meet it: faithful (demo student: worst cosine 0.99885 on the 546
-  parity faces, 0 flips), a quarter of the file, fp32 speed (6.33 vs 6.37 ms, 1 thread); static int8 has
-  no answer to a face whose activations leave the calibrated ranges.
+  parity faces, 0 flips), a quarter of the file, fp32 speed (interleaved in one process, 1 thread:
+  5.53 vs 5.87 ms); static int8 has no answer to a face whose activations leave the calibrated ranges.
 """
 from __future__ import annotations
 
