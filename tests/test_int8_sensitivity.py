@@ -8,6 +8,10 @@ per-tensor int8 scale for that activation rounds the other seven channels to a f
 """
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -114,31 +118,35 @@ def test_missed_target_ships_int8_weights_only_when_they_meet_it(outlier_pixel_o
     assert "int8_weights" not in fp32_runner.info()
 
 
-@pytest.mark.skipif(FORMATS["openvino"].unavailable_reason() is not None, reason=FORMATS["openvino"].unavailable_reason() or "")
-def test_openvino_ships_int8_weights_only_when_static_misses_the_target(outlier_pixel_onnx, tmp_path, monkeypatch):
-    """The same faces through OpenVINO: NNCF static int8 (at most one of its two layers returned to
-    float) misses the target, int8 weights with float activations meet it, and the IR says which."""
+def _openvino_static_and_shipped(fp32: Path, inputs: np.ndarray, out_dir: Path) -> dict:
+    """In a spawned child (the export runs OpenVINO in its own process too: native runtimes crashed
+    beside the others in one): NNCF int8 of ``fp32`` without and with the weights-only fallback, at
+    most one of its two layers returned to float, saved, inspected and run on ``inputs``."""
     import openvino as ov
 
     from export import openvino_format
 
-    monkeypatch.setattr(openvino_format, "MAX_FLOAT_ROUNDS", 1)  # of its 2 layers, 1 may go float
-    fp32, inputs = outlier_pixel_onnx
+    openvino_format.MAX_FLOAT_ROUNDS = 1
+    found = {}
+    for name, fallback in (("static", False), ("shipped", True)):
+        quantised = openvino_format._quantize(ov.convert_model(str(fp32)), inputs, 0.999, weights_only_fallback=fallback)
+        ov.save_model(quantised, str(out_dir / name / "model.xml"), compress_to_fp16=False)
+        runner = FORMATS["openvino"].runner()
+        runner.load(out_dir / name, threads=1)
+        found[name] = (openvino_format.inspect(out_dir / name).details, runner.run(inputs))
+    return found
 
-    static = openvino_format._quantize(ov.convert_model(str(fp32)), inputs, 0.999, weights_only_fallback=False)
-    shipped = openvino_format._quantize(ov.convert_model(str(fp32)), inputs, 0.999, weights_only_fallback=True)
-    for name, quantised in (("static", static), ("shipped", shipped)):
-        ov.save_model(quantised, str(tmp_path / name / "model.xml"), compress_to_fp16=False)
-    static_details = openvino_format.inspect(tmp_path / "static").details
-    details = openvino_format.inspect(tmp_path / "shipped").details
+
+@pytest.mark.skipif(FORMATS["openvino"].unavailable_reason() is not None, reason=FORMATS["openvino"].unavailable_reason() or "")
+def test_openvino_ships_int8_weights_only_when_static_misses_the_target(outlier_pixel_onnx, tmp_path):
+    """The same faces through OpenVINO: NNCF static int8 misses the target, int8 weights with float
+    activations meet it, and the IR says which it is."""
+    fp32, inputs = outlier_pixel_onnx
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+        found = child.submit(_openvino_static_and_shipped, fp32, inputs, tmp_path).result()
+    (static_details, static_out), (details, shipped_out) = found["static"], found["shipped"]
     assert static_details["fake_quantize_nodes"] > 0
     assert "FakeQuantize" not in details["op_census"] and details["int8_weight_constants"] == 2
     assert details["int8_scheme"].startswith("NNCF int8 weights only") and "target 0.999" in details["int8_scheme"]
-
     reference = _embed(fp32, inputs)
-    runner = FORMATS["openvino"].runner()
-    embedded = {}
-    for name in ("static", "shipped"):
-        runner.load(tmp_path / name, threads=1)
-        embedded[name] = runner.run(inputs)
-    assert worst_cosine(embedded["static"], reference) < 0.999 <= worst_cosine(embedded["shipped"], reference)
+    assert worst_cosine(static_out, reference) < 0.999 <= worst_cosine(shipped_out, reference)
