@@ -292,15 +292,11 @@ def inspect(path: Path) -> ArtifactIO:
     )
 
 
-def _weights_only(path: str | Path) -> bool:
-    """Whether ``path`` is a model file that dequantises constant int8 weights but quantises no
-    activation (a missing file is left to onnxruntime to report)."""
-    import onnx
-
-    if not Path(path).is_file():
-        return False
-    ops = {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
-    return "DequantizeLinear" in ops and "QuantizeLinear" not in ops
+def _weights_only(session) -> bool:
+    """Whether an onnxruntime session holds a model this exporter made as int8 weights only (its
+    ``facekd.int8`` metadata says so; read from the session, not by parsing the file again)."""
+    facts = session.get_modelmeta().custom_metadata_map.get(INT8_METADATA)
+    return facts is not None and json.loads(facts).get("activations") == WEIGHTS_ONLY
 
 
 class OnnxRuntimeRunner(Runner):
@@ -331,12 +327,12 @@ class OnnxRuntimeRunner(Runner):
             options.inter_op_num_threads = 1
         if not self._optimize:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        else:
-            self._folds_weights = _weights_only(path)
-            if self._folds_weights:
-                options.add_session_config_entry(FOLD_WEIGHTS_OPTION, "1")
         self._threads = threads
         self._session = ort.InferenceSession(str(path), options, providers=self.providers())
+        self._folds_weights = self._optimize and _weights_only(self._session)
+        if self._folds_weights:  # again, folding the int8 weights to float at load
+            options.add_session_config_entry(FOLD_WEIGHTS_OPTION, "1")
+            self._session = ort.InferenceSession(str(path), options, providers=self.providers())
         self._input_name = self._session.get_inputs()[0].name
 
     def run(self, batch: np.ndarray) -> np.ndarray:

@@ -173,6 +173,9 @@ def fake_onnxruntime(available: list[str], initialised: list[str] | None = None)
         def get_inputs(self):
             return [types.SimpleNamespace(name="input")]
 
+        def get_modelmeta(self):
+            return types.SimpleNamespace(custom_metadata_map={})
+
     ort.SessionOptions, ort.InferenceSession = SessionOptions, InferenceSession
     return ort, sessions
 
