@@ -13,26 +13,29 @@ import torch
 from torch import nn
 
 
-class MaximumPReLU(nn.Module):
+class _ChannelSlopes(nn.Module):
+    """A PReLU's per-channel slopes, kept as a buffer, broadcast over a feature map."""
+
+    def __init__(self, prelu: nn.PReLU):
+        super().__init__()
+        self.register_buffer("slope", prelu.weight.detach().clone())
+
+    def slopes_for(self, y: torch.Tensor) -> torch.Tensor:
+        return self.slope.view(1, -1, *([1] * (y.dim() - 2)))
+
+
+class MaximumPReLU(_ChannelSlopes):
     """max(y, a·y) per channel: PReLU for slopes a <= 1."""
 
-    def __init__(self, prelu: nn.PReLU):
-        super().__init__()
-        self.register_buffer("slope", prelu.weight.detach().clone())
-
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return torch.maximum(y, y * self.slope.view(1, -1, *([1] * (y.dim() - 2))))
+        return torch.maximum(y, y * self.slopes_for(y))
 
 
-class ClampPReLU(nn.Module):
+class ClampPReLU(_ChannelSlopes):
     """max(y, 0) + a·min(y, 0) per channel: PReLU for any slope."""
 
-    def __init__(self, prelu: nn.PReLU):
-        super().__init__()
-        self.register_buffer("slope", prelu.weight.detach().clone())
-
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return torch.clamp(y, min=0) + torch.clamp(y, max=0) * self.slope.view(1, -1, *([1] * (y.dim() - 2)))
+        return torch.clamp(y, min=0) + torch.clamp(y, max=0) * self.slopes_for(y)
 
 
 def prelu_as_maximum(model: nn.Module, any_slope: bool = False) -> nn.Module:
