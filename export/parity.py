@@ -38,10 +38,11 @@ class ParityBar:
 DEFAULT_BARS: dict[str, ParityBar] = {
     "fp32": ParityBar(worst_cos=0.999),
     "fp16": ParityBar(worst_cos=0.999),
-    # mean cosine until INT8 here is faithful in the worst case: every int8 artifact measured on the
-    # zoo student has its worst face at 0.96-0.985, so the worst-case bar the INT8 issue asks for
-    # (worst_cos 0.995, max_flip_rate 0.005) rejects them all; opt in with export.bars.int8.*
-    "int8": ParityBar(mean_cos=0.99),
+    # the worst case, not the mean: one face whose activations leave the calibrated ranges hides in a
+    # mean of 0.998 at a worst cosine of 0.97. Static int8 that cannot hold it gives way to dynamic-range
+    # int8 (TFLite, ExecuTorch) or int8 weights only (onnx, OpenVINO); TensorRT's int8 source has
+    # neither (its kernels need quantised activations) and is rejected when its static Q/DQ misses it
+    "int8": ParityBar(worst_cos=0.995, max_flip_rate=0.005),
 }
 
 

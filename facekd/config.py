@@ -116,6 +116,19 @@ def to_dict(cfg) -> dict:
     return cfg
 
 
+def _free_form_maps(cls, prefix: str = "") -> set[str]:
+    """Dotted names of the fields typed ``dict[...]``: their keys are data (formats, precisions), not
+    config keys, so a file or override may add keys to them."""
+    hints, names = typing.get_type_hints(cls), set()
+    for item in dataclasses.fields(cls):
+        hint = hints[item.name]
+        if typing.get_origin(hint) is dict:
+            names.add(prefix + item.name)
+        elif dataclasses.is_dataclass(hint):
+            names |= _free_form_maps(hint, f"{prefix}{item.name}.")
+    return names
+
+
 def _set_path(tree: dict, dotted: str, value) -> None:
     parts = dotted.split(".")
     node = tree
@@ -124,7 +137,7 @@ def _set_path(tree: dict, dotted: str, value) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"override {dotted!r}: {part!r} is not a config section")
         node = child
-    if parts[-1] not in node:
+    if parts[-1] not in node and ".".join(parts[:-1]) not in _free_form_maps(RunConfig):
         raise ConfigError(f"override {dotted!r}: unknown key {parts[-1]!r}; known: {', '.join(sorted(node))}")
     node[parts[-1]] = value
 
@@ -159,6 +172,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 def _merge(base: dict, update: dict, prefix: str) -> None:
     for key, value in update.items():
         if key not in base:
+            if prefix.rstrip(".") in _free_form_maps(RunConfig):
+                base[key] = value
+                continue
             raise ConfigError(f"unknown config key {prefix}{key}; known: {', '.join(sorted(base))}")
         if isinstance(base[key], dict) and isinstance(value, dict) and key != "preprocess":
             _merge(base[key], value, f"{prefix}{key}.")

@@ -1,6 +1,7 @@
-"""CI check of the mini-demo: every format whose packages are installed and which runs on this
-host produced an `ok` artifact and at least one `ok` benchmark row; a format that cannot run here
-but whose source can (TensorRT: its ONNX) made that source and validated it.
+"""CI check of the mini-demo: every format × precision its config requested whose packages are
+installed and which runs on this host produced an `ok` artifact and at least one `ok` benchmark
+row; one that cannot run here but whose source can (TensorRT: its ONNX) made that source and
+validated it.
 
 Usage: python scripts/check_ci_demo.py DEMO_DIR   (exit 1 with the list of what is missing)
 """
@@ -10,33 +11,31 @@ import json
 import sys
 from pathlib import Path
 
-from export.formats import FORMATS
+from export.build import plan_jobs
+from facekd.config import load_config
 from runtime_bench.results import load_result
 
 
 def gaps(demo_dir: Path) -> list[str]:
     summary = json.loads((demo_dir / "demo.json").read_text())
-    records = {f"{r['format']}-{r['precision']}": r for r in
-               json.loads((Path(summary["export_dir"]) / "export_summary.json").read_text())}
+    export_dir = Path(summary["export_dir"])
+    records = {f"{r['format']}-{r['precision']}": r for r in json.loads((export_dir / "export_summary.json").read_text())}
     benched = {row.artifact for row in load_result(summary["results"][0]).rows if row.status == "ok"}
     missing = []
-    for row in FORMATS.values():
+    for row, precision, _ in plan_jobs(load_config(export_dir / "config.yaml").export):
+        name = f"{row.name}-{precision}"
+        record = records.get(name)
         if row.unavailable_reason() is not None and row.source is not None and row.source.unavailable_reason() is None:
-            for precision in row.precisions:  # the artifact cannot be built here, what it is built from must be
-                record = records.get(f"{row.name}-{precision}")
-                if record is None or record["status"] != "unavailable" or not record.get("parity"):
-                    missing.append(f"{row.name}-{precision}: source not made and validated "
-                                   f"({record['status'] + ': ' + record['reason'] if record else 'absent'})")
-            continue
-        if row.unavailable_reason() is not None or row.validate_only() is not None:
+            # the artifact cannot be built here, what it is built from must be
+            if record is None or record["status"] != "unavailable" or not record.get("parity"):
+                missing.append(f"{name}: source not made and validated "
+                               f"({record['status'] + ': ' + record['reason'] if record else 'absent'})")
+        elif row.unavailable_reason() is not None or row.validate_only() is not None:
             continue  # not installable or not runnable here: reported as unavailable, not required
-        for precision in row.precisions:
-            name = f"{row.name}-{precision}"
-            record = records.get(name)
-            if record is None or record["status"] != "ok":
-                missing.append(f"{name}: export {record['status'] + ' (' + record['reason'] + ')' if record else 'absent'}")
-            elif name not in benched:
-                missing.append(f"{name}: no ok benchmark row")
+        elif record is None or record["status"] != "ok":
+            missing.append(f"{name}: export {record['status'] + ' (' + record['reason'] + ')' if record else 'absent'}")
+        elif name not in benched:
+            missing.append(f"{name}: no ok benchmark row")
     return missing
 
 

@@ -49,3 +49,18 @@ def test_bad_file_is_one_clear_error(tmp_path):
     unknown.write_text("trian: {epochs: 3}\n")
     with pytest.raises(ConfigError, match="unknown config key trian"):
         load_config(unknown)
+
+
+def test_map_fields_take_new_keys_from_files_and_overrides_but_sections_do_not(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("export: {precisions: {tensorrt: [fp16]}, bars: {int8: {mean_cos: 0.99}}}\n")
+    cfg = load_config(path, ["export.precisions.onnx=[int8]", "export.bars.int8.worst_cos=null"])
+    assert cfg.export.precisions == {"tensorrt": ["fp16"], "onnx": ["int8"]}
+    # a bar given in part keeps the default's other bounds
+    assert (cfg.export.bars["int8"].worst_cos, cfg.export.bars["int8"].mean_cos, cfg.export.bars["int8"].max_flip_rate) \
+        == (None, 0.99, 0.005)
+    path.write_text("export: {precisons: {tensorrt: [fp16]}}\n")
+    with pytest.raises(ConfigError, match="unknown config key export.precisons"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="unknown key 'calib'"):
+        load_config(None, ["export.calib=3"])

@@ -192,7 +192,7 @@ def test_all_formats_records_unavailable_ones_instead_of_failing(checkpoint, fac
     [
         (_config(formats=["onnx", "savedmodel"]), "unknown export format 'savedmodel'"),
         (_config(formats=["torch"], precisions={"torch": ["int4"]}), "torch has no precision 'int4'"),
-        (_config(formats=["torch"], precisions={"onnx": ["int8"]}), "not among the formats"),
+        (_config(formats=["torch"], precisions={"onnx": ["int4"]}), "onnx has no precision 'int4'"),
         (_config(calib_count=0), "calib_count must be at least 1"),
     ],
 )
@@ -200,6 +200,14 @@ def test_impossible_requests_fail_before_any_work(config, message, tmp_path):
     with pytest.raises(ExportError, match=message):
         export_checkpoint(tmp_path / "never-read.pt", tmp_path / "out", config)
     assert not (tmp_path / "out").exists()
+
+
+def test_precisions_narrow_a_format_when_it_is_exported_and_name_no_other():
+    jobs = build.plan_jobs(ExportConfig(formats=["torch", "onnx"], precisions={"onnx": ["int8"], "tensorrt": ["fp16"]}))
+    assert [(row.name, precision) for row, precision, _ in jobs] == [("torch", "fp32"), ("onnx", "int8")]
+    jobs = build.plan_jobs(ExportConfig(precisions={"tensorrt": ["fp16"]}))
+    assert [precision for row, precision, _ in jobs if row.name == "tensorrt"] == ["fp16"]
+    assert [precision for row, precision, _ in jobs if row.name == "onnx"] == ["fp32", "int8"]
 
 
 def test_explicit_request_of_a_format_that_cannot_run_here_says_how_to_install(monkeypatch):
@@ -262,14 +270,15 @@ def test_gate_applies_the_bar_of_each_precision_and_states_it():
     assert not nan.passed and "not finite" in nan.statement
 
 
-def test_a_worst_case_int8_bar_holds_every_bound_and_names_the_failed_ones_first():
-    worst_case = {**DEFAULT_BARS, "int8": ParityBar(worst_cos=0.995, max_flip_rate=0.005)}
+def test_the_int8_bar_holds_the_worst_face_and_the_flips_and_names_the_failed_ones_first():
+    worst_case = DEFAULT_BARS
+    assert worst_case["int8"] == ParityBar(worst_cos=0.995, max_flip_rate=0.005)
     faithful = Parity(mean_cos=0.999, worst_cos=0.9962, flip_rate=0.0033, n_images=64, n_pairs=300)
     verdict = gate("int8", faithful, worst_case)
     assert verdict.passed and verdict.statement == "int8 worst_cos 0.99620 >= 0.995, flip_rate 0.00330 <= 0.005"
-    # a good mean hides a bad face: the default mean-cosine bar passes this one
+    # a good mean hides a bad face: a mean-cosine bar passes this one
     one_bad_face = Parity(mean_cos=0.9975, worst_cos=0.9742, flip_rate=0.0, n_images=64, n_pairs=300)
-    assert gate("int8", one_bad_face, DEFAULT_BARS).passed
+    assert gate("int8", one_bad_face, {"int8": ParityBar(mean_cos=0.99)}).passed
     verdict = gate("int8", one_bad_face, worst_case)
     assert not verdict.passed
     assert verdict.statement == "int8 worst_cos 0.97420 is below its bar 0.995 by 0.02080, flip_rate 0.00000 <= 0.005"
