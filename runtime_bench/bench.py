@@ -402,7 +402,8 @@ class _Bench:
                         logger.warning("accelerator probe failed, measuring without accelerators: %s", exc)
         self.cores, self.system = host.get("cores"), host.get("system")
         return {"name": host.get("name") or self.target.name, "cpu": host.get("cpu"), "cores": host.get("cores"),
-                "isa": host.get("isa"), "os": host.get("os"), "python": host.get("python"), "load_before": host.get("load"), "load_after": None}
+                "isa": host.get("isa"), "peak_gmacs": host.get("peak_gmacs"), "os": host.get("os"),
+                "python": host.get("python"), "load_before": host.get("load"), "load_after": None}
 
     def runtimes_for(self, artifact: Artifact) -> list[RuntimeSpec]:
         """The format table's runner, the accelerated variants the target has, then configured extras."""

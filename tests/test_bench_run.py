@@ -14,6 +14,7 @@ import torch
 
 from export.manifest import Manifest, artifact_size, sha256_artifact
 from export.formats import FORMATS
+from export.host import peak_gmacs
 from runtime_bench.bench import (BenchConfig, BenchError, RuntimeSpec, _resumable, run_bench,
                                   run_bench_on_targets, subset_pairs)
 from runtime_bench.report import write_report
@@ -139,6 +140,7 @@ def test_run_bench_measures_refuses_and_contains_crashes(export_dir, tmp_path, m
     result = load_result(path)
 
     assert result.device["cores"] >= 1 and result.device["load_before"] is not None
+    assert result.device["peak_gmacs"] == peak_gmacs()  # the report's share of the peak is computed from it
     assert result.rows[0].artifact == "torch-fp32"  # the reference is measured first
     for artifact in ("torch-fp32", "onnx-fp32"):
         rows = _rows(result, artifact)
