@@ -24,15 +24,15 @@ from export.faces import FaceSet
 from export.formats import FORMATS
 from export.manifest import Manifest
 from export.parity import embed
-from facekd.config import load_config
+from facekd.config import RunConfig, load_config
 from facekd.stages import _calibration_images
 from training.preprocess import PreprocessSpec
 from training.verification import l2_normalise
 
 
-def held_out_faces(export_dir: Path, count: int) -> FaceSet:
-    """``count`` training faces of the export's seeded sample that are not among its calibration faces."""
-    cfg = load_config(export_dir / "config.yaml")
+def held_out_faces(cfg: RunConfig, count: int) -> FaceSet:
+    """``count`` training faces of the export's seeded sample (``cfg``: the export's run config) that
+    are not among its calibration faces."""
     calibration = _calibration_images(cfg, cfg.export.calib_count)
     sample = _calibration_images(cfg, cfg.export.calib_count + count)
     if isinstance(sample, FaceSet):
@@ -68,7 +68,7 @@ def main() -> None:
     cfg = load_config(args.export_dir / "config.yaml")
     bar = cfg.export.bars["int8"].worst_cos
     target = None if bar is None else min(1.0, bar + INT8_SEARCH_MARGIN)
-    faces = held_out_faces(args.export_dir, args.faces)
+    faces = held_out_faces(cfg, args.faces)
     reference = run(args.export_dir / "torch-fp32" / MANIFEST, faces)
     manifests = sorted(args.export_dir.glob(f"*/{MANIFEST}")) + sorted(args.export_dir.glob(f"rejected/*/{MANIFEST}"))
     print(f"{len(faces)} held-out training faces; int8 bar worst_cos {bar}, search target {target}")

@@ -129,6 +129,9 @@ def _free_form_maps(cls, prefix: str = "") -> set[str]:
     return names
 
 
+FREE_FORM_MAPS = _free_form_maps(RunConfig)
+
+
 def _set_path(tree: dict, dotted: str, value) -> None:
     parts = dotted.split(".")
     node = tree
@@ -137,7 +140,7 @@ def _set_path(tree: dict, dotted: str, value) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"override {dotted!r}: {part!r} is not a config section")
         node = child
-    if parts[-1] not in node and ".".join(parts[:-1]) not in _free_form_maps(RunConfig):
+    if parts[-1] not in node and ".".join(parts[:-1]) not in FREE_FORM_MAPS:
         raise ConfigError(f"override {dotted!r}: unknown key {parts[-1]!r}; known: {', '.join(sorted(node))}")
     node[parts[-1]] = value
 
@@ -172,7 +175,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 def _merge(base: dict, update: dict, prefix: str) -> None:
     for key, value in update.items():
         if key not in base:
-            if prefix.rstrip(".") in _free_form_maps(RunConfig):
+            if prefix.rstrip(".") in FREE_FORM_MAPS:
                 base[key] = value
                 continue
             raise ConfigError(f"unknown config key {prefix}{key}; known: {', '.join(sorted(base))}")
