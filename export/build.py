@@ -30,13 +30,14 @@ import numpy as np
 from tqdm import tqdm
 
 from training.checkpoint import load_student
-from training.data import BadImageError
-from training.evaluate import student_embed_fn
+from training.data import BadImageError, FaceFolder
+from training.evaluate import embed_folder, student_embed_fn
 from training.io import atomic_path, atomic_write_json, remove_stale_temp_files, sha256_file
 from training.pairs import VerificationPairs
 from training.preprocess import PreprocessSpec
 from training.quant_aware import QuantAwareConfig, quant_aware_finetune
-from training.verification import best_threshold, embed_pairs, l2_normalise, pair_scores
+from training.verification import (IdentitySetError, all_pairs_scores, best_threshold, check_identity_set, embed_pairs,
+                                   l2_normalise, operating_points, pair_scores)
 
 from .artifact import ArtifactIO
 from .cost import onnx_cost, torch_cost
@@ -44,13 +45,14 @@ from .equalise import equalise_for_int8
 from .errors import ExportError, FormatUnavailable
 from .faces import FaceSet, evenly_spaced, image_name
 from .formats import FORMATS, FormatRow
-from .golden import write_golden
+from .golden import write_golden, write_identification_fixture
 from .host import cpu_features
 from .manifest import Manifest, artifact_size, sha256_artifact
 from .parity import DEFAULT_BARS, RUN_BATCH, GateResult, Parity, ParityBar, ParityReference, embed, gate, measure_parity
 
 if TYPE_CHECKING:
     from torch import nn
+    from training.operating_points import OperatingPoints
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +198,22 @@ def _threshold(model: "nn.Module", preprocess: PreprocessSpec, state: dict, pair
     return None, "none: no pairs given and the checkpoint has no threshold"
 
 
+def _operating_points(model: "nn.Module", preprocess: PreprocessSpec, identities: FaceFolder,
+                      progress: bool) -> tuple[OperatingPoints | None, np.ndarray]:
+    """Thresholds at target FARs from all pairs of ``identities`` embedded by the PyTorch model
+    (None, with a warning, when they support no FAR), and those embeddings."""
+    embeddings = embed_folder(student_embed_fn(model, preprocess), identities, progress=progress)
+    source = (f"all pairs of {len(identities.classes)} identities ({len(identities)} faces) under {identities.root}, "
+              "PyTorch model")
+    try:
+        check_identity_set(identities.labels)
+        scores = all_pairs_scores(embeddings, identities.labels, progress=progress)
+        return operating_points(scores, source, len(identities.classes), len(identities)), embeddings
+    except IdentitySetError as exc:
+        logger.warning("manifests without operating points (clients fall back to the best-accuracy threshold): %s", exc)
+        return None, embeddings
+
+
 @contextmanager
 def _torch_threads(threads: int | None):
     """Run PyTorch with ``threads`` intra-op threads (unchanged when None), restoring the setting after."""
@@ -244,6 +262,7 @@ class _Run:
     threshold_source: str
     source: dict
     cost: dict  # {params, macs} of the model (export.cost), the same for every artifact
+    operating_points: dict | None = None  # OperatingPoints.to_dict() of the PyTorch model, for every manifest
     int8_model: "nn.Module | None" = None  # what int8 converters quantise (equalised and/or fine-tuned copy; None: model)
     int8_preparation: dict = field(default_factory=dict)  # how that copy was made (manifest details of int8 artifacts)
     parity_inputs: dict[str, np.ndarray] = field(default_factory=dict)  # layout -> inputs
@@ -365,7 +384,7 @@ def _export_one(run: _Run, row: FormatRow, precision: str) -> ExportRecord:
         output={} if io is None else {"name": io.output_name, "shape": io.output_shape, "dtype": io.output_dtype},
         preprocess=layout_spec.to_dict(), embedding_size=run.model.embedding_size,
         threshold=run.reference.threshold, threshold_source=run.threshold_source,
-        calibration=run.calibration.describe() if precision in row.calibrated else None,
+        operating_points=run.operating_points, calibration=run.calibration.describe() if precision in row.calibrated else None,
         parity=None if parity is None else parity.to_dict(), converter_versions=row.versions(),
         quantization=row.precisions[precision], source=run.source,
         details={**({} if io is None else io.details), "model": {**run.cost, "role": "student"},
@@ -426,11 +445,13 @@ def export_checkpoint(
     progress: bool = True,
     teacher: tuple[str | os.PathLike, PreprocessSpec] | None = None,
     finetune_images: Sequence[str | os.PathLike] | FaceSet = (),
+    identities: FaceFolder | None = None,
 ) -> list[ExportRecord]:
     """Export ``checkpoint_path`` into ``out_dir``; returns one record per format × precision.
 
     Calibration faces (and ``finetune_images``, for ``config.int8_finetune_steps``) should come
-    from training identities, parity faces and ``pairs`` from validation identities. ``teacher``
+    from training identities, parity faces, ``pairs`` and ``identities`` (all their faces: the
+    manifests' operating points) from validation identities. ``teacher``
     (ONNX path, preprocessing) is put beside the artifacts when ``config.teacher`` is on. Raises
     ExportError (or CheckpointError) for requests that cannot work.
     """
@@ -465,11 +486,17 @@ def export_checkpoint(
             source={"checkpoint": checkpoint_path.name, "sha256": sha256_file(checkpoint_path), "arch": state.get("arch")},
             cost=torch_cost(model, preprocess.size), progress=progress,
         )
+        points, identity_embeddings = (None, None) if identities is None else _operating_points(
+            model, preprocess, identities, progress)
+        run.operating_points = None if points is None else points.to_dict()
         if any(precision == "int8" and not unavailable for _, precision, unavailable in jobs):
             _prepare_int8(run, finetune_images, progress)
         if config.golden:
             try:
                 write_golden(out_dir / GOLDEN, model, preprocess, golden_candidates + list(parity_images), threshold)
+                if points is not None:
+                    write_identification_fixture(out_dir / GOLDEN / "identification.json", identity_embeddings,
+                                                 identities.labels, identities.classes, points)
             except (ExportError, BadImageError) as exc:
                 raise ExportError(f"golden vectors for the app tests cannot be written: {exc} "
                                   "(or set export.golden=false to export without them)") from None

@@ -8,10 +8,16 @@ Layout of ``<out>/golden/``:
   "items": [{"image", "input", "input_shape", "identity", "source", "embedding"}],
   "pairs": [{"a", "b", "cosine", "same_identity", "match"}]}`` with L2-normalised PyTorch
   embeddings, every pair among the 8 faces, and match = cosine >= threshold.
+- ``identification.json``: the open-set case both clients are tested on, from all faces of the val
+  identities: ``{"schema_version", "fpir", "operating_points", "gallery": [{"name", "embedding"}]
+  (GALLERY_PEOPLE people, their first face), "mated": [...] (their other faces), "strangers": [...]
+  (every face of everyone else), "expected": {"threshold", "strangers_matched", "mated_found"}}``,
+  expected as the Python rule (:mod:`training.operating_points`) computes it.
 """
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -22,14 +28,20 @@ import numpy as np
 
 from training.data import load_rgb_file
 from training.io import atomic_write_bytes, atomic_write_json
+from training.verification import best_gallery_match, first_faces, l2_normalise
 
 from .errors import ExportError
 
 if TYPE_CHECKING:
     from torch import nn
+    from training.operating_points import OperatingPoints
     from training.preprocess import PreprocessSpec
 
+logger = logging.getLogger(__name__)
+
 GOLDEN_SCHEMA_VERSION = 1
+GALLERY_PEOPLE = 100
+GALLERY_FPIR = 0.01
 IDENTITIES = 4
 PER_IDENTITY = 2
 RESIZE_SIDE = 128
@@ -101,4 +113,38 @@ def write_golden(out_dir: Path, model: "nn.Module", preprocess: "PreprocessSpec"
     return atomic_write_json(out_dir / "golden.json", {
         "schema_version": GOLDEN_SCHEMA_VERSION, "preprocess": spec.to_dict(), "threshold": threshold,
         "embedding_size": len(items[0]["embedding"]), "items": items, "pairs": pairs,
+    })
+
+
+def _entries(indices: np.ndarray, embeddings: np.ndarray, names: list[str]) -> list[dict]:
+    return [{"name": names[i], "embedding": [float(v) for v in embeddings[i]]} for i in indices]
+
+
+def write_identification_fixture(path: Path, embeddings: np.ndarray, labels: np.ndarray, classes: Sequence[str],
+                                 points: "OperatingPoints", seed: int = 0) -> Path | None:
+    """``identification.json`` (see the module docstring): GALLERY_PEOPLE random identities with two
+    or more faces enrolled with their first face, matched at the rule's threshold for FPIR GALLERY_FPIR.
+    Not written (None, with a warning) when the val identities are too few for it."""
+    embeddings, labels = l2_normalise(embeddings).astype(np.float64), np.asarray(labels)
+    identities, counts = np.unique(labels, return_counts=True)
+    eligible = identities[counts >= 2]
+    if len(eligible) < GALLERY_PEOPLE or len(identities) == len(eligible) == GALLERY_PEOPLE:
+        logger.warning("no identification.json for the app tests: it needs %d val identities with two or more faces "
+                       "and others as strangers, found %d of %d", GALLERY_PEOPLE, len(eligible), len(identities))
+        return None
+    enrolled = np.isin(labels, np.random.default_rng(seed).choice(eligible, GALLERY_PEOPLE, replace=False))
+    gallery = first_faces(labels)[enrolled[first_faces(labels)]]
+    mated = np.flatnonzero(enrolled & ~np.isin(np.arange(len(labels)), gallery))
+    strangers = np.flatnonzero(~enrolled)
+    threshold = points.identification_threshold(GALLERY_FPIR, len(gallery))
+    best, mated_scores = best_gallery_match(embeddings[mated], embeddings[gallery])
+    _, stranger_scores = best_gallery_match(embeddings[strangers], embeddings[gallery])
+    names = [classes[label] for label in labels]
+    found = (labels[gallery][best] == labels[mated]) & (mated_scores >= threshold)
+    return atomic_write_json(path, {
+        "schema_version": GOLDEN_SCHEMA_VERSION, "fpir": GALLERY_FPIR, "operating_points": points.to_dict(),
+        "gallery": _entries(gallery, embeddings, names), "mated": _entries(mated, embeddings, names),
+        "strangers": _entries(strangers, embeddings, names),
+        "expected": {"threshold": threshold, "strangers_matched": int(np.sum(stranger_scores >= threshold)),
+                     "mated_found": int(np.sum(found))},
     })

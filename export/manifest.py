@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from training.io import atomic_write_json, sha256_file
+from training.operating_points import OperatingPoints
+
+logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "rejected", "unavailable", "validated-structure-only", "failed")
@@ -58,7 +62,7 @@ class Manifest:
     output: dict  # {name, shape, dtype}
     preprocess: dict  # PreprocessSpec.to_dict(), layout matching ``input``
     embedding_size: int
-    threshold: float | None  # cosine >= threshold means "same identity"
+    threshold: float | None  # best-accuracy threshold of balanced val pairs: for comparison, not to deploy
     threshold_source: str
     calibration: dict | None  # {id: sha256 of the file list, count}; None when not calibrated
     parity: dict | None  # {mean_cos, worst_cos, flip_rate, n_images, n_pairs} vs PyTorch; None when not measured
@@ -66,6 +70,7 @@ class Manifest:
     quantization: str  # what the precision means for this format
     source: dict  # {checkpoint, sha256, arch}
     details: dict = field(default_factory=dict)  # op census, notes read back from the artifact
+    operating_points: dict | None = None  # OperatingPoints.to_dict(): thresholds at target FARs (to deploy)
     created_utc: str = ""
     schema_version: int = SCHEMA_VERSION
 
@@ -84,7 +89,7 @@ class Manifest:
                 f"manifest schema_version {version!r} is not {SCHEMA_VERSION}: re-export with this facekd version"
             )
         known = {f.name for f in fields(cls)}
-        missing = sorted(name for name in known - set(data) if name not in ("details", "created_utc"))
+        missing = sorted(name for name in known - set(data) if name not in ("details", "created_utc", "operating_points"))
         if missing:
             raise ManifestError(f"manifest lacks {', '.join(missing)}: re-export the artifact")
         return cls(**{k: v for k, v in data.items() if k in known})
@@ -104,6 +109,16 @@ class Manifest:
 
     def save(self, path: str | os.PathLike) -> Path:
         return atomic_write_json(path, self.to_dict())
+
+    def deploy_points(self) -> OperatingPoints | None:
+        """The operating points clients choose thresholds from; None, with a warning, for a
+        manifest written before they existed (its one threshold accepts far more strangers)."""
+        if self.operating_points is None:
+            logger.warning("manifest of %s-%s has no operating points (exported before they existed): only its "
+                           "best-accuracy threshold, which accepts far more strangers; re-export with facekd export",
+                           self.format, self.precision)
+            return None
+        return OperatingPoints.from_dict(self.operating_points)
 
     def artifact_path(self, manifest_path: str | os.PathLike) -> Path:
         return Path(manifest_path).parent / self.file

@@ -40,6 +40,8 @@ def run_config(args) -> RunConfig:
         cfg.data.train_identities = str(res.train_identities)
     if not cfg.data.val_pairs and res.val_pairs:
         cfg.data.val_pairs = str(res.val_pairs)
+    if not cfg.data.val_identities and res.val_identities:
+        cfg.data.val_identities = str(res.val_identities)
     cfg.data.val_images_root = cfg.data.val_images_root or str(res.val_images_root)
     cfg.teacher.path = str(res.teacher)
     return cfg
@@ -87,33 +89,69 @@ def cmd_train(args) -> None:
     print(f"student written to {result.student_path}{summary}")
 
 
-def cmd_eval(args) -> None:
+def _eval_embed_fn(args):
     from training.checkpoint import load_student
-    from training.evaluate import evaluate, student_embed_fn
-    from training.pairs import read_lfw_pairs, read_verification_set
+    from training.evaluate import student_embed_fn
     from training.teacher import load_teacher
 
-    if not args.pairs and not args.sets:
-        raise ValueError("eval needs --pairs PAIRS --images ROOT and/or --sets SET… (.bin files or PAIRS.txt=ROOT)")
-    if args.pairs and not args.images:
-        raise ValueError("--pairs needs --images ROOT (the folder the pairs name)")
     if args.checkpoint:
         model, spec, _ = load_student(args.checkpoint)
-        embed = student_embed_fn(model, spec)
-    else:
-        cfg = load_config(args.config, args.overrides)
-        embed = load_teacher(args.teacher_model, cfg.teacher.preprocess).embed
+        return student_embed_fn(model, spec)
+    cfg = load_config(args.config, args.overrides)
+    return load_teacher(args.teacher_model, cfg.teacher.preprocess).embed
+
+
+def cmd_eval(args) -> None:
+    from training.evaluate import evaluate, evaluate_identities, read_identity_set
+    from training.pairs import read_lfw_pairs, read_verification_set
+
+    if not args.pairs and not args.sets and not args.identities:
+        raise ValueError("eval needs --pairs PAIRS --images ROOT, --sets SET… (.bin files or PAIRS.txt=ROOT) "
+                         "and/or --identities ROOT (or IDENTITIES.txt=ROOT)")
+    if args.pairs and not args.images:
+        raise ValueError("--pairs needs --images ROOT (the folder the pairs name)")
     sets = ([read_lfw_pairs(args.pairs, args.images)] if args.pairs else []) + [
         read_verification_set(spec, args.images) for spec in args.sets or []]
-    results = {pairs.name: evaluate(embed, pairs, flip_test=args.flip_test, progress=not args.quiet).to_dict()
+    folders = [read_identity_set(spec, args.images) for spec in args.identities or []]
+    embed = _eval_embed_fn(args)
+    progress = not args.quiet
+    results = {pairs.name: evaluate(embed, pairs, flip_test=args.flip_test, progress=progress).to_dict()
                for pairs in sets}
-    single = not args.sets  # one pairs file: the result itself as JSON, as before
-    text = json.dumps(results[sets[0].name] if single else {"flip_test": args.flip_test, "sets": results}, indent=2)
+    identities = {spec: evaluate_identities(embed, folder, flip_test=args.flip_test, progress=progress,
+                                            gallery_size=args.gallery_size, fpir=args.fpir).to_dict()
+                  for spec, folder in zip(args.identities or [], folders)}
+    single = args.pairs and not args.sets and not identities  # one pairs file: the result itself as JSON, as before
+    document = results[sets[0].name] if single else {"flip_test": args.flip_test, "sets": results,
+                                                       "identities": identities}
+    text = json.dumps(document, indent=2)
     if args.json:
         from training.io import atomic_write_text
 
         atomic_write_text(args.json, text + "\n")
-    print(text if single else suite_table(results, args.flip_test))
+    if single:
+        print(text)
+        return
+    print("\n\n".join(table for table in (suite_table(results, args.flip_test) if results else "",
+                                         identities_table(identities)) if table))
+
+
+def identities_table(results: dict[str, dict]) -> str:
+    """One block per set of identities: the all-pairs measures, with what could not be measured."""
+    blocks = []
+    for name, r in results.items():
+        tars = "  ".join(f"TAR@FAR={far} {100 * tar:.2f} %" for far, tar in r["tar_at_far"].items())
+        lines = [f"{name}: {r['identities']} identities, {r['faces']} faces, {r['genuine_pairs']:,} genuine / "
+                 f"{r['impostor_pairs']:,} impostor pairs",
+                 f"  {tars}  EER {100 * r['eer']:.2f} %  rank-1 {100 * r['rank1']:.2f} %"]
+        lines += [f"  TAR@FAR={far} not reported: {why}" for far, why in r["unsupported"].items()]
+        open_set = r["open_set"]
+        if "fnir" in open_set:
+            lines.append(f"  open set, gallery of {open_set['gallery_size']} ({open_set['trials']} draws): FNIR "
+                         f"{100 * open_set['fnir']:.2f} % at FPIR {100 * open_set['fpir']:g} %")
+        else:
+            lines.append(f"  open set, gallery of {open_set['gallery_size']}: {open_set['reason']}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 def suite_table(results: dict[str, dict], flip_test: bool) -> str:
@@ -234,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="10-fold verification accuracy, TAR@FAR, AUC of a checkpoint or a teacher")
+    p = sub.add_parser("eval", help="verification of a checkpoint or a teacher: 10-fold accuracy on pairs, and on a "
+                       "folder of identities all pairs (TAR at FAR 1e-3..1e-5, EER), 1:N rank-1 and open-set FNIR")
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--checkpoint", help="student checkpoint (.pt)")
     who.add_argument("--teacher-model", help="teacher ONNX file (preprocessing from --config teacher.preprocess)")
@@ -242,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", help="root of the aligned images the pairs name")
     p.add_argument("--sets", nargs="+", metavar="SET", help="benchmark sets in one table: insightface .bin files "
                    "(lfw.bin cfp_fp.bin agedb_30.bin) and/or PAIRS.txt=IMAGES_ROOT")
+    p.add_argument("--identities", nargs="+", metavar="ROOT", help="aligned faces ROOT/<identity>/<image> (or "
+                   "IDENTITIES.txt=ROOT): all genuine vs all impostor pairs, rank-1, open-set FNIR")
+    p.add_argument("--gallery-size", type=int, default=100, help="open-set gallery size (people enrolled; default 100)")
+    p.add_argument("--fpir", type=float, default=0.01, help="open-set false-positive identification rate (default 0.01)")
     p.add_argument("--flip-test", action="store_true", help="average the embeddings of image and mirror image")
     p.add_argument("--json", help="also write the result here")
     p.add_argument("--config", help="run config (for the teacher's preprocessing)")

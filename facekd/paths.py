@@ -57,6 +57,7 @@ class Resources:
     train_identities: Path | None
     val_pairs: Path | None  # None: no splits/val_pairs.txt beside the faces (validation is optional)
     val_images_root: Path
+    val_identities: Path | None  # splits/val_identities.txt: the identities the val pairs are drawn from
     teacher: Path
     detector: Path | None
     source: str
@@ -82,6 +83,7 @@ class _Data:
     aligned_root: Path
     train_identities: Path | None
     val_pairs: Path | None
+    val_identities: Path | None = None
 
 
 def _data_at(path: Path, origin: str) -> _Data:
@@ -102,9 +104,8 @@ def _data_at(path: Path, origin: str) -> _Data:
             f"or at a folder holding {ALIGNED_DIR.as_posix()}, or {FETCH_HINT}"
         )
     splits = aligned.parent / SPLITS_DIR.name
-    val_pairs, train_identities = splits / "val_pairs.txt", splits / "train_identities.txt"
-    return _Data(aligned, train_identities if train_identities.is_file() else None,
-                 val_pairs if val_pairs.is_file() else None)
+    found = [splits / name for name in ("train_identities.txt", "val_pairs.txt", "val_identities.txt")]
+    return _Data(aligned, *(path if path.is_file() else None for path in found))
 
 
 def home_problem(home: Path) -> str | None:
@@ -193,6 +194,7 @@ def resolve_resources(
         train_identities=found.train_identities,
         val_pairs=found.val_pairs,
         val_images_root=found.aligned_root,
+        val_identities=found.val_identities,
         teacher=teacher_path,
         detector=_home_detector(homes),
         source=source,

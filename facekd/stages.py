@@ -122,9 +122,29 @@ def export_student(cfg: RunConfig, checkpoint: Path, out_dir: Path, progress: bo
     records = export_checkpoint(checkpoint, out_dir, cfg.export,
                                 calibration_images=_calibration_images(cfg, cfg.export.calib_count),
                                 parity_images=parity, pairs=pairs, progress=progress, teacher=_onnx_teacher(cfg),
-                                finetune_images=finetune)
+                                finetune_images=finetune, identities=load_val_identities(cfg))
     save_config(cfg, out_dir / "config.yaml")
     return records
+
+
+def load_val_identities(cfg: RunConfig) -> FaceFolder | None:
+    """All faces of the val identities (data.val_identities), or None when it is not set."""
+    if not cfg.data.val_identities:
+        return None
+    from training.evaluate import read_identity_set
+
+    return read_identity_set(f"{cfg.data.val_identities}={cfg.data.val_images_root or cfg.data.aligned_root}")
+
+
+def _bench_identities(cfg: RunConfig) -> FaceFolder | None:
+    """bench.identities ("none": no all-pairs measures), else the val identities."""
+    if cfg.bench.identities == "none":
+        return None
+    if cfg.bench.identities:
+        from training.evaluate import read_identity_set
+
+        return read_identity_set(cfg.bench.identities, cfg.data.val_images_root or cfg.data.aligned_root)
+    return load_val_identities(cfg)
 
 
 def _onnx_teacher(cfg: RunConfig):
@@ -141,9 +161,11 @@ def bench_export(cfg: RunConfig, export_dir: Path, out_path: Path, progress: boo
     pairs = load_val_pairs(cfg)
     if pairs is None:
         raise TrainingError("data.val_pairs is not set: the benchmark measures accuracy on verification pairs")
+    identities = _bench_identities(cfg)
     if [t.get("kind") for t in cfg.bench.targets] == ["local"]:
-        paths = [run_bench(export_dir, pairs, cfg.bench, out_path, progress=progress)]
+        paths = [run_bench(export_dir, pairs, cfg.bench, out_path, progress=progress, identities=identities)]
     else:
-        paths = run_bench_on_targets(export_dir, pairs, cfg.bench, out_path.parent, progress=progress)
+        paths = run_bench_on_targets(export_dir, pairs, cfg.bench, out_path.parent, progress=progress,
+                                     identities=identities)
     save_config(cfg, out_path.parent / "config.yaml")
     return paths

@@ -14,7 +14,11 @@ and ``rejected/...``) and each runtime that can run its format:
    manifest threshold;
 4. with ``bench.suites``, the same worker also embeds every benchmark set (insightface ``.bin``,
    LFW pairs files), scored by the function ``facekd eval --sets`` uses
-   (:func:`training.evaluate.evaluate`), with or without flip-test (``bench.flip_test``).
+   (:func:`training.evaluate.evaluate`), with or without flip-test (``bench.flip_test``);
+5. with ``bench.identities`` (by default the run's val identities), it embeds every face of those
+   identities: all genuine vs all impostor pairs (TAR at FAR 1e-3..1e-5, EER), rank-1, open-set
+   FNIR at ``bench.fpir`` for a gallery of ``bench.gallery_size``, and the share of strangers the
+   manifest's operating-point rule lets match (:func:`training.verification.measure_identities`).
 
 Images are preprocessed here, in the parent, with each manifest's PreprocessSpec and input
 layout, and travel to workers as .npy files, so a worker needs no OpenCV. A worker that crashes
@@ -30,7 +34,7 @@ import re
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -40,13 +44,16 @@ from export.manifest import Manifest, ManifestError, verify_artifact
 from training.io import sha256_file
 from training.pairs import VerificationPairs, read_verification_set, verification_set_name
 from training.preprocess import PreprocessSpec
-from training.verification import VerificationResult, evaluate_scores, l2_normalise, pair_scores
+from training.verification import VerificationResult, evaluate_scores, l2_normalise, measure_identities, pair_scores
 
 from .accelerated import ACCELERATED_RUNTIMES, runtime_options
 from .client import WorkerClient, WorkerDied, WorkerError
 from .latency import TimingPlan, disturbance, summarize
 from .results import BenchResult, ResultSchemaError, Row, load_result, save_result
 from .targets import AdbTarget, BenchmarkOutputError, LocalTarget, Target, TargetError, target_from_dict
+
+if TYPE_CHECKING:
+    from training.data import FaceFolder
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +116,9 @@ class BenchConfig:
     targets: list[dict] = field(default_factory=lambda: [{"kind": "local"}])
     suites: list[str] = field(default_factory=list)
     flip_test: bool = False
+    identities: str = ""  # ROOT or IDENTITIES.txt=ROOT; "" = the run's data.val_identities; "none" = skip
+    gallery_size: int = 100
+    fpir: float = 0.01
 
     def __post_init__(self) -> None:
         if not self.threads or any(t < 1 for t in self.threads):
@@ -119,6 +129,8 @@ class BenchConfig:
             raise BenchError("pairs_per_fold must be >= 2 (one same and one different pair), or null for all")
         if self.embed_batch < 1 or self.worker_timeout_s <= 0:
             raise BenchError("embed_batch must be >= 1 and worker_timeout_s > 0")
+        if self.gallery_size < 1 or not 0.0 < self.fpir < 1.0:
+            raise BenchError(f"gallery_size must be >= 1 and fpir in (0, 1), got {self.gallery_size}, {self.fpir}")
         names = [verification_set_name(spec) for spec in self.suites]
         if len(set(names)) != len(names):
             raise BenchError(f"bench.suites names a set twice (sets are named after their file): {names}")
@@ -276,9 +288,10 @@ class _Bench:
     """State of one run_bench call: inputs made once, the reference embeddings, the rows."""
 
     def __init__(self, target: Target, config: BenchConfig, pairs: VerificationPairs, workdir: Path, progress: bool,
-                 suites: list[VerificationPairs] = ()):
+                 suites: list[VerificationPairs] = (), identities: "FaceFolder | None" = None):
         self.target, self.config, self.pairs, self.workdir = target, config, pairs, workdir
         self.suites = list(suites)
+        self.identities = identities
         self.progress = progress
         self.plan = config.plan()
         self.cores: int | None = None
@@ -439,7 +452,7 @@ class _Bench:
         """Rows of one artifact × runtime: a fresh worker per (threads, batch); the first worker
         that times successfully also embeds the pair images for accuracy and parity."""
         is_reference = artifact.name == self.config.reference and runtime.name == DEFAULT_RUNTIME
-        quality: tuple[dict, dict | None, dict | None] | None = None
+        quality: tuple[dict, dict | None, dict | None, dict | None] | None = None
         quality_failure: str | None = None
         for threads, batch in self.configurations():
             row = self.base_row(artifact, runtime.name, threads, batch)
@@ -475,17 +488,18 @@ class _Bench:
             if step == "embed" and row.status == "failed" and quality_failure is None:
                 quality_failure = f"accuracy: {row.reason}"
             if quality is not None:
-                row.accuracy, row.parity, row.suites = quality
+                row.accuracy, row.parity, row.suites, row.identities = quality
             elif row.status == "ok" and quality_failure:
                 self._status(row, "failed", quality_failure)
             yield row
 
     def embed_and_score(self, worker: WorkerClient, artifact: Artifact, runtime: RuntimeSpec,
-                        is_reference: bool) -> tuple[dict, dict | None, dict | None]:
-        """(accuracy, parity, suites) of one artifact × runtime, embedded by ``worker``."""
+                        is_reference: bool) -> tuple[dict, dict | None, dict | None, dict | None]:
+        """(accuracy, parity, suites, identities) of one artifact × runtime, embedded by ``worker``."""
         local_output = self.workdir / f"embeddings-{artifact.name}-{runtime.name}.npy"
         embeddings = self.embed_file(worker, artifact, self.target.put(self.inputs(artifact)), local_output)
-        return (*self.quality(embeddings, artifact, is_reference), self.score_suites(worker, artifact))
+        return (*self.quality(embeddings, artifact, is_reference), self.score_suites(worker, artifact),
+                self.score_identities(worker, artifact))
 
     def embed_file(self, worker: WorkerClient, artifact: Artifact, remote_input: str, local_output: Path) -> np.ndarray:
         """Raw embeddings of the preprocessed images at ``remote_input`` (on the target), via ``local_output``."""
@@ -520,6 +534,19 @@ class _Bench:
         return {pairs.name: {**accuracy_entry(evaluate(embed, pairs, flip_test=flip_test, batch_size=SUITE_CHUNK)),
                              "pairs": len(pairs), "flip_test": flip_test}
                 for pairs in self.suites}
+
+    def score_identities(self, worker: WorkerClient, artifact: Artifact) -> dict | None:
+        """All-pairs measures of every face of ``bench.identities`` through this artifact, with the
+        strangers its manifest's operating-point rule lets match (None without identities)."""
+        if self.identities is None:
+            return None
+        from training.evaluate import embed_folder  # imports torch: only when identities are measured
+
+        embeddings = embed_folder(self.worker_embed_fn(worker, artifact), self.identities, batch_size=SUITE_CHUNK)
+        points = artifact.manifest.deploy_points() if not artifact.is_teacher else None
+        result = measure_identities(embeddings, self.identities.labels, self.config.gallery_size, self.config.fpir,
+                                    points=points)
+        return {"name": self.identities.root.name, **result.to_dict()}
 
     def measure_with_benchmark_binary(self, artifact: Artifact) -> Iterator[Row]:
         """Latency-only rows from TFLite's benchmark_model on an adb device."""
@@ -570,9 +597,12 @@ def _pairs_summary(pairs: VerificationPairs) -> dict:
 
 
 def run_bench(export_dir: str | os.PathLike, pairs: VerificationPairs, config: BenchConfig | None,
-              out_path: str | os.PathLike, target: Target | None = None, progress: bool = True) -> Path:
+              out_path: str | os.PathLike, target: Target | None = None, progress: bool = True,
+              identities: "FaceFolder | None" = None) -> Path:
     """Measure every artifact of ``export_dir`` on ``target`` (this machine by default) and write
-    one result JSON (:mod:`runtime_bench.results`) to ``out_path``; returns its path.
+    one result JSON (:mod:`runtime_bench.results`) to ``out_path``; returns its path. With
+    ``identities`` (faces of identities never trained on) every artifact is also measured on all
+    their pairs.
 
     The file is rewritten after every artifact with ``complete: false``, so an interrupted run
     keeps what it measured; running the same benchmark again to the same ``out_path`` resumes
@@ -591,7 +621,7 @@ def run_bench(export_dir: str | os.PathLike, pairs: VerificationPairs, config: B
                          export_dir=str(export_dir), pairs=_pairs_summary(pairs), complete=False)
     try:
         with tempfile.TemporaryDirectory(prefix="facekd-bench-") as workdir:
-            bench = _Bench(target, config, pairs, Path(workdir), progress, suites)
+            bench = _Bench(target, config, pairs, Path(workdir), progress, suites, identities)
             unreachable = target.unavailable_reason()
             if unreachable is None:
                 try:
@@ -625,10 +655,12 @@ def run_bench(export_dir: str | os.PathLike, pairs: VerificationPairs, config: B
 
 
 def run_bench_on_targets(export_dir: str | os.PathLike, pairs: VerificationPairs, config: BenchConfig,
-                         out_dir: str | os.PathLike, progress: bool = True) -> list[Path]:
+                         out_dir: str | os.PathLike, progress: bool = True,
+                         identities: "FaceFolder | None" = None) -> list[Path]:
     """:func:`run_bench` on every target of ``config.targets``; one ``<target>.json`` each in ``out_dir``."""
     paths = []
     for target in config.make_targets():
         name = re.sub(r"[^A-Za-z0-9]+", "-", target.name).strip("-")
-        paths.append(run_bench(export_dir, pairs, config, Path(out_dir) / f"{name}.json", target=target, progress=progress))
+        paths.append(run_bench(export_dir, pairs, config, Path(out_dir) / f"{name}.json", target=target,
+                               progress=progress, identities=identities))
     return paths

@@ -26,6 +26,7 @@ from .verdict import is_teacher, per_image_ms, summary_lines
 
 STATUS_MARKS = {"ok": "✅", "unavailable": "❎", "rejected": "❎", "failed": "❌"}
 GMACS_COLUMN = "GMAC/s (% peak)"
+IDENTITY_COLUMNS = ("TAR@1e-4 all pairs", "rank-1", "strangers matched")
 COLUMNS = ("artifact", "runtime", "threads", "batch", "status", "size", "params", "MMACs", "accuracy", "AUC",
            "TAR@FAR", "flips", "worst cos", "p50 ms", "p90 ms", "p99 ms", GMACS_COLUMN, "peak RSS", "notes")
 
@@ -159,11 +160,16 @@ def suite_columns(rows: Iterable[Row]) -> dict[str, bool | None]:
     return {name: next(iter(seen)) if len(seen) == 1 else None for name, seen in flips.items()}
 
 
-def table_columns(suites: dict[str, bool | None]) -> list[str]:
+def has_identities(rows: Iterable[Row]) -> bool:
+    return any(row.identities for row in rows)
+
+
+def table_columns(suites: dict[str, bool | None], identities: bool = False) -> list[str]:
     """COLUMNS with one accuracy column per benchmark set, ``lfw (flip-test on)``, after the
-    val-pairs accuracy."""
+    val-pairs accuracy, then (``identities``) the all-pairs columns."""
     at = COLUMNS.index("accuracy") + 1
-    return [*COLUMNS[:at], *(f"{name} ({_flip_text(flip)})" for name, flip in suites.items()), *COLUMNS[at:]]
+    return [*COLUMNS[:at], *(f"{name} ({_flip_text(flip)})" for name, flip in suites.items()),
+            *(IDENTITY_COLUMNS if identities else ()), *COLUMNS[at:]]
 
 
 def _suite_cell(entry: dict | None, column_flip: bool | None) -> str:
@@ -172,6 +178,19 @@ def _suite_cell(entry: dict | None, column_flip: bool | None) -> str:
         return "–"
     flip = f" ({_flip_text(entry['flip_test'])})" if column_flip is None else ""
     return f"{100 * entry['acc']:.2f} ± {100 * entry['std']:.2f} %{flip}"
+
+
+def identity_cells(identities: dict | None) -> list[str]:
+    """TAR at FAR 1e-4 over all pairs of the val identities (or why not), rank-1, and the share of
+    strangers matched to someone at the manifest's operating point for the bench's gallery."""
+    if not identities:
+        return ["–", "–", "–"]
+    tar = identities["tar_at_far"].get("1e-04")
+    policy = identities.get("policy")
+    return [f"{100 * tar:.2f} %" if tar is not None else "not supported",
+            f"{100 * identities['rank1']:.2f} %",
+            (f"{100 * policy['fpir']:.2f} % of strangers (gallery {policy['gallery_size']}, target "
+             f"{100 * policy['target_fpir']:g} %)") if policy else "–"]
 
 
 def _gmacs_cell(row: Row, peak: dict | None) -> str:
@@ -186,9 +205,10 @@ def _gmacs_cell(row: Row, peak: dict | None) -> str:
     return f"{achieved:.1f} ({100 * share:.0f} %)"
 
 
-def row_cells(row: Row, suites: dict[str, bool | None] | None = None, peak: dict | None = None) -> list[str]:
-    """One table row as display strings, in :func:`table_columns` order (COLUMNS without suites);
-    ``peak``: the device's ``peak_gmacs``."""
+def row_cells(row: Row, suites: dict[str, bool | None] | None = None, peak: dict | None = None,
+              identities: bool = False) -> list[str]:
+    """One table row as display strings, in :func:`table_columns` order (COLUMNS without suites
+    and identities); ``peak``: the device's ``peak_gmacs``."""
     accuracy, parity, latency, memory, model = row.accuracy, row.parity, row.latency or {}, row.memory or {}, row.model
     notes = [row.reason] if row.reason else []
     if row.int8_scheme:
@@ -207,6 +227,7 @@ def row_cells(row: Row, suites: dict[str, bool | None] | None = None, peak: dict
         _number(model["macs"] / 1e6, 0) if model else "–",
         f"{100 * accuracy['acc']:.2f} ± {100 * accuracy['std']:.2f} %" if accuracy else "–",
         *sets,
+        *(identity_cells(row.identities) if identities else ()),
         _number(accuracy["auc"], 4) if accuracy else "–",
         _tar_cell(accuracy),
         _number(100 * parity["flip_rate"], 2, " %") if parity and parity.get("flip_rate") is not None else "–",
@@ -236,7 +257,11 @@ METHOD_NOTE = (
     "percentiles of per-run wall times of one batch. Accuracy: 10-fold verification accuracy (threshold "
     "chosen on the other folds); flips: pairs whose same/different decision at the manifest threshold "
     "differs from the torch-fp32 reference; worst cos: lowest cosine between an image's embedding and "
-    "the reference's. MMACs: multiply-accumulates per image (export.cost); GMAC/s: MMACs / p50 per image "
+    "the reference's. TAR@1e-4 all pairs: true-accept rate at a false-accept rate of 1e-4 over every genuine and "
+    "impostor pair of the val identities; rank-1: closed-set 1:N with each identity's first face enrolled; "
+    "strangers matched: faces of people not enrolled that the manifest's operating-point rule (FPIR target for a "
+    "gallery of that size) matches to someone — measured on the val identities the operating points were "
+    "calibrated on. MMACs: multiply-accumulates per image (export.cost); GMAC/s: MMACs / p50 per image "
     "(in brackets: its share of the host's estimated peak for the threads used, int8 rows against the int8 peak). "
     f"⚠ disturbed: other processes used more than {OTHER_CORES_LIMIT} core on average "
     f"while the runs were timed (where that cannot be measured: load average above cores × "
@@ -264,15 +289,16 @@ def _markdown(devices: list[DeviceRuns], images: dict[str, str]) -> str:
         lines += [line for summary in summary_lines(runs.rows) for line in (summary, "")]
         if runs.incomplete:
             lines += [f"⚠ {_incomplete_note(runs)}", ""]
-        suites = suite_columns(runs.rows)
+        suites, identities = suite_columns(runs.rows), has_identities(runs.rows)
         if suites:
             lines += [SUITES_NOTE, ""]
-        columns = table_columns(suites)
+        columns = table_columns(suites, identities)
         lines.append("| " + " | ".join(columns) + " |")
         lines.append("|" + "---|" * len(columns))
         peak = runs.device.get("peak_gmacs")
         for row in runs.rows:
-            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row_cells(row, suites, peak)) + " |")
+            cells = row_cells(row, suites, peak, identities)
+            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
         lines.append("")
         if runs.label in images:
             lines += [f"![accuracy vs latency on {runs.label}]({images[runs.label]})", ""]
@@ -304,12 +330,13 @@ def _html(devices: list[DeviceRuns], pngs: dict[str, bytes]) -> str:
         parts += [f"<p>{_bold(html.escape(line))}</p>" for line in summary_lines(runs.rows)]
         if runs.incomplete:
             parts.append(f"<p>⚠ {html.escape(_incomplete_note(runs))}</p>")
-        suites = suite_columns(runs.rows)
+        suites, identities = suite_columns(runs.rows), has_identities(runs.rows)
         if suites:
             parts.append(f'<p class="small">{html.escape(SUITES_NOTE)}</p>')
-        parts.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in table_columns(suites)) + "</tr>")
+        columns = table_columns(suites, identities)
+        parts.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>")
         for row in runs.rows:
-            cells = row_cells(row, suites, runs.device.get("peak_gmacs"))
+            cells = row_cells(row, suites, runs.device.get("peak_gmacs"), identities)
             parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells[:-1])
                          + f'<td class="notes">{html.escape(cells[-1])}</td></tr>')
         parts.append("</table>")

@@ -18,10 +18,14 @@ Schema (``schema_version`` 1)::
                "memory": {"peak_rss_mb"} | null,
                "model": {"params", "macs", "role": "student" | "teacher"} | null,
                "suites": {SET: {"acc", "std", "tar_at_far", "auc", "threshold", "pairs", "flip_test"}} | null,
+               "identities": {"name", "identities", "faces", "genuine_pairs", "impostor_pairs",
+                              "tar_at_far": {FAR: TAR}, "unsupported": {FAR: why}, "eer", "rank1",
+                              "open_set": {...}, "policy": {...} | null} | null,
                "disturbed": bool, "disturbed_reason": str | null}]}
 
-``suites`` (one entry per benchmark set of ``bench.suites``) is absent in results written before
-it existed; such files load with ``suites`` None.
+``suites`` (one entry per benchmark set of ``bench.suites``) and ``identities`` (all pairs of the
+val identities, :func:`training.verification.measure_identities`) are absent in results written
+before they existed; such files load with them None.
 
 Times are milliseconds, throughput images per second, accuracy and rates fractions in 0..1.
 """
@@ -53,8 +57,11 @@ LATENCY_KEYS = {"init_ms": _OPTIONAL_NUMBER, "first_ms": _OPTIONAL_NUMBER, "mean
 MEMORY_KEYS = {"peak_rss_mb": _OPTIONAL_NUMBER}
 MODEL_KEYS = {"params": (int,), "macs": (int,), "role": (str,)}
 SUITE_KEYS = {**ACCURACY_KEYS, "pairs": (int,), "flip_test": (bool,)}
+IDENTITY_KEYS = {"name": (str,), "identities": (int,), "faces": (int,), "genuine_pairs": (int,),
+                 "impostor_pairs": (int,), "tar_at_far": (dict,), "unsupported": (dict,), "eer": _NUMBER,
+                 "rank1": _NUMBER, "open_set": (dict,), "policy": (dict, type(None))}
 SECTIONS = {"accuracy": ACCURACY_KEYS, "parity": PARITY_KEYS, "latency": LATENCY_KEYS, "memory": MEMORY_KEYS,
-            "model": MODEL_KEYS}
+            "model": MODEL_KEYS, "identities": IDENTITY_KEYS}
 
 
 class ResultSchemaError(ValueError):
@@ -98,6 +105,7 @@ class Row:
     model: dict | None = None  # {params, macs, role: "student" | "teacher"} from the manifest
     int8_scheme: str | None = None  # int8 artifacts: Manifest.int8_scheme()
     suites: dict | None = None  # {set name: accuracy section + pairs + flip_test} with bench.suites
+    identities: dict | None = None  # all-pairs measures of bench.identities (IdentityResult.to_dict() + name)
     disturbed: bool = False
     disturbed_reason: str | None = None
 

@@ -118,4 +118,30 @@ def summary_lines(rows: list[Row]) -> list[str]:
                      f"ms per image, {head.teacher.threads} thread{'s' if (head.teacher.threads or 1) > 1 else ''}, "
                      f"same run)")
         lines.append(f"Student vs teacher ({head.teacher.artifact}): " + ", ".join(parts) + ".")
+    return lines + users_lines(best, head.teacher if head else None)
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f} %"
+
+
+def users_lines(student: Row, teacher: Row | None) -> list[str]:
+    """Where users live, for the recommended row (and the teacher): TAR at FAR 1e-4 over all pairs
+    of the val identities, every benchmark set (e.g. CFP-FP: profile faces), and the strangers the
+    shipped operating point lets match in a gallery."""
+    parts = []
+    mine, theirs = student.identities or {}, (teacher.identities if teacher else None) or {}
+    if mine:
+        tar = mine["tar_at_far"].get("1e-04")
+        parts.append(f"TAR@FAR=1e-4 over all pairs of {mine['identities']} val identities {_percent(tar)}"
+                     + (f" (teacher {_percent(theirs['tar_at_far'].get('1e-04'))})" if theirs else ""))
+    for name, entry in (student.suites or {}).items():
+        other = ((teacher.suites if teacher else None) or {}).get(name)
+        parts.append(f"{name} {_percent(entry['acc'])}" + (f" (teacher {_percent(other['acc'])})" if other else ""))
+    lines = [f"Where users live ({student.artifact}): " + "; ".join(parts) + "."] if parts else []
+    policy = mine.get("policy")
+    if policy:
+        lines.append(f"Strangers matched to someone in a gallery of {policy['gallery_size']} at the shipped operating "
+                     f"point (target FPIR {100 * policy['target_fpir']:g} %): {_percent(policy['fpir'])}; enrolled "
+                     f"people missed: {_percent(policy['fnir'])}.")
     return lines

@@ -121,6 +121,18 @@ def test_page_shows_the_verified_sha256_and_the_threshold(page, export_dir):
     assert page.evaluate("window.facekd.manifest().threshold") == pytest.approx(manifest["threshold"])
 
 
+def test_page_identifies_at_the_operating_point_like_python_and_java(page, export_dir):
+    """The page's rule on the export's identification fixture (real val faces, 100 people enrolled):
+    the threshold and every decision agree with Python's, and strangers stay within the FPIR."""
+    fixture = json.loads((export_dir / "golden" / "identification.json").read_text())
+    checked = page.evaluate("f => window.facekd.checkIdentificationFixture(f)", fixture)
+    assert checked["problems"] == []
+    assert checked["threshold"] == pytest.approx(fixture["expected"]["threshold"], abs=1e-12)
+    assert checked["strangersMatched"] <= fixture["fpir"] * checked["strangers"]
+    assert checked["matedFound"] > 0.8 * checked["mated"]
+    assert page.evaluate("window.facekd.policy().warning") is None
+
+
 def test_a_model_whose_sha256_differs_is_refused(browser, export_dir, facekd_home, tmp_path):
     tampered = tmp_path / "export"
     shutil.copytree(export_dir, tampered)

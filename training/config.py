@@ -21,6 +21,8 @@ class DataConfig:
     max_identities: int = 0           # keep only the first N identities (sorted); 0 = all (smoke runs, CI)
     val_pairs: str = ""               # LFW pairs.txt-format file
     val_images_root: str = ""         # images the pairs refer to (defaults to aligned_root)
+    val_identities: str = ""          # identity list (under val_images_root) never trained on: export's operating
+                                      # points and the bench's all-pairs measures come from all their faces
     identities_per_batch: int = 32    # P of the P×K identity-balanced sampler
     images_per_identity: int = 4      # K
     flip_prob: float = 0.5            # horizontal flip (teacher embedding of the flipped image is used)

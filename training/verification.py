@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
+from .operating_points import DEFAULT_IDENTIFY_FPIR, OperatingPoint, OperatingPoints
 from .pairs import VerificationPairs
 
 FARS = (1e-1, 1e-2, 1e-3)
@@ -20,6 +21,34 @@ def l2_normalise(embeddings: np.ndarray) -> np.ndarray:
     return embeddings / np.maximum(norms, 1e-12)
 
 
+def embed_images(
+    embed_fn: Callable[[np.ndarray], np.ndarray],
+    count: int,
+    load_image: Callable[[int], np.ndarray],
+    batch_size: int = 64,
+    flip_test: bool = False,
+    progress: bool = False,
+    name: str = "faces",
+) -> np.ndarray:
+    """L2-normalised embeddings [count, D] of images ``load_image(0 .. count-1)``.
+
+    ``embed_fn`` maps uint8 RGB [N, H, W, 3] to embeddings [N, D]. With ``flip_test`` an image's
+    embedding is normalise(normalise(f(x)) + normalise(f(mirror(x)))).
+    """
+    outputs = []
+    starts = range(0, count, batch_size)
+    for start in tqdm(starts, desc=f"embedding {name}", unit="batch", disable=not progress):
+        batch = [load_image(i) for i in range(start, min(start + batch_size, count))]
+        if len({image.shape for image in batch}) > 1:
+            raise ValueError(f"{name}: images differ in size ({batch[0].shape} vs others): align them all to one size")
+        images = np.stack(batch)
+        embeddings = l2_normalise(embed_fn(images))
+        if flip_test:
+            embeddings = l2_normalise(embeddings + l2_normalise(embed_fn(np.ascontiguousarray(images[:, :, ::-1]))))
+        outputs.append(embeddings)
+    return np.concatenate(outputs)
+
+
 def embed_pairs(
     embed_fn: Callable[[np.ndarray], np.ndarray],
     pairs: VerificationPairs,
@@ -27,23 +56,8 @@ def embed_pairs(
     flip_test: bool = False,
     progress: bool = False,
 ) -> np.ndarray:
-    """L2-normalised embeddings [len(pairs.images), D] of every image of ``pairs``.
-
-    ``embed_fn`` maps uint8 RGB [N, H, W, 3] to embeddings [N, D]. With ``flip_test`` an image's
-    embedding is normalise(normalise(f(x)) + normalise(f(mirror(x)))).
-    """
-    outputs = []
-    starts = range(0, len(pairs.images), batch_size)
-    for start in tqdm(starts, desc=f"embedding {pairs.name}", unit="batch", disable=not progress):
-        batch = [pairs.load_image(i) for i in range(start, min(start + batch_size, len(pairs.images)))]
-        if len({image.shape for image in batch}) > 1:
-            raise ValueError(f"{pairs.name}: images differ in size ({batch[0].shape} vs others): align them all to one size")
-        images = np.stack(batch)
-        embeddings = l2_normalise(embed_fn(images))
-        if flip_test:
-            embeddings = l2_normalise(embeddings + l2_normalise(embed_fn(np.ascontiguousarray(images[:, :, ::-1]))))
-        outputs.append(embeddings)
-    return np.concatenate(outputs)
+    """L2-normalised embeddings [len(pairs.images), D] of every image of ``pairs`` (see :func:`embed_images`)."""
+    return embed_images(embed_fn, len(pairs.images), pairs.load_image, batch_size, flip_test, progress, pairs.name)
 
 
 def pair_scores(embeddings: np.ndarray, pairs: VerificationPairs) -> np.ndarray:
@@ -143,3 +157,264 @@ def evaluate_scores(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> 
         num_pairs=len(scores),
         fold_accuracies=fold_accuracies,
     )
+
+
+# ----- the measures users live by: all pairs of a set of identities ------------------------------
+OPERATING_FARS = (1e-2, 5e-3, 2e-3, 1e-3, 5e-4, 2e-4, 1e-4, 5e-5, 2e-5, 1e-5, 5e-6, 2e-6, 1e-6, 5e-7, 2e-7, 1e-7)
+REPORTED_FARS = (1e-3, 1e-4, 1e-5)
+MIN_IMPOSTORS = 10  # a FAR is reported only when this many impostor pairs score at or above its threshold
+POINT_CONFIDENCE = 0.95  # operating points hold their FAR with this one-sided confidence (Clopper–Pearson)
+PAIR_CHUNK = 1024  # rows of the similarity matrix per step: 1024 × 10⁴ faces is 40 MB of float32
+
+
+class IdentitySetError(ValueError):
+    """A set of identities that cannot give the measure asked for; the message says why."""
+
+
+@dataclass
+class AllPairsScores:
+    """Every genuine pair's cosine and what the impostor pairs need for FARs down to 1/impostors.
+
+    ``top_impostors``: the highest impostor cosines (descending), enough for FAR ``OPERATING_FARS[0]``;
+    ``impostors_at_or_above[i]``: impostor pairs scoring ``>= genuine[i]`` (for the EER).
+    """
+
+    genuine: np.ndarray  # ascending
+    impostor_pairs: int
+    top_impostors: np.ndarray
+    impostors_at_or_above: np.ndarray
+
+
+def genuine_scores(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Cosines of every pair of faces of the same identity, ascending."""
+    scores = []
+    for label in np.unique(labels):
+        group = embeddings[labels == label]
+        upper = np.triu_indices(len(group), 1)
+        scores.append((group @ group.T)[upper])
+    return np.sort(np.concatenate(scores).astype(np.float64))
+
+
+def all_pairs_scores(embeddings: np.ndarray, labels: np.ndarray, progress: bool = False) -> AllPairsScores:
+    """Genuine and impostor statistics of all pairs of ``embeddings`` (one identity label each),
+    computed in row chunks so that 10⁴ faces need tens of MB, not the full similarity matrix."""
+    embeddings, labels = l2_normalise(embeddings), np.asarray(labels)
+    genuine = genuine_scores(embeddings, labels)
+    count = len(labels)
+    impostor_pairs = count * (count - 1) // 2 - len(genuine)
+    keep = min(math.floor(OPERATING_FARS[0] * impostor_pairs) + 1, impostor_pairs)
+    top, below_counts = np.empty(0, np.float32), np.zeros(len(genuine) + 1, np.int64)
+    for start in tqdm(range(0, count, PAIR_CHUNK), desc="all pairs", unit="chunk", disable=not progress):
+        stop = min(start + PAIR_CHUNK, count)
+        scores = embeddings[start:stop] @ embeddings[start:].T
+        columns = np.arange(start, count)[None, :]
+        impostor = (columns > np.arange(start, stop)[:, None]) & (labels[start:stop, None] != labels[None, start:])
+        chunk = scores[impostor]
+        below_counts += np.bincount(np.searchsorted(genuine, chunk, side="right"), minlength=len(genuine) + 1)
+        top = np.concatenate([top, chunk])
+        if len(top) > keep:
+            top = np.partition(top, len(top) - keep)[len(top) - keep:]
+    at_or_above = np.cumsum(below_counts[::-1])[::-1][1:]
+    return AllPairsScores(genuine, impostor_pairs, np.sort(top)[::-1].astype(np.float64), at_or_above)
+
+
+def allowed_impostors(far: float, impostor_pairs: int, confidence: float | None = None) -> int:
+    """How many impostor pairs may score at or above a threshold for FAR ``far``: ⌊far · n⌋, or
+    with ``confidence`` the largest count whose one-sided Clopper–Pearson upper bound on the FAR
+    is still ``<= far`` (a threshold that holds its FAR on people not in the set, not only on them)."""
+    allowed = math.floor(far * impostor_pairs + 1e-9)
+    if confidence is None:
+        return allowed
+    from scipy.stats import beta
+
+    counts = np.arange(allowed + 1)
+    upper = beta.ppf(confidence, counts + 1, impostor_pairs - counts)
+    within = np.flatnonzero(upper <= far)
+    return int(within[-1]) if len(within) else -1
+
+
+def far_threshold(scores: AllPairsScores, far: float, confidence: float | None = None) -> tuple[float, int] | None:
+    """(threshold, impostors at or above it) keeping at most :func:`allowed_impostors` impostor
+    pairs at or above the threshold, or None when fewer than MIN_IMPOSTORS would back it."""
+    allowed = allowed_impostors(far, scores.impostor_pairs, confidence)
+    if allowed < MIN_IMPOSTORS or allowed >= len(scores.top_impostors):
+        return None
+    top = scores.top_impostors
+    if top[allowed - 1] > top[allowed]:
+        threshold = float((top[allowed - 1] + top[allowed]) / 2.0)
+    else:  # a tie straddles the cut: step above it
+        threshold = float(np.nextafter(top[allowed - 1], np.inf))
+    return threshold, int(np.sum(top >= threshold))
+
+
+def genuine_accept_rate(scores: AllPairsScores, threshold: float) -> float:
+    return float(1.0 - np.searchsorted(scores.genuine, threshold, side="left") / len(scores.genuine))
+
+
+def equal_error_rate(scores: AllPairsScores) -> float:
+    """The rate where false rejects (genuine below t) meet false accepts (impostors at or above t),
+    over thresholds t at the genuine scores."""
+    false_reject = np.arange(len(scores.genuine)) / len(scores.genuine)
+    false_accept = scores.impostors_at_or_above / scores.impostor_pairs
+    crossing = int(np.argmin(np.abs(false_accept - false_reject)))
+    return float((false_accept[crossing] + false_reject[crossing]) / 2.0)
+
+
+def operating_points(scores: AllPairsScores, source: str, identities: int, faces: int) -> OperatingPoints:
+    """Thresholds at every FAR of OPERATING_FARS the impostor pairs support, each holding its FAR
+    with POINT_CONFIDENCE (so fewer impostors sit above it than ⌊FAR · n⌋)."""
+    points = []
+    for far in OPERATING_FARS:
+        found = far_threshold(scores, far, POINT_CONFIDENCE)
+        if found is not None:
+            threshold, above = found
+            points.append(OperatingPoint(far, threshold, above, genuine_accept_rate(scores, threshold)))
+    if not points:
+        raise IdentitySetError(f"{source}: {scores.impostor_pairs} impostor pairs support no FAR down to "
+                               f"{OPERATING_FARS[0]:g} with {MIN_IMPOSTORS} impostors above it: add identities")
+    return OperatingPoints(points, source, identities, faces, len(scores.genuine), scores.impostor_pairs, MIN_IMPOSTORS,
+                           POINT_CONFIDENCE)
+
+
+def first_faces(labels: np.ndarray) -> np.ndarray:
+    """Index of each identity's first face (in label order of appearance)."""
+    _, first = np.unique(labels, return_index=True)
+    return np.sort(first)
+
+
+def best_gallery_match(probes: np.ndarray, gallery: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of the best gallery template, its cosine) per probe, in chunks of probes."""
+    best, score = [], []
+    for start in range(0, len(probes), PAIR_CHUNK):
+        scores = probes[start:start + PAIR_CHUNK] @ gallery.T
+        best.append(np.argmax(scores, axis=1))
+        score.append(scores[np.arange(len(scores)), best[-1]])
+    return np.concatenate(best), np.concatenate(score).astype(np.float64)
+
+
+def rank1(embeddings: np.ndarray, labels: np.ndarray) -> float:
+    """Closed-set 1:N: gallery = each identity's first face, probes = every other face; the share
+    of probes whose best gallery face is their own identity's."""
+    embeddings, labels = l2_normalise(embeddings), np.asarray(labels)
+    gallery = first_faces(labels)
+    probes = np.setdiff1d(np.arange(len(labels)), gallery)
+    if len(probes) == 0:
+        raise IdentitySetError("rank-1 needs identities with at least two faces (one enrolled, one probe)")
+    best, _ = best_gallery_match(embeddings[probes], embeddings[gallery])
+    return float(np.mean(labels[gallery][best] == labels[probes]))
+
+
+@dataclass
+class OpenSetTrial:
+    """One enrolled gallery: the best-match score of every mated and non-mated probe."""
+
+    mated_scores: np.ndarray  # best cosine of probes of enrolled people
+    mated_correct: np.ndarray  # their best match is their own identity
+    stranger_scores: np.ndarray  # best cosine of faces of people not enrolled
+
+
+def open_set_trials(embeddings: np.ndarray, labels: np.ndarray, gallery_size: int, trials: int,
+                    seed: int = 0) -> list[OpenSetTrial]:
+    """``trials`` galleries of ``gallery_size`` random identities with two or more faces, each
+    enrolled with its first face; the other faces of enrolled people are mated probes, every face
+    of everyone else a non-mated probe (a stranger)."""
+    embeddings, labels = l2_normalise(embeddings), np.asarray(labels)
+    identities, counts = np.unique(labels, return_counts=True)
+    eligible = identities[counts >= 2]
+    if gallery_size < 1 or gallery_size > len(eligible) or gallery_size >= len(identities):
+        raise IdentitySetError(f"a gallery of {gallery_size} needs that many identities with two or more faces "
+                               f"({len(eligible)} here) and others left as strangers ({len(identities)} in all)")
+    first = first_faces(labels)
+    rng = np.random.default_rng(seed)
+    result = []
+    for _ in range(trials):
+        enrolled = np.isin(labels, rng.choice(eligible, gallery_size, replace=False))
+        gallery = first[enrolled[first]]
+        mated = np.flatnonzero(enrolled & ~np.isin(np.arange(len(labels)), gallery))
+        strangers = np.flatnonzero(~enrolled)
+        best, mated_scores = best_gallery_match(embeddings[mated], embeddings[gallery])
+        _, stranger_scores = best_gallery_match(embeddings[strangers], embeddings[gallery])
+        result.append(OpenSetTrial(mated_scores, labels[gallery][best] == labels[mated], stranger_scores))
+    return result
+
+
+def open_set_at_threshold(trials: list[OpenSetTrial], threshold: float) -> dict:
+    """FPIR (strangers matched to someone) and FNIR (enrolled people not found) at one threshold."""
+    fpir = np.mean([np.mean(t.stranger_scores >= threshold) for t in trials])
+    fnir = np.mean([np.mean(~(t.mated_correct & (t.mated_scores >= threshold))) for t in trials])
+    return {"threshold": float(threshold), "fpir": float(fpir), "fnir": float(fnir)}
+
+
+def open_set_at_fpir(trials: list[OpenSetTrial], fpir: float) -> dict | None:
+    """FNIR at the threshold where at most ``fpir`` of the strangers of all trials (pooled) match,
+    or None when fewer than MIN_IMPOSTORS strangers would be allowed above it."""
+    strangers = np.sort(np.concatenate([t.stranger_scores for t in trials]))[::-1]
+    allowed = math.floor(fpir * len(strangers) + 1e-9)
+    if allowed < MIN_IMPOSTORS or allowed >= len(strangers):
+        return None
+    measured = open_set_at_threshold(trials, float(np.nextafter(strangers[allowed], np.inf)))
+    return {**measured, "fpir": fpir}
+
+
+@dataclass
+class IdentityResult:
+    """The measures of all pairs of a set of identities (see :func:`measure_identities`)."""
+
+    identities: int
+    faces: int
+    genuine_pairs: int
+    impostor_pairs: int
+    tar_at_far: dict[str, float]  # FAR ("1e-04") -> TAR, only FARs the impostor pairs support
+    unsupported: dict[str, str]  # FAR -> why it is not reported
+    eer: float
+    rank1: float
+    open_set: dict  # {gallery_size, trials, fpir, fnir, threshold} at a stated FPIR, or {..., reason}
+    policy: dict | None = None  # FPIR/FNIR at the threshold the operating-point rule picks for the gallery
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_identity_set(labels: np.ndarray) -> None:
+    labels = np.asarray(labels)
+    identities, counts = np.unique(labels, return_counts=True)
+    if len(identities) < 2:
+        raise IdentitySetError(f"{len(identities)} identity: all-pairs measures need two or more (impostor pairs)")
+    if counts.max() < 2:
+        raise IdentitySetError("no identity has two faces: all-pairs measures need genuine pairs")
+
+
+def tar_entries(scores: AllPairsScores) -> tuple[dict[str, float], dict[str, str]]:
+    """TAR at each REPORTED_FARS the impostor pairs support, and why the others are left out."""
+    tars, unsupported = {}, {}
+    for far in REPORTED_FARS:
+        found = far_threshold(scores, far)
+        if found is None:
+            unsupported[f"{far:.0e}"] = (f"needs {math.ceil(MIN_IMPOSTORS / far):,} impostor pairs for {MIN_IMPOSTORS} "
+                                         f"above the threshold, have {scores.impostor_pairs:,}")
+        else:
+            tars[f"{far:.0e}"] = genuine_accept_rate(scores, found[0])
+    return tars, unsupported
+
+
+def measure_identities(embeddings: np.ndarray, labels: np.ndarray, gallery_size: int = 100,
+                       fpir: float = DEFAULT_IDENTIFY_FPIR, trials: int = 10, points: OperatingPoints | None = None,
+                       progress: bool = False) -> IdentityResult:
+    """All genuine vs all impostor pairs (TAR at FAR 1e-3/1e-4/1e-5 where supported, EER), closed-set
+    rank-1, open-set FNIR at ``fpir`` for a gallery of ``gallery_size`` people (mean of ``trials``
+    random galleries) and, given ``points``, FPIR/FNIR at the threshold their identification rule picks."""
+    labels = np.asarray(labels)
+    check_identity_set(labels)
+    scores = all_pairs_scores(embeddings, labels, progress=progress)
+    tars, unsupported = tar_entries(scores)
+    gallery = min(gallery_size, len(np.unique(labels)) - 1)
+    runs = open_set_trials(embeddings, labels, gallery, trials)
+    open_set = {"gallery_size": gallery, "trials": trials, "fpir": fpir}
+    at_fpir = open_set_at_fpir(runs, fpir)
+    open_set.update(at_fpir or {"reason": f"too few strangers for FPIR {fpir:g} ({MIN_IMPOSTORS} above it needed)"})
+    policy = None
+    if points is not None:
+        threshold = points.identification_threshold(fpir, gallery)
+        policy = {"gallery_size": gallery, "target_fpir": fpir, **open_set_at_threshold(runs, threshold)}
+    return IdentityResult(len(np.unique(labels)), len(labels), len(scores.genuine), scores.impostor_pairs, tars,
+                          unsupported, equal_error_rate(scores), rank1(embeddings, labels), open_set, policy)

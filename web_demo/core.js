@@ -1,6 +1,7 @@
 // facekd browser core: model loading with sha256 check, YuNet detection, 5-point alignment,
-// preprocessing from the manifest, embedding and matching. No UI here (see app.js); the same
-// steps as training/align.py and training/preprocess.py, so embeddings match Python's.
+// preprocessing from the manifest, embedding, and matching at thresholds chosen by policy from the
+// manifest's operating points. No UI here (see app.js); the same steps as training/align.py and
+// training/preprocess.py, so embeddings match Python's.
 import * as ort from "/ort/ort.wasm.min.mjs";
 
 ort.env.wasm.wasmPaths = "/ort/"; // must be an absolute URL path
@@ -28,6 +29,7 @@ export async function loadModel(base) {
   for (const key of ["file", "sha256", "preprocess", "input", "embedding_size", "threshold"]) {
     if (!(key in manifest)) throw new ModelError(`manifest lacks "${key}"`);
   }
+  OperatingPoints.fromManifest(manifest); // bad operating points refuse the model (ModelError)
   if (manifest.input.layout !== "NCHW") throw new ModelError(`the web client runs NCHW ONNX models, not ${manifest.input.layout}`);
   const bytes = await (await fetch(`${base}/${manifest.file}`)).arrayBuffer();
   const sha256 = await sha256Hex(bytes);
@@ -185,7 +187,247 @@ export function align(image, landmarks, size = 112) {
   return out;
 }
 
-/** Gallery of named templates; the best cosine at or above the manifest threshold names a face. */
+// ---- thresholds by policy from the manifest's operating points ----------------------------------
+// The rule is the same in Python, the Java core (org.facekd.core.OperatingPoints / MatchPolicy) and
+// here. Verification at FAR f (0 < f < 1): the candidates are the points with far <= f·(1 + 1e-9);
+// the one with the largest far gives the threshold, none is an error. Identification at FPIR p
+// against a gallery of N templates (N < 1 counts as 1): the same choice at the per-comparison FAR
+// p / N (union bound: P(any of N impostor comparisons accepted) <= N·FAR). Accept: cosine >= threshold.
+
+export const DEFAULT_VERIFICATION_FAR = 1e-4;
+export const DEFAULT_IDENTIFICATION_FPIR = 0.01;
+export const FAR_SLACK = 1e-9;
+export const NO_OPERATING_POINTS_WARNING = "manifest has no operating points (exported before they existed): "
+  + "using its best-accuracy threshold, which accepts far more strangers; re-export with facekd export";
+
+/** A FAR (or a gallery's per-comparison FAR) below the smallest one the export calibrated. */
+export class CalibrationRangeError extends Error {
+  constructor(message, { requestedFar, smallestFar, maxTemplates = -1 }) {
+    super(message);
+    this.name = "CalibrationRangeError";
+    Object.assign(this, { requestedFar, smallestFar, maxTemplates });
+  }
+}
+
+/** A number as Python's "%.<precision>g" writes it ("%g": 6 significant digits, exponent below 1e-4 and from 1e6). */
+export function formatG(value, precision = 6) {
+  if (Number.isNaN(value)) return "nan";
+  if (!Number.isFinite(value)) return value > 0 ? "inf" : "-inf";
+  if (value === 0) return Object.is(value, -0) ? "-0" : "0";
+  const strip = (text) => (text.includes(".") ? text.replace(/0+$/, "").replace(/\.$/, "") : text);
+  const [mantissa, exponentText] = value.toExponential(precision - 1).split("e");
+  const exponent = Number(exponentText);
+  if (exponent < -4 || exponent >= precision) {
+    return `${strip(mantissa)}e${exponent < 0 ? "-" : "+"}${String(Math.abs(exponent)).padStart(2, "0")}`;
+  }
+  return strip(value.toFixed(precision - 1 - exponent));
+}
+
+function checkRate(name, rate) {
+  if (typeof rate !== "number" || !(rate > 0 && rate < 1)) throw new RangeError(`${name} must lie in (0, 1), got ${rate}`);
+  return rate;
+}
+
+function optCount(json, key, where) {
+  const value = json[key];
+  if (value === undefined || value === null) return -1;
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 0) {
+    throw new ModelError(`${where}: '${key}' must be a non-negative integer, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+/** The manifest's "operating_points": thresholds calibrated at false accept rates (far descending). */
+export class OperatingPoints {
+  constructor(points, meta = {}) {
+    this.points = Object.freeze(points.map((p) => Object.freeze({ ...p })));
+    this.source = meta.source ?? "";
+    this.identities = meta.identities ?? -1;
+    this.faces = meta.faces ?? -1;
+    this.genuinePairs = meta.genuinePairs ?? -1;
+    this.impostorPairs = meta.impostorPairs ?? -1;
+    this.minImpostors = meta.minImpostors ?? -1;
+    Object.freeze(this);
+  }
+
+  /** Validated operating points: points non-empty, far in (0, 1), threshold in [-1, 1], far descending, threshold ascending. */
+  static fromJson(json) {
+    const where = "operating_points";
+    if (json === null || typeof json !== "object" || Array.isArray(json)) throw new ModelError(`${where} must be a JSON object`);
+    if (!Array.isArray(json.points)) throw new ModelError(`${where}: 'points' must be an array`);
+    if (json.points.length === 0) throw new ModelError(`${where}: 'points' is empty: re-export with facekd export`);
+    const points = [];
+    json.points.forEach((item, i) => {
+      const at = `${where}.points[${i}]`;
+      if (item === null || typeof item !== "object" || Array.isArray(item)) throw new ModelError(`${at} must be an object`);
+      for (const key of ["far", "threshold"]) {
+        if (!(key in item) || item[key] === null) throw new ModelError(`${at}: '${key}' is missing`);
+        if (typeof item[key] !== "number") throw new ModelError(`${at}: '${key}' must be a number, got ${JSON.stringify(item[key])}`);
+      }
+      const { far, threshold } = item;
+      if (!(far > 0 && far < 1)) throw new ModelError(`${at}: far ${far} is not in (0, 1)`);
+      if (!(threshold >= -1 && threshold <= 1)) throw new ModelError(`${at}: threshold ${threshold} is not a cosine in [-1, 1]`);
+      const impostorsAbove = optCount(item, "impostors_above", at);
+      let tar = NaN;
+      if (item.tar !== undefined && item.tar !== null) {
+        if (typeof item.tar !== "number" || !(item.tar >= 0 && item.tar <= 1)) throw new ModelError(`${at}: tar ${item.tar} is not in [0, 1]`);
+        tar = item.tar;
+      }
+      const previous = points[i - 1];
+      if (previous && !(far < previous.far)) {
+        throw new ModelError(`${at}: far ${far} does not fall below the previous point's ${previous.far}: points must be sorted by far descending`);
+      }
+      if (previous && threshold < previous.threshold) {
+        throw new ModelError(`${at}: threshold ${threshold} is below the previous point's ${previous.threshold} at a smaller far: a stricter FAR needs a higher threshold`);
+      }
+      points.push({ far, threshold, impostorsAbove, tar });
+    });
+    if (json.source !== undefined && json.source !== null && typeof json.source !== "string") {
+      throw new ModelError(`${where}: 'source' must be a string`);
+    }
+    return new OperatingPoints(points, {
+      source: json.source ?? "",
+      identities: optCount(json, "identities", where),
+      faces: optCount(json, "faces", where),
+      genuinePairs: optCount(json, "genuine_pairs", where),
+      impostorPairs: optCount(json, "impostor_pairs", where),
+      minImpostors: optCount(json, "min_impostors", where),
+    });
+  }
+
+  /** The manifest's operating points, or null for an export made before they existed (absent or null). */
+  static fromManifest(manifest) {
+    const json = manifest?.operating_points;
+    return json === undefined || json === null ? null : OperatingPoints.fromJson(json);
+  }
+
+  get smallestFar() { return this.points[this.points.length - 1].far; }
+  get largestFar() { return this.points[0].far; }
+
+  select(far) { // far descending: the first candidate has the largest far
+    const limit = far * (1 + FAR_SLACK);
+    return this.points.find((p) => p.far <= limit) ?? null;
+  }
+
+  /** Threshold for 1:1 verification at a false accept rate. */
+  verificationThreshold(far) {
+    checkRate("FAR", far);
+    const point = this.select(far);
+    if (!point) {
+      throw new CalibrationRangeError(`FAR ${formatG(far)} is below the calibrated range: the smallest supported FAR is ${formatG(this.smallestFar)}`,
+        { requestedFar: far, smallestFar: this.smallestFar });
+    }
+    return point.threshold;
+  }
+
+  /** Threshold for 1:N identification at an FPIR against `comparisons` templates (< 1 counts as 1). */
+  identificationThreshold(fpir, comparisons) {
+    checkRate("FPIR", fpir);
+    const n = Math.max(1, Math.trunc(Number(comparisons)) || 0);
+    const far = fpir / n;
+    const point = this.select(far);
+    if (!point) {
+      const most = this.maxTemplates(fpir);
+      throw new CalibrationRangeError(`a gallery of ${n} templates at FPIR ${formatG(fpir)} needs a per-comparison FAR of ${formatG(far, 2)}, `
+        + `below the calibrated range (smallest ${formatG(this.smallestFar, 2)}): enrol at most ${most} templates or raise the FPIR`,
+        { requestedFar: far, smallestFar: this.smallestFar, maxTemplates: most });
+    }
+    return point.threshold;
+  }
+
+  /** The most templates a gallery may hold at `fpir`: floor(fpir / smallestFar · (1 + 1e-9)), the selection's slack. */
+  maxTemplates(fpir) {
+    checkRate("FPIR", fpir);
+    return Math.floor(fpir / this.smallestFar * (1 + FAR_SLACK));
+  }
+
+  summary() {
+    const n = this.points.length;
+    let text = `${n} point${n === 1 ? "" : "s"}, FAR ${formatG(this.largestFar)}${n > 1 ? ` .. ${formatG(this.smallestFar)}` : ""}`;
+    if (this.impostorPairs >= 0) text += `, ${this.impostorPairs} impostor pairs${this.identities >= 0 ? ` of ${this.identities} identities` : ""}`;
+    return text;
+  }
+}
+
+/**
+ * How the threshold is chosen: "verification" at a FAR, "identification" at an FPIR for the
+ * gallery's current template count, or "fixed". Built from a manifest (an old one without
+ * operating points falls back to its best-accuracy threshold: `warning` says so, and it is
+ * logged with console.warn) or from OperatingPoints.
+ */
+export class MatchPolicy {
+  constructor(mode, rate, points, fallbackThreshold, warning) {
+    Object.assign(this, { mode, rate, points, fallbackThreshold, warning });
+    Object.freeze(this);
+  }
+
+  static #of(mode, rate, source) {
+    checkRate(mode === "verification" ? "FAR" : "FPIR", rate);
+    let policy;
+    if (source instanceof OperatingPoints) {
+      policy = new MatchPolicy(mode, rate, source, NaN, null);
+    } else {
+      const points = OperatingPoints.fromManifest(source);
+      if (points) {
+        policy = new MatchPolicy(mode, rate, points, NaN, null);
+      } else {
+        if (typeof source?.threshold !== "number") throw new ModelError("manifest has no threshold: export from a checkpoint validated on pairs");
+        console.warn(NO_OPERATING_POINTS_WARNING);
+        policy = new MatchPolicy(mode, rate, null, source.threshold, NO_OPERATING_POINTS_WARNING);
+      }
+    }
+    policy.threshold(1); // refuse an uncalibrated rate now rather than at the first face
+    return policy;
+  }
+
+  /** 1:1 verification at `far` (default 1e-4) from a manifest or OperatingPoints. */
+  static verification(manifestOrPoints, far = DEFAULT_VERIFICATION_FAR) { return MatchPolicy.#of("verification", far, manifestOrPoints); }
+
+  /** 1:N identification at `fpir` (default 1 %) from a manifest or OperatingPoints. */
+  static identification(manifestOrPoints, fpir = DEFAULT_IDENTIFICATION_FPIR) { return MatchPolicy.#of("identification", fpir, manifestOrPoints); }
+
+  /** A fixed cosine threshold in [-1, 1], whatever the gallery. */
+  static fixed(threshold) {
+    if (typeof threshold !== "number" || !(threshold >= -1 && threshold <= 1)) throw new RangeError(`cosine threshold must be in [-1, 1], got ${threshold}`);
+    return new MatchPolicy("fixed", NaN, null, threshold, null);
+  }
+
+  get usesOperatingPoints() { return this.points !== null; }
+
+  /** The threshold for a probe compared with `templates` templates (only identification depends on it). */
+  threshold(templates = 1) {
+    if (!this.points) return this.fallbackThreshold;
+    return this.mode === "identification" ? this.points.identificationThreshold(this.rate, templates) : this.points.verificationThreshold(this.rate);
+  }
+
+  /** The most templates the gallery may hold (identification from operating points), else Infinity. */
+  maxTemplates() {
+    return this.mode === "identification" && this.points ? this.points.maxTemplates(this.rate) : Infinity;
+  }
+
+  toString() {
+    if (this.mode === "fixed") return `fixed threshold ${formatG(this.fallbackThreshold)}`;
+    return this.mode === "verification" ? `1:1 verification at FAR ${formatG(this.rate)}` : `1:N identification at FPIR ${formatG(this.rate)}`;
+  }
+
+  /** e.g. "1:N identification at FPIR 0.01, 12 templates: threshold 0.3712" (same wording as Java's describe). */
+  describe(templates = 1) {
+    let threshold;
+    try {
+      threshold = this.threshold(templates).toFixed(4);
+    } catch (error) {
+      if (!(error instanceof CalibrationRangeError)) throw error;
+      threshold = `none (${error.message})`;
+    }
+    const fallback = this.points ? "" : " (manifest's best-accuracy threshold)";
+    if (this.mode === "fixed") return `fixed threshold ${threshold}`;
+    if (this.mode === "verification") return `1:1 verification at FAR ${formatG(this.rate)}: threshold ${threshold}${fallback}`;
+    const n = Math.max(1, Math.trunc(Number(templates)) || 0);
+    return `1:N identification at FPIR ${formatG(this.rate)}, ${n} template${n === 1 ? "" : "s"}: threshold ${threshold}${fallback}`;
+  }
+}
+
+/** Gallery of named templates; the best cosine at or above the threshold names a face. */
 export class Gallery {
   constructor(modelSha256) { this.modelSha256 = modelSha256; this.people = new Map(); }
   enrol(name, embedding) {
@@ -194,7 +436,20 @@ export class Gallery {
     if (!this.people.has(trimmed)) this.people.set(trimmed, []);
     this.people.get(trimmed).push(embedding);
   }
-  match(embedding, threshold) {
+  /** Templates of everyone: the comparisons one probe makes (what 1:N thresholds depend on). */
+  get templateCount() {
+    let count = 0;
+    for (const templates of this.people.values()) count += templates.length;
+    return count;
+  }
+  /**
+   * Best match of a normalised embedding. `thresholdOrPolicy`: a cosine threshold (fixed), or a
+   * MatchPolicy whose threshold is computed for the gallery's current template count (throws a
+   * CalibrationRangeError when the gallery has outgrown the calibrated range).
+   */
+  match(embedding, thresholdOrPolicy) {
+    const count = this.templateCount; // the comparisons this probe makes
+    const threshold = thresholdOrPolicy instanceof MatchPolicy ? thresholdOrPolicy.threshold(count) : thresholdOrPolicy;
     let best = { name: null, cosine: -1 };
     for (const [name, templates] of this.people) {
       for (const template of templates) {
@@ -202,8 +457,53 @@ export class Gallery {
         if (score > best.cosine) best = { name, cosine: score };
       }
     }
-    return { ...best, matched: best.name !== null && best.cosine >= threshold };
+    return { ...best, matched: best.name !== null && best.cosine >= threshold, threshold, templates: count };
   }
+  /** match() with a policy (1:N identification at FPIR 1 % unless the policy says otherwise). */
+  identify(embedding, policy) {
+    if (!(policy instanceof MatchPolicy)) throw new TypeError("identify needs a MatchPolicy");
+    return this.match(embedding, policy);
+  }
+}
+
+/**
+ * The Java golden test GoldenIdentificationTest on a golden/identification.json object, without
+ * DOM: enrol the gallery (one template each), choose the identification threshold at the
+ * fixture's FPIR by the rule, match every stranger and mated probe. Embeddings are cast to
+ * float32 and L2-normalised as Java does, so scores equal Java's. `problems` lists what differs
+ * from `fixture.expected` (empty when all agree).
+ */
+export function checkIdentificationFixture(fixture) {
+  if (fixture?.schema_version !== 1) throw new ModelError(`identification.json schema_version ${fixture?.schema_version}, this check reads 1`);
+  const points = OperatingPoints.fromJson(fixture.operating_points);
+  const fpir = fixture.fpir;
+  const policy = MatchPolicy.identification(points, fpir);
+  const asTemplate = (face) => normalise(Float32Array.from(face.embedding));
+  const gallery = new Gallery("golden");
+  for (const face of fixture.gallery) gallery.enrol(face.name, asTemplate(face));
+  const problems = [];
+  if (gallery.people.size !== fixture.gallery.length) problems.push("gallery names are not distinct (one template each)");
+  const templates = gallery.templateCount;
+  const threshold = points.identificationThreshold(fpir, templates);
+  let strangersMatched = 0;
+  for (const face of fixture.strangers) {
+    if (gallery.people.has(face.name)) problems.push(`${face.name} is a stranger but enrolled`);
+    if (gallery.match(asTemplate(face), policy).matched) strangersMatched++;
+  }
+  let matedFound = 0;
+  for (const face of fixture.mated) {
+    const match = gallery.match(asTemplate(face), policy);
+    if (match.matched && match.name === face.name) matedFound++;
+  }
+  const strangers = fixture.strangers.length;
+  const mated = fixture.mated.length;
+  const expected = fixture.expected ?? {};
+  if (!(Math.abs(threshold - expected.threshold) <= 1e-12)) problems.push(`threshold ${threshold}, expected ${expected.threshold}`);
+  if (strangersMatched !== expected.strangers_matched) problems.push(`${strangersMatched} strangers matched, expected ${expected.strangers_matched}`);
+  if (!(strangersMatched / strangers <= fpir)) problems.push(`${strangersMatched} of ${strangers} strangers matched: more than FPIR ${fpir}`);
+  if (matedFound !== expected.mated_found) problems.push(`${matedFound} mated probes found, expected ${expected.mated_found}`);
+  if (!(matedFound > 0)) problems.push("no mated probe found");
+  return { threshold, strangersMatched, matedFound, strangers, mated, templates, fpir, problems };
 }
 
 /** Photo -> detect -> align -> embed, with the milliseconds of each stage. */

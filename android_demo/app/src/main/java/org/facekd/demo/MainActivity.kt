@@ -137,12 +137,21 @@ class MainActivity : AppCompatActivity() {
     private fun onPipelineReady() {
         val current = pipeline ?: return
         acceleratorButton.text = current.accelerator
-        status.text = current.fallbackReason?.let { getString(R.string.gpu_fallback, it) } ?: ""
+        showStatus(current)
         if (ContextCompat.checkSelfPermission(this, Manifest.permission.CAMERA) == PackageManager.PERMISSION_GRANTED) {
             startCamera()
         } else {
             requestCamera.launch(Manifest.permission.CAMERA)
         }
+    }
+
+    /** GPU fallback, old-manifest warning and the matching policy with the gallery's current threshold. */
+    private fun showStatus(current: RecognitionPipeline) {
+        status.text = listOfNotNull(
+            current.fallbackReason?.let { getString(R.string.gpu_fallback, it) },
+            current.policyWarning,
+            current.policyDescription,
+        ).joinToString("\n")
     }
 
     private fun preferredAccelerator(): Accelerator =
@@ -225,7 +234,10 @@ class MainActivity : AppCompatActivity() {
                     } catch (e: Exception) {
                         getString(R.string.enrol_failed, e.message)
                     }
-                    runOnUiThread { toast(message) }
+                    runOnUiThread {
+                        toast(message)
+                        pipeline?.let { showStatus(it) } // the 1:N threshold tightens as the gallery grows
+                    }
                 }
             }
             .setNegativeButton(android.R.string.cancel, null)
@@ -286,7 +298,10 @@ class MainActivity : AppCompatActivity() {
                     } catch (e: Exception) {
                         getString(R.string.delete_failed, e.message)
                     }
-                    runOnUiThread { toast(message) }
+                    runOnUiThread {
+                        toast(message)
+                        pipeline?.let { showStatus(it) }
+                    }
                 }
             }
             .setNegativeButton(android.R.string.cancel, null)
@@ -299,7 +314,8 @@ class MainActivity : AppCompatActivity() {
             Intent(this, ModelInfoActivity::class.java)
                 .putExtra(ModelInfoActivity.EXTRA_ACCELERATOR, current?.accelerator ?: "-")
                 .putExtra(ModelInfoActivity.EXTRA_FALLBACK, current?.fallbackReason)
-                .putExtra(ModelInfoActivity.EXTRA_PEOPLE, current?.gallery?.size() ?: 0),
+                .putExtra(ModelInfoActivity.EXTRA_PEOPLE, current?.gallery?.size() ?: 0)
+                .putExtra(ModelInfoActivity.EXTRA_TEMPLATES, current?.gallery?.templateCount() ?: 0),
         )
     }
 

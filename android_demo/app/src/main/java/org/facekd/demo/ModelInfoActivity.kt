@@ -4,9 +4,13 @@ import android.os.Bundle
 import android.widget.TextView
 import androidx.appcompat.app.AppCompatActivity
 import java.util.Locale
+import org.facekd.core.MatchPolicy
 import org.facekd.core.ModelManifest
 
-/** What model is running: manifest fields, the sha256 verified just now, accelerator, gallery size. */
+/**
+ * What model is running: manifest fields, its operating points and the matching policy, the sha256
+ * verified just now, accelerator, gallery size.
+ */
 class ModelInfoActivity : AppCompatActivity() {
     override fun onCreate(savedInstanceState: Bundle?) {
         super.onCreate(savedInstanceState)
@@ -16,9 +20,10 @@ class ModelInfoActivity : AppCompatActivity() {
         val accelerator = intent.getStringExtra(EXTRA_ACCELERATOR) ?: "-"
         val fallback = intent.getStringExtra(EXTRA_FALLBACK)
         val people = intent.getIntExtra(EXTRA_PEOPLE, 0)
+        val templates = intent.getIntExtra(EXTRA_TEMPLATES, 0)
         Thread {
             val report = try {
-                describe(ModelBundle.load(this), accelerator, fallback, people)
+                describe(ModelBundle.load(this), accelerator, fallback, people, templates)
             } catch (e: Exception) {
                 getString(R.string.model_error, e.message)
             }
@@ -26,10 +31,23 @@ class ModelInfoActivity : AppCompatActivity() {
         }.start()
     }
 
-    private fun describe(bundle: ModelBundle, accelerator: String, fallback: String?, people: Int): String {
+    private fun describe(
+        bundle: ModelBundle,
+        accelerator: String,
+        fallback: String?,
+        people: Int,
+        templates: Int,
+    ): String {
         val m: ModelManifest = bundle.manifest
         val p = m.preprocess()
         val threshold = if (m.hasThreshold()) String.format(Locale.ROOT, "%.4f", m.threshold()) else "missing"
+        // the same policy RecognitionPipeline matches with
+        val (matching, warning) = try {
+            val policy = MatchPolicy.identification(m, RecognitionPipeline.IDENTIFICATION_FPIR)
+            policy.describe(templates) to policy.warning()
+        } catch (e: IllegalArgumentException) {
+            "unusable: ${e.message}" to null
+        }
         return buildString {
             appendLine("model        assets/${m.file()}")
             appendLine("sha256       ${bundle.verifiedSha256}")
@@ -40,11 +58,21 @@ class ModelInfoActivity : AppCompatActivity() {
             appendLine("preprocess   ${p.size()}x${p.size()} ${p.channelOrder()} mean ${p.mean().contentToString()}")
             appendLine("             std ${p.std().contentToString()} bilinear (half-pixel)")
             appendLine("embedding    ${m.embeddingSize()}-d, L2-normalised")
-            appendLine("threshold    $threshold (cosine >= threshold: same person)")
+            appendLine("threshold    $threshold (best accuracy on balanced pairs; cosine >= threshold: same person)")
+            if (m.hasOperatingPoints()) {
+                val op = m.operatingPoints()
+                appendLine("op. points   ${op.summary()}")
+                if (op.source().isNotEmpty()) appendLine("             ${op.source()}")
+                op.points().forEach { appendLine("             $it") }
+            } else {
+                appendLine("op. points   none (exported before they existed)")
+            }
+            appendLine("matching     $matching")
+            warning?.let { appendLine("warning      $it") }
             appendLine("status       ${m.status()}${if (m.reason().isEmpty()) "" else " (${m.reason()})"}")
             appendLine("parity       ${m.parity()}")
             appendLine("accelerator  $accelerator${fallback?.let { " (GPU unavailable: $it)" } ?: ""}")
-            appendLine("enrolled     $people people")
+            appendLine("enrolled     $people people, $templates templates")
         }
     }
 
@@ -52,5 +80,6 @@ class ModelInfoActivity : AppCompatActivity() {
         const val EXTRA_ACCELERATOR = "accelerator"
         const val EXTRA_FALLBACK = "fallback"
         const val EXTRA_PEOPLE = "people"
+        const val EXTRA_TEMPLATES = "templates"
     }
 }

@@ -9,6 +9,7 @@ import org.facekd.core.FaceRecognizer
 import org.facekd.core.Gallery
 import org.facekd.core.GalleryStore
 import org.facekd.core.LatencyRecorder
+import org.facekd.core.MatchPolicy
 
 /** One processed face: where it is, the aligned crop the model saw, and who it is. */
 class FaceResult(
@@ -23,6 +24,11 @@ class FaceResult(
 /**
  * detect (ML Kit) → align (5-point similarity) → preprocess → LiteRT → match, with each stage
  * timed. Everything that touches the engine runs on the caller's single worker thread.
+ *
+ * Matching is 1:N identification at [IDENTIFICATION_FPIR]: the threshold comes from the manifest's
+ * operating points for the gallery's current number of templates (stricter as people enrol). An
+ * old manifest without operating points falls back to its best-accuracy threshold, and
+ * [policyWarning] says so.
  */
 class RecognitionPipeline(
     private val bundle: ModelBundle,
@@ -32,12 +38,19 @@ class RecognitionPipeline(
 ) : Closeable {
     val latency = LatencyRecorder(LATENCY_WINDOW)
     private val recognizer = FaceRecognizer(bundle.manifest, engine, latency)
-    private val matcher = FaceMatcher(gallery, bundle.manifest.threshold())
+    val policy: MatchPolicy = MatchPolicy.identification(bundle.manifest, IDENTIFICATION_FPIR)
+    private val matcher = FaceMatcher(gallery, policy)
     private val locator = FaceLocator()
     private val cropSize = bundle.manifest.preprocess().size()
 
     val accelerator: String get() = engine.accelerator.name
     val fallbackReason: String? get() = engine.fallbackReason
+
+    /** Shown to the user when the manifest has no operating points (old export); null otherwise. */
+    val policyWarning: String? get() = policy.warning()
+
+    /** e.g. "1:N identification at FPIR 0.01, 12 templates: threshold 0.3712", for the gallery as it is now. */
+    val policyDescription: String get() = policy.describe(gallery.templateCount())
 
     /** Finds, aligns and identifies the largest face in a camera frame; null when there is none. */
     fun processFrame(frame: Bitmap): FaceResult? {
@@ -66,8 +79,13 @@ class RecognitionPipeline(
         return FaceResult(box, pixels(crop), cropSize, recognition)
     }
 
-    /** Adds a template for [name] and saves the gallery atomically. */
+    /**
+     * Adds a template for [name] and saves the gallery atomically. Refused (CalibrationRangeException,
+     * "enrol at most M templates or raise the FPIR") when one more template would need a FAR below
+     * the manifest's calibrated range.
+     */
     fun enrol(name: String, embedding: FloatArray) {
+        policy.threshold(gallery.templateCount() + 1) // throws if the larger gallery cannot keep the FPIR
         gallery.enrol(name, embedding)
         store.save(gallery)
     }
@@ -94,6 +112,9 @@ class RecognitionPipeline(
         const val STAGE_DETECT = "detect"
         const val STAGE_ALIGN = "align"
         const val STAGE_TOTAL = "total"
+
+        /** Share of strangers that may be named as someone (false positive identification rate). */
+        val IDENTIFICATION_FPIR: Double = MatchPolicy.DEFAULT_IDENTIFICATION_FPIR
         private const val LATENCY_WINDOW = 100
     }
 }

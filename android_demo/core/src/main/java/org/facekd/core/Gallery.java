@@ -63,6 +63,15 @@ public final class Gallery {
         return templates == null ? 0 : templates.size();
     }
 
+    /** Number of templates of everyone: the comparisons one probe makes (what 1:N thresholds depend on). */
+    public synchronized int templateCount() {
+        int count = 0;
+        for (List<float[]> templates : people.values()) {
+            count += templates.size();
+        }
+        return count;
+    }
+
     /** Number of people. */
     public synchronized int size() {
         return people.size();

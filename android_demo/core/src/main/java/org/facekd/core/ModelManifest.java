@@ -15,6 +15,10 @@ import java.util.Map;
  * An exported artifact's {@code manifest.json}: what the model file is, how to feed it and the
  * verification threshold it was validated with.
  *
+ * <p>{@code threshold} is the best-accuracy threshold of balanced validation pairs; the optional
+ * {@code operating_points} (absent or null in exports made before them) hold thresholds calibrated
+ * at false accept rates, which {@link MatchPolicy} chooses from.
+ *
  * <p>{@code input.layout} is the artifact's real input layout and wins over
  * {@code preprocess.layout} (the training-side layout, NCHW for a PyTorch student).
  */
@@ -34,6 +38,7 @@ public final class ModelManifest {
     private final String status;
     private final String reason;
     private final Map<String, Object> parity;
+    private final OperatingPoints operatingPoints;
 
     private ModelManifest(Json.Obj json) {
         format = json.string("format");
@@ -61,6 +66,7 @@ public final class ModelManifest {
         status = json.optString("status", "unknown");
         reason = json.optString("reason", "");
         parity = json.has("parity") ? json.object("parity").asMap() : Collections.emptyMap();
+        operatingPoints = json.has("operating_points") ? OperatingPoints.fromJson(json.object("operating_points")) : null;
         checkShapes();
     }
 
@@ -182,6 +188,24 @@ public final class ModelManifest {
             throw new ContractException("manifest has no threshold: export from a checkpoint validated on pairs");
         }
         return threshold;
+    }
+
+    /** True if the manifest carries {@code operating_points} (exports made before them do not). */
+    public boolean hasOperatingPoints() {
+        return operatingPoints != null;
+    }
+
+    /**
+     * Thresholds calibrated at false accept rates.
+     *
+     * @throws ContractException if the manifest has none (see {@link #hasOperatingPoints()})
+     */
+    public OperatingPoints operatingPoints() {
+        if (operatingPoints == null) {
+            throw new ContractException("manifest has no operating points (exported before they existed): "
+                    + "re-export with facekd export");
+        }
+        return operatingPoints;
     }
 
     /** Export status ({@code "ok"} when conversion and the parity gate passed). */
