@@ -28,7 +28,7 @@ import numpy as np
 
 from training.data import load_rgb_file
 from training.io import atomic_write_bytes, atomic_write_json
-from training.verification import best_gallery_match, first_faces, l2_normalise
+from training.verification import IdentitySetError, best_gallery_match, gallery_split, l2_normalise
 
 from .errors import ExportError
 
@@ -121,21 +121,16 @@ def _entries(indices: np.ndarray, embeddings: np.ndarray, names: list[str]) -> l
 
 
 def write_identification_fixture(path: Path, embeddings: np.ndarray, labels: np.ndarray, classes: Sequence[str],
-                                 points: "OperatingPoints", seed: int = 0) -> Path | None:
+                                 points: "OperatingPoints") -> Path | None:
     """``identification.json`` (see the module docstring): GALLERY_PEOPLE random identities with two
     or more faces enrolled with their first face, matched at the rule's threshold for FPIR GALLERY_FPIR.
     Not written (None, with a warning) when the val identities are too few for it."""
     embeddings, labels = l2_normalise(embeddings).astype(np.float64), np.asarray(labels)
-    identities, counts = np.unique(labels, return_counts=True)
-    eligible = identities[counts >= 2]
-    if len(eligible) < GALLERY_PEOPLE or len(identities) == len(eligible) == GALLERY_PEOPLE:
-        logger.warning("no identification.json for the app tests: it needs %d val identities with two or more faces "
-                       "and others as strangers, found %d of %d", GALLERY_PEOPLE, len(eligible), len(identities))
+    try:
+        gallery, mated, strangers = gallery_split(labels, GALLERY_PEOPLE, np.random.default_rng(0))
+    except IdentitySetError as exc:
+        logger.warning("no identification.json for the app tests: %s", exc)
         return None
-    enrolled = np.isin(labels, np.random.default_rng(seed).choice(eligible, GALLERY_PEOPLE, replace=False))
-    gallery = first_faces(labels)[enrolled[first_faces(labels)]]
-    mated = np.flatnonzero(enrolled & ~np.isin(np.arange(len(labels)), gallery))
-    strangers = np.flatnonzero(~enrolled)
     threshold = points.identification_threshold(GALLERY_FPIR, len(gallery))
     best, mated_scores = best_gallery_match(embeddings[mated], embeddings[gallery])
     _, stranger_scores = best_gallery_match(embeddings[strangers], embeddings[gallery])

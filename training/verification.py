@@ -313,25 +313,30 @@ class OpenSetTrial:
     stranger_scores: np.ndarray  # best cosine of faces of people not enrolled
 
 
-def open_set_trials(embeddings: np.ndarray, labels: np.ndarray, gallery_size: int, trials: int,
-                    seed: int = 0) -> list[OpenSetTrial]:
-    """``trials`` galleries of ``gallery_size`` random identities with two or more faces, each
-    enrolled with its first face; the other faces of enrolled people are mated probes, every face
-    of everyone else a non-mated probe (a stranger)."""
-    embeddings, labels = l2_normalise(embeddings), np.asarray(labels)
+def gallery_split(labels: np.ndarray, gallery_size: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """(gallery, mated, strangers) face indices: ``gallery_size`` random identities with two or more
+    faces enrolled with their first face; their other faces are mated probes, every face of
+    everyone else a non-mated probe (a stranger)."""
     identities, counts = np.unique(labels, return_counts=True)
     eligible = identities[counts >= 2]
     if gallery_size < 1 or gallery_size > len(eligible) or gallery_size >= len(identities):
         raise IdentitySetError(f"a gallery of {gallery_size} needs that many identities with two or more faces "
                                f"({len(eligible)} here) and others left as strangers ({len(identities)} in all)")
+    enrolled = np.isin(labels, rng.choice(eligible, gallery_size, replace=False))
     first = first_faces(labels)
+    gallery = first[enrolled[first]]
+    mated = np.flatnonzero(enrolled & ~np.isin(np.arange(len(labels)), gallery))
+    return gallery, mated, np.flatnonzero(~enrolled)
+
+
+def open_set_trials(embeddings: np.ndarray, labels: np.ndarray, gallery_size: int, trials: int,
+                    seed: int = 0) -> list[OpenSetTrial]:
+    """``trials`` random galleries (:func:`gallery_split`), each with the best-match score of every probe."""
+    embeddings, labels = l2_normalise(embeddings), np.asarray(labels)
     rng = np.random.default_rng(seed)
     result = []
     for _ in range(trials):
-        enrolled = np.isin(labels, rng.choice(eligible, gallery_size, replace=False))
-        gallery = first[enrolled[first]]
-        mated = np.flatnonzero(enrolled & ~np.isin(np.arange(len(labels)), gallery))
-        strangers = np.flatnonzero(~enrolled)
+        gallery, mated, strangers = gallery_split(labels, gallery_size, rng)
         best, mated_scores = best_gallery_match(embeddings[mated], embeddings[gallery])
         _, stranger_scores = best_gallery_match(embeddings[strangers], embeddings[gallery])
         result.append(OpenSetTrial(mated_scores, labels[gallery][best] == labels[mated], stranger_scores))
