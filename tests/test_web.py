@@ -128,7 +128,9 @@ def test_page_identifies_at_the_operating_point_like_python_and_java(page, expor
     checked = page.evaluate("f => window.facekd.checkIdentificationFixture(f)", fixture)
     assert checked["problems"] == []
     assert checked["threshold"] == pytest.approx(fixture["expected"]["threshold"], abs=1e-12)
-    assert checked["strangersMatched"] <= fixture["fpir"] * checked["strangers"]
+    from scipy.stats import binom  # "at most the FPIR" on finite strangers: not significantly above it (5 %)
+
+    assert checked["strangersMatched"] <= binom.ppf(0.95, checked["strangers"], fixture["fpir"])
     assert checked["matedFound"] > 0.8 * checked["mated"]
     assert page.evaluate("window.facekd.policy().warning") is None
 
