@@ -28,7 +28,7 @@ import numpy as np
 
 from training.data import load_rgb_file
 from training.io import atomic_write_bytes, atomic_write_json
-from training.verification import IdentitySetError, best_gallery_match, gallery_split, l2_normalise
+from training.verification import IdentitySetError, gallery_split, l2_normalise, open_set_trial
 
 from .errors import ExportError
 
@@ -132,14 +132,12 @@ def write_identification_fixture(path: Path, embeddings: np.ndarray, labels: np.
         logger.warning("no identification.json for the app tests: %s", exc)
         return None
     threshold = points.identification_threshold(GALLERY_FPIR, len(gallery))
-    best, mated_scores = best_gallery_match(embeddings[mated], embeddings[gallery])
-    _, stranger_scores = best_gallery_match(embeddings[strangers], embeddings[gallery])
+    trial = open_set_trial(embeddings, labels, gallery, mated, strangers)
     names = [classes[label] for label in labels]
-    found = (labels[gallery][best] == labels[mated]) & (mated_scores >= threshold)
     return atomic_write_json(path, {
         "schema_version": GOLDEN_SCHEMA_VERSION, "fpir": GALLERY_FPIR, "operating_points": points.to_dict(),
         "gallery": _entries(gallery, embeddings, names), "mated": _entries(mated, embeddings, names),
         "strangers": _entries(strangers, embeddings, names),
-        "expected": {"threshold": threshold, "strangers_matched": int(np.sum(stranger_scores >= threshold)),
-                     "mated_found": int(np.sum(found))},
+        "expected": {"threshold": threshold, "strangers_matched": int(np.sum(trial.stranger_scores >= threshold)),
+                     "mated_found": int(np.sum(trial.mated_correct & (trial.mated_scores >= threshold)))},
     })

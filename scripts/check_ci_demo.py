@@ -21,7 +21,8 @@ def gaps(demo_dir: Path) -> list[str]:
     summary = json.loads((demo_dir / "demo.json").read_text())
     export_dir = Path(summary["export_dir"])
     records = {f"{r['format']}-{r['precision']}": r for r in json.loads((export_dir / "export_summary.json").read_text())}
-    benched = {row.artifact for row in load_result(summary["results"][0]).rows if row.status == "ok"}
+    rows = load_result(summary["results"][0]).rows
+    benched = {row.artifact for row in rows if row.status == "ok"}
     missing = []
     for row, precision, _ in plan_jobs(load_config(export_dir / "config.yaml").export):
         name = f"{row.name}-{precision}"
@@ -37,7 +38,7 @@ def gaps(demo_dir: Path) -> list[str]:
             missing.append(f"{name}: export {record['status'] + ' (' + record['reason'] + ')' if record else 'absent'}")
         elif name not in benched:
             missing.append(f"{name}: no ok benchmark row")
-    return missing + users_gaps(export_dir, load_result(summary["results"][0]).rows)
+    return missing + users_gaps(export_dir, rows)
 
 
 def users_gaps(export_dir: Path, rows) -> list[str]:

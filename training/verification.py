@@ -334,13 +334,16 @@ def open_set_trials(embeddings: np.ndarray, labels: np.ndarray, gallery_size: in
     """``trials`` random galleries (:func:`gallery_split`), each with the best-match score of every probe."""
     embeddings, labels = l2_normalise(embeddings), np.asarray(labels)
     rng = np.random.default_rng(seed)
-    result = []
-    for _ in range(trials):
-        gallery, mated, strangers = gallery_split(labels, gallery_size, rng)
-        best, mated_scores = best_gallery_match(embeddings[mated], embeddings[gallery])
-        _, stranger_scores = best_gallery_match(embeddings[strangers], embeddings[gallery])
-        result.append(OpenSetTrial(mated_scores, labels[gallery][best] == labels[mated], stranger_scores))
-    return result
+    return [open_set_trial(embeddings, labels, *gallery_split(labels, gallery_size, rng)) for _ in range(trials)]
+
+
+def open_set_trial(embeddings: np.ndarray, labels: np.ndarray, gallery: np.ndarray, mated: np.ndarray,
+                   strangers: np.ndarray) -> OpenSetTrial:
+    """Best-match scores of the mated and non-mated probes against one enrolled gallery (face
+    indices into L2-normalised ``embeddings``)."""
+    best, mated_scores = best_gallery_match(embeddings[mated], embeddings[gallery])
+    _, stranger_scores = best_gallery_match(embeddings[strangers], embeddings[gallery])
+    return OpenSetTrial(mated_scores, labels[gallery][best] == labels[mated], stranger_scores)
 
 
 def open_set_at_threshold(trials: list[OpenSetTrial], threshold: float) -> dict:
