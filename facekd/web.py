@@ -40,42 +40,13 @@ def float_detector(path: Path) -> bytes:
     """The detector with weight-only DequantizeLinear nodes (YuNet int8bq: blockwise, opset 21)
     folded into float initializers: onnxruntime-web's wasm build refuses those blockwise nodes,
     and the float model computes exactly what the dequantised graph computes."""
-    import numpy as np
     import onnx
-    from onnx import numpy_helper
+
+    from training.onnx_graph import fold_dequantized_weights
 
     model = onnx.load(str(path))
-    graph = model.graph
-    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    folded, kept = {}, []
-    for node in graph.node:
-        if node.op_type != "DequantizeLinear" or not all(name in values for name in node.input if name):
-            kept.append(node)
-            continue
-        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        quantized = values[node.input[0]].astype(np.float32)
-        scale = values[node.input[1]].astype(np.float32)
-        zero = values[node.input[2]].astype(np.float32) if len(node.input) > 2 and node.input[2] else np.zeros_like(scale)
-        if scale.ndim:  # per-axis or blockwise: stretch scale and zero point along the axis
-            axis = attributes.get("axis", 1) % quantized.ndim
-            block = attributes.get("block_size", 0)
-            if block:
-                scale = np.repeat(scale, block, axis=axis).take(range(quantized.shape[axis]), axis=axis)
-                zero = np.repeat(zero, block, axis=axis).take(range(quantized.shape[axis]), axis=axis)
-            else:
-                shape = [1] * quantized.ndim
-                shape[axis] = -1
-                scale, zero = scale.reshape(shape), zero.reshape(shape)
-        folded[node.output[0]] = ((quantized - zero) * scale).astype(np.float32)
-    if not folded:
+    if not fold_dequantized_weights(model):
         return path.read_bytes()
-    used = {name for node in kept for name in node.input}
-    initializers = [t for t in graph.initializer if t.name in used]
-    initializers += [numpy_helper.from_array(array, name) for name, array in folded.items()]
-    del graph.node[:]
-    graph.node.extend(kept)
-    del graph.initializer[:]
-    graph.initializer.extend(initializers)
     return model.SerializeToString()
 
 

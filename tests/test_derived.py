@@ -200,6 +200,60 @@ def test_real_sface_converts_close_to_itself(facekd_home):
     assert sum(p.numel() for p in pruned.parameters()) < 1_000_000
 
 
+def _weight_only_int8(path: Path, out: Path) -> Path:
+    """``path`` rewritten as weight-only int8 files are (OpenCV zoo ``*_int8bq``): each conv weight stored
+    as int8 + per-channel scales, dequantised and reshaped in the graph, its float name left as an unused input
+    (the Gemm stays float: int8 rounding would leave the rank-1 head that the GDC represents exactly)."""
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in [n for n in graph.node if n.op_type == "Conv"]:
+        name = node.input[1]
+        w = weights[name].reshape(len(weights[name]), -1)
+        scale = (np.abs(w).max(axis=1) / 127).astype(np.float32)
+        graph.initializer.extend([
+            numpy_helper.from_array(np.round(w / scale[:, None]).astype(np.int8), f"{name}_q"),
+            numpy_helper.from_array(scale, f"{name}_scale"),
+            numpy_helper.from_array(np.asarray(weights[name].shape, np.int64), f"{name}_shape")])
+        graph.node.insert(0, helper.make_node("Reshape", [f"{name}_dq", f"{name}_shape"], [f"{name}_r"]))
+        graph.node.insert(0, helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_scale"], [f"{name}_dq"], axis=0))
+        node.input[1] = f"{name}_r"
+        graph.input.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, list(weights[name].shape)))
+    kept = [t for t in graph.initializer if t.name not in {n.input[1].removesuffix("_r") for n in graph.node
+                                                         if n.op_type == "Conv"}]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    onnx.save(model, str(out))
+    return out
+
+
+def test_a_weight_only_int8_teacher_converts_to_the_float_network_it_computes(exact_teacher, faces_uint8, tmp_path):
+    quantized = _weight_only_int8(exact_teacher, tmp_path / "chain_int8.onnx")
+    student, _ = convert_teacher(quantized)
+    teacher = OnnxTeacher(quantized, RAW).embed(faces_uint8)
+    np.testing.assert_allclose(_embed(student, faces_uint8), teacher, atol=2e-5)
+    float_student, _ = convert_teacher(exact_teacher)
+    assert 0.99 < (_embed(float_student, faces_uint8) * teacher).sum(axis=1).min() < 1.0  # int8 weights differ
+
+
+def test_the_fetched_int8bq_sface_derives_the_same_student_as_its_float_twin(facekd_home):
+    from training.data import FaceFolder
+    from training.preprocess import SFACE
+
+    folder = FaceFolder(facekd_home / "data" / "lfw" / "aligned_112")
+    faces = np.stack([folder.load_rgb(i) for i in range(0, 400, 50)])
+    int8bq = facekd_home / "models" / "sface" / "sface_int8bq_original.onnx"
+    student = derive_student(int8bq, keep_ratio=0.5, head_rank=8)
+    assert sum(p.numel() for p in student.parameters()) < 2_000_000
+    full, _ = convert_teacher(int8bq, head_rank=8)
+    teacher = OnnxTeacher(int8bq, SFACE).embed(faces)
+    with torch.no_grad():
+        mine = torch.nn.functional.normalize(full.eval()(torch.from_numpy(SFACE.apply(faces))), dim=1).numpy()
+    assert (mine * teacher).sum(axis=1).mean() > 0.9
+
+
 def test_hint_taps_are_shared_by_the_teacher_and_its_pruned_student(exact_teacher):
     teacher, _ = convert_teacher(exact_teacher)
     student = derive_student(exact_teacher, keep_ratio=0.5)

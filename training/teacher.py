@@ -35,37 +35,6 @@ def _identity(weights_digest: str, preprocess: PreprocessSpec) -> str:
     return sha256_text(json.dumps({"weights": weights_digest, "preprocess": preprocess.to_dict()}, sort_keys=True))
 
 
-def _names_used(graph) -> set[str]:
-    """Every tensor name read by a node of ``graph`` or of its sub-graphs (If/Loop bodies)."""
-    used = set()
-    for node in graph.node:
-        used.update(node.input)
-        for attribute in node.attribute:
-            subgraphs = list(attribute.graphs)
-            if attribute.HasField("g"):
-                subgraphs.append(attribute.g)
-            for subgraph in subgraphs:
-                used |= _names_used(subgraph)
-    used.update(output.name for output in graph.output)
-    return used
-
-
-def _clean_graph(model) -> None:
-    """Drop graph inputs that are initializers or unused by any node, and unused initializers.
-
-    Old exporters list every weight as a graph input; onnxruntime would then keep them variable
-    (no constant folding) and demand values for the unused ones.
-    """
-    initializers = {init.name for init in model.graph.initializer}
-    used = _names_used(model.graph)
-    keep_inputs = [item for item in model.graph.input if item.name not in initializers and item.name in used]
-    keep_initializers = [init for init in model.graph.initializer if init.name in used]
-    del model.graph.input[:]
-    model.graph.input.extend(keep_inputs)
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep_initializers)
-
-
 class OnnxTeacher:
     """An ONNX face-recognition model run with onnxruntime (CUDA execution provider when present, else CPU).
 
@@ -78,6 +47,8 @@ class OnnxTeacher:
         import onnx
         import onnxruntime as ort
 
+        from .onnx_graph import clean_graph
+
         path = Path(path)
         if not path.is_file():
             raise TeacherError(f"teacher model {path} does not exist: pass the path of an .onnx face-recognition model")
@@ -85,7 +56,7 @@ class OnnxTeacher:
             model = onnx.load(str(path))
         except Exception as exc:  # protobuf DecodeError, onnx errors, OSError
             raise TeacherError(f"{path} is not an ONNX model ({type(exc).__name__}): pass an .onnx file") from None
-        _clean_graph(model)
+        clean_graph(model)
         if len(model.graph.input) != 1 or len(model.graph.output) < 1:
             raise TeacherError(f"{path}: expected one image input and an embedding output, found inputs "
                                f"{[i.name for i in model.graph.input]}")

@@ -151,7 +151,11 @@ def convert_teacher(path: str | Path, head_rank: int = 1) -> tuple[DerivedStuden
     import onnx
     from onnx import numpy_helper
 
+    from ..onnx_graph import fold_dequantized_weights
+
     model = onnx.load(str(path))
+    if fold_dequantized_weights(model):
+        logger.info("%s: int8 weights dequantised to float for the derived student", Path(path).name)
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     constant_nodes = set()
     for number, node in enumerate(model.graph.node):
