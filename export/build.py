@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from training.chatter import library_output
 from training.checkpoint import load_student
 from training.data import BadImageError, FaceFolder
 from training.evaluate import embed_folder, student_embed_fn
@@ -44,7 +45,7 @@ from .cost import onnx_cost, torch_cost
 from .equalise import equalise_for_int8
 from .errors import ExportError, FormatUnavailable
 from .faces import FaceSet, evenly_spaced, image_name
-from .formats import FORMATS, FormatRow
+from .formats import FORMATS, FormatRow, unknown_format
 from .golden import write_golden, write_identification_fixture
 from .host import cpu_features
 from .manifest import Manifest, artifact_size, sha256_artifact
@@ -125,8 +126,7 @@ def split_format_requests(requests: Sequence[str]) -> tuple[list[str], dict[str,
     for request in requests:
         name, _, precision = request.partition("-")
         if name not in FORMATS:
-            raise ExportError(f"unknown export format {request!r}: choose from {', '.join(FORMATS)} "
-                              f"(optionally FORMAT-PRECISION, e.g. onnx-fp32)")
+            raise ExportError(f"{unknown_format(name)} (a request is FORMAT or FORMAT-PRECISION, e.g. onnx-fp32)")
         names.append(name)
         if precision:  # checked against the format's precisions by plan_jobs
             precisions.setdefault(name, []).append(precision)
@@ -141,7 +141,7 @@ def plan_jobs(config: ExportConfig) -> list[tuple[FormatRow, str, str | None]]:
     names, requested = split_format_requests(config.formats) if explicit else (list(FORMATS), {})
     for name in list(config.precisions):
         if name not in FORMATS:
-            raise ExportError(f"unknown export format {name!r}: choose from {', '.join(FORMATS)}")
+            raise ExportError(f"export.precisions: {unknown_format(name)}")
     precisions_of = {**requested, **config.precisions}
     for name, precisions in precisions_of.items():
         for precision in precisions:
@@ -337,9 +337,10 @@ def _export_one(run: _Run, row: FormatRow, precision: str) -> ExportRecord:
         if row.source is not None:
             source = _check_source(run, row, precision, folder)
         if source is None or source.verdict.passed:
-            row.convert(run.model_for(precision), precision, run.calibration, artifact, preprocess=run.preprocess,
-                        max_batch=run.config.max_batch, int8_target_worst_cos=run.int8_search_target,
-                        progress=run.progress)
+            with library_output():
+                row.convert(run.model_for(precision), precision, run.calibration, artifact, preprocess=run.preprocess,
+                            max_batch=run.config.max_batch, int8_target_worst_cos=run.int8_search_target,
+                            progress=run.progress)
     except FormatUnavailable as exc:
         if source is None:
             shutil.rmtree(folder)
@@ -366,7 +367,8 @@ def _export_one(run: _Run, row: FormatRow, precision: str) -> ExportRecord:
             if reason:
                 status = "validated-structure-only"
             else:
-                parity = _parity(run, row.runner(), artifact, row.layout)
+                with library_output():
+                    parity = _parity(run, row.runner(), artifact, row.layout)
                 verdict = gate(precision, parity, run.config.bars)
                 status, reason = ("ok" if verdict.passed else "rejected"), verdict.statement
         except Exception as exc:  # an artifact that cannot be read back or run is not presented as good

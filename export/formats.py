@@ -4,6 +4,7 @@ Importing this module imports no runtime: every converter and runner imports its
 """
 from __future__ import annotations
 
+import difflib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,3 +176,10 @@ FORMATS: dict[str, FormatRow] = {
         ),
     )
 }
+
+
+def unknown_format(name: str) -> str:
+    """"unknown format X; did you mean Y?" (or the list of formats when nothing is near)."""
+    near = difflib.get_close_matches(name, FORMATS, n=1, cutoff=0.5)
+    hint = f"did you mean {near[0]}?" if near else f"choose from {', '.join(FORMATS)}"
+    return f"unknown format {name!r}; {hint}"

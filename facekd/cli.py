@@ -8,10 +8,12 @@ import logging
 import sys
 from pathlib import Path
 
+from training.chatter import OWN_PACKAGES, quiet_libraries
+
+from . import __version__
 from .config import RunConfig, load_config, save_config
 from .outcome import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NOT_MADE, bench_lines, exit_code, export_lines, export_summary_lines, table
 
-OWN_PACKAGES = {"facekd", "training", "export", "runtime_bench"}
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 EXIT_HELP = ("exit codes: 0 everything requested was made and passed; 2 the command could not run (one-line "
              "error); 3 a requested artifact or benchmark row failed or was rejected (--strict: or is unavailable "
@@ -202,11 +204,38 @@ def cmd_fetch(args) -> None:
     print(f"data and models ready under {report.home} (fetched {len(report.fetched)}, already there {len(report.skipped)})")
 
 
+LOCAL_COPY_VARS = ("FACEKD_HOME", "FACEKD_DATA", "FACEKD_TEACHER")
+
+
+def demo_config(args) -> RunConfig:
+    """The demo's run config; on a machine with no data and no teacher named anywhere, ``facekd fetch``
+    runs first (into the user cache, resumable), so the demo goes from nothing to its report."""
+    import os
+
+    from .fetch import FetchError, fetch
+    from .paths import ResourcesNotFound, cache_dir
+
+    try:
+        return run_config(args)
+    except ResourcesNotFound:
+        if args.data or args.teacher or any(os.environ.get(name) for name in LOCAL_COPY_VARS):
+            raise  # the user pointed at a copy that is not there: say so, do not download instead
+    log.info("no face data or teacher on this machine: fetching LFW, SFace and YuNet into %s "
+             "(FACEKD_HOME points the demo at a local copy instead)", cache_dir())
+    try:
+        fetch(progress=not args.quiet)
+    except FetchError as exc:
+        raise FetchError(f"the demo found no data or teacher here and could not download them ({exc}); "
+                         "set FACEKD_HOME to a local copy (data/lfw/aligned_112, models/sface) or FACEKD_MIRROR "
+                         "to a reachable LFW mirror") from None
+    return run_config(args)
+
+
 def cmd_demo(args) -> int:
     from .pipeline import run_demo
 
     args.config = args.config or str(DEMO_CONFIG)
-    cfg = run_config(args)
+    cfg = demo_config(args)
     summary = run_demo(cfg, Path(args.out), config_path=args.config, progress=not args.quiet)
     lines = export_summary_lines(Path(summary["export_dir"]))
     if summary.get("reference_export_dir"):
@@ -246,33 +275,44 @@ def _strict_arg(parser: argparse.ArgumentParser) -> None:
                         help="exit 3 also when a requested format is unavailable on this host (always: when one failed or was rejected)")
 
 
+def _global_flags(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument("--quiet", action="store_true", default=default, help="no progress bars")
+    parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                        help="debug logging, and the warnings and progress bars of the libraries facekd drives")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facekd", description=__doc__, epilog=EXIT_HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"facekd {__version__}")
+    _global_flags(parser, default=False)
+    after = argparse.ArgumentParser(add_help=False)  # the same flags after the subcommand
+    _global_flags(after, default=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("prepare", help="align raw photos (root/<identity>/<photo>) to 112×112 crops with YuNet")
+    def command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[after], **kwargs)
+
+    p = command("prepare", help="align raw photos (root/<identity>/<photo>) to 112×112 crops with YuNet")
     p.add_argument("src")
     p.add_argument("dst")
     p.add_argument("--detector", required=True, help="YuNet ONNX file")
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("cache-teacher", help="embed the training set with the teacher once (memory-mapped cache; "
+    p = command("cache-teacher", help="embed the training set with the teacher once (memory-mapped cache; "
                        "under `torchrun --nproc_per_node N -m facekd.cli cache-teacher` each rank embeds its share)")
     _config_args(p)
     p.add_argument("--views", type=int, help="also cache the teacher on V augmented views per image "
                    "(sets teacher.views; training then draws one stored view per image per step)")
     p.set_defaults(func=cmd_cache_teacher)
 
-    p = sub.add_parser("train", help="distil the student from the cached teacher")
+    p = command("train", help="distil the student from the cached teacher")
     _config_args(p)
     p.add_argument("--out", required=True, help="run directory (checkpoints, config.yaml, metrics, tensorboard)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="verification of a checkpoint or a teacher: 10-fold accuracy on pairs, and on a "
+    p = command("eval", help="verification of a checkpoint or a teacher: 10-fold accuracy on pairs, and on a "
                        "folder of identities all pairs (TAR at FAR 1e-3..1e-5, EER), 1:N rank-1 and open-set FNIR")
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--checkpoint", help="student checkpoint (.pt)")
@@ -291,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("export", help="convert a student to every format, with manifests and parity gates",
+    p = command("export", help="convert a student to every format, with manifests and parity gates",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=format_help())
     p.add_argument("checkpoint")
     _config_args(p)
@@ -300,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     _strict_arg(p)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("bench", help="accuracy and latency of every artifact of an export folder on this host")
+    p = command("bench", help="accuracy and latency of every artifact of an export folder on this host")
     p.add_argument("export_dir")
     _config_args(p)
     p.add_argument("--out", required=True, help="result JSON (with bench.targets beyond this machine: "
@@ -308,18 +348,18 @@ def build_parser() -> argparse.ArgumentParser:
     _strict_arg(p)
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("report", help="merge result JSONs into report.md + report.html")
+    p = command("report", help="merge result JSONs into report.md + report.html")
     p.add_argument("results", nargs="+")
     p.add_argument("--out", required=True, help="report folder")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("fetch", help="download LFW + SFace/YuNet from public sources, verify, align")
+    p = command("fetch", help="download LFW + SFace/YuNet from public sources, verify, align")
     p.add_argument("--mirror", help="base URL of a mirror (else FACEKD_MIRROR, else the public sources)")
     p.add_argument("--cache", help="where to put them (default: the user cache, FACEKD_CACHE)")
     p.add_argument("--lfw-sha256", help="expected sha256 of lfw.tgz, or 'none' to accept a repacked mirror and record its hash")
     p.set_defaults(func=cmd_fetch)
 
-    p = sub.add_parser("web", help="serve the browser client on localhost with an exported ONNX artifact")
+    p = command("web", help="serve the browser client on localhost with an exported ONNX artifact")
     p.add_argument("export_dir")
     p.add_argument("--artifact", default="onnx-fp32", help="artifact folder to serve (an ONNX one; default onnx-fp32)")
     p.add_argument("--detector", help="YuNet ONNX (default: from FACEKD_HOME or the fetch cache)")
@@ -327,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.set_defaults(func=cmd_web)
 
-    p = sub.add_parser("demo", help="the whole chain: cache teacher, train, export, bench, report "
+    p = command("demo", help="the whole chain: cache teacher, train, export, bench, report "
                        "(default config: facekd/demo.yaml)")
     _config_args(p)
     p.add_argument("--out", default="runs/demo", help="demo folder (re-running reuses finished stages)")
@@ -340,8 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    for package in OWN_PACKAGES:  # our progress messages; third-party INFO chatter stays hidden
+    for package in OWN_PACKAGES:  # our progress messages
         logging.getLogger(package).setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if not args.verbose:
+        quiet_libraries()
     try:
         return args.func(args) or 0
     except KeyboardInterrupt:

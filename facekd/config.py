@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,8 +95,7 @@ def _from_dict(cls, data: dict, prefix: str = ""):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        where = prefix or "top level"
-        raise ConfigError(f"unknown config key(s) {', '.join(unknown)} in {where}; known: {', '.join(sorted(names))}")
+        raise ConfigError(unknown_key(prefix + unknown[0], names))
     kwargs = {name: _coerce(value, hints[name], f"{prefix}{name}") for name, value in data.items()}
     try:
         return cls(**kwargs)
@@ -132,16 +132,41 @@ def _free_form_maps(cls, prefix: str = "") -> set[str]:
 FREE_FORM_MAPS = _free_form_maps(RunConfig)
 
 
+def _dotted_keys(cls, prefix: str = "") -> list[str]:
+    hints, keys = typing.get_type_hints(cls), []
+    for item in dataclasses.fields(cls):
+        name = prefix + item.name
+        keys += _dotted_keys(hints[item.name], name + ".") if dataclasses.is_dataclass(hints[item.name]) else [name]
+    return keys
+
+
+def unknown_key(dotted: str, known_here=()) -> str:
+    """"unknown config key X; did you mean Y?": the nearest key of its section (``known_here``), else the
+    key of the whole config with the same last part, else the nearest of the whole config."""
+    prefix = dotted.rpartition(".")[0]
+    siblings = [f"{prefix}.{name}" if prefix else name for name in sorted(known_here)]
+    everywhere = _dotted_keys(RunConfig)
+    by_leaf = [key for key in everywhere if key.rpartition(".")[2] == dotted.rpartition(".")[2]]
+    near = difflib.get_close_matches(dotted, siblings, n=1, cutoff=0.6) or by_leaf[:1] \
+        or difflib.get_close_matches(dotted, everywhere, n=1, cutoff=0.6)
+    if near:
+        return f"unknown config key {dotted}; did you mean {near[0]}?"
+    sections = sorted({key.partition(".")[0] for key in everywhere})
+    return f"unknown config key {dotted}; sections: {', '.join(sections)}"
+
+
 def _set_path(tree: dict, dotted: str, value) -> None:
     parts = dotted.split(".")
     node = tree
     for part in parts[:-1]:
         child = node.get(part)
         if not isinstance(child, dict):
+            if part not in node:
+                raise ConfigError(f"override {dotted!r}: {unknown_key(dotted)}")
             raise ConfigError(f"override {dotted!r}: {part!r} is not a config section")
         node = child
     if parts[-1] not in node and ".".join(parts[:-1]) not in FREE_FORM_MAPS:
-        raise ConfigError(f"override {dotted!r}: unknown key {parts[-1]!r}; known: {', '.join(sorted(node))}")
+        raise ConfigError(f"override {dotted!r}: {unknown_key(dotted, node)}")
     node[parts[-1]] = value
 
 
@@ -178,7 +203,7 @@ def _merge(base: dict, update: dict, prefix: str) -> None:
             if prefix.rstrip(".") in FREE_FORM_MAPS:
                 base[key] = value
                 continue
-            raise ConfigError(f"unknown config key {prefix}{key}; known: {', '.join(sorted(base))}")
+            raise ConfigError(unknown_key(f"{prefix}{key}", base))
         if isinstance(base[key], dict) and isinstance(value, dict) and key != "preprocess":
             _merge(base[key], value, f"{prefix}{key}.")
         elif isinstance(base[key], dict) and isinstance(value, dict):

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from export.formats import FORMATS
+from export.formats import FORMATS, unknown_format
 from export.manifest import Manifest, ManifestError, verify_artifact
 from training.io import sha256_file
 from training.pairs import VerificationPairs, read_verification_set, verification_set_name
@@ -247,7 +247,7 @@ def host_problem(artifact: Artifact, system: str | None) -> str | None:
     """Why the target's OS cannot run the format at all (from the format table's ``host``)."""
     row = FORMATS.get(artifact.format)
     if row is None:
-        return f"unknown format {artifact.format!r}; known: {sorted(FORMATS)}"
+        return unknown_format(artifact.format)
     if row.host == "macOS" and system != "Darwin":
         validated = artifact.manifest.status == "validated-structure-only"
         return ("structure validated; " if validated else "") + "parity/latency need macOS"

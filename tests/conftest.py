@@ -111,6 +111,27 @@ def _one_torch_thread():
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _library_chatter_restored():
+    """`facekd.cli.main` silences libraries for the whole process (env, warning filters, root logger): undo it
+    after each test, so a test that ran the CLI does not change what the next one sees."""
+    import logging
+    import warnings
+
+    from training.chatter import LIBRARY_ENV, QUIET_ENV
+
+    names = (QUIET_ENV, *LIBRARY_ENV)
+    saved, level = {name: os.environ.get(name) for name in names}, logging.getLogger().level
+    with warnings.catch_warnings():
+        yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    logging.getLogger().setLevel(level)
+
+
 def pytest_terminal_summary(terminalreporter):
     """The bad-input campaign's tally (tests/test_bad_inputs.py), when it ran."""
     import sys

@@ -26,7 +26,7 @@ def test_missing_checkpoint_is_one_line_error(capsys, tmp_path):
 def test_unknown_override_is_one_line_error(capsys):
     code = main(["train", "--out", "x", "--set", "train.epochz=1"])
     assert code == 2
-    assert "unknown key 'epochz'" in capsys.readouterr().err
+    assert "unknown config key train.epochz; did you mean train.epochs?" in capsys.readouterr().err
 
 
 def test_eval_checkpoint_on_pairs_writes_json(tmp_path, tiny_faces, capsys):
@@ -156,6 +156,72 @@ def test_demo_exit_code_propagates_a_rejected_artifact(tiny_faces, tiny_teacher,
     assert main(args) == 3
     out = capsys.readouterr().out
     assert "✗ export  onnx-fp32" in out and "rejected" in out
+
+
+TINY_DEMO_SETTINGS = ("student.family=mobilefacenet", "student.width=0.25", "data.identities_per_batch=3",
+                      "data.images_per_identity=2", "train.epochs=1", "train.threads=1", "loss.fcd=1.0",
+                      "export.calib_count=8", "export.parity_count=8", "export.formats=[onnx-fp32]",
+                      "export.golden=false", "bench.threads=[1]", "bench.min_runs=3", "bench.min_seconds=0.05",
+                      "demo.reference_student=")
+
+
+@pytest.fixture
+def machine_without_data(tmp_path, monkeypatch):
+    """No FACEKD_HOME/DATA/TEACHER, an empty user cache; returns the cache and the list of fetches made."""
+    for name in ("FACEKD_HOME", "FACEKD_DATA", "FACEKD_TEACHER", "FACEKD_MIRROR"):
+        monkeypatch.delenv(name, raising=False)
+    cache = tmp_path / "user-cache"
+    monkeypatch.setenv("FACEKD_CACHE", str(cache))
+    return cache
+
+
+def test_demo_on_a_machine_without_data_fetches_first_then_runs(machine_without_data, tiny_faces, tiny_teacher,  # noqa: F811
+                                                              tiny_pairs, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import facekd.fetch
+
+    fetches = []
+
+    def fetch_into_the_cache(progress=True, **_):  # stands in for the downloads (tests/test_fetch.py covers them)
+        fetches.append(progress)
+        shutil.copytree(tiny_faces, machine_without_data / "data/lfw/aligned_112")
+        (machine_without_data / "models/sface").mkdir(parents=True)
+        shutil.copy(tiny_teacher, machine_without_data / "models/sface/sface_int8bq_original.onnx")
+
+    monkeypatch.setattr(facekd.fetch, "fetch", fetch_into_the_cache)
+    out = tmp_path / "demo"
+    args = ["demo", "--quiet", "--out", str(out), f"--set=data.val_pairs={tiny_pairs}",
+            f"--set=teacher.cache_dir={tmp_path / 'teacher-cache'}", *[f"--set={s}" for s in TINY_DEMO_SETTINGS]]
+    assert main(args) == 0
+    assert fetches == [False]  # --quiet after the subcommand reached the fetch too
+    summary = json.loads((out / "demo.json").read_text())
+    config = (out / "config.yaml").read_text()
+    assert Path(summary["report_html"]).is_file() and "sface_int8bq_original.onnx" in config
+    assert main(args) == 0 and len(fetches) == 1  # the fetched copy is found the second time
+
+
+def test_demo_does_not_download_over_a_copy_the_user_named(machine_without_data, tmp_path, monkeypatch, capsys):
+    import facekd.fetch
+
+    monkeypatch.setattr(facekd.fetch, "fetch", lambda **_: pytest.fail("fetched although FACEKD_HOME was set"))
+    monkeypatch.setenv("FACEKD_HOME", str(tmp_path / "nowhere"))
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
+    assert "FACEKD_HOME=" in capsys.readouterr().err
+
+
+def test_demo_without_data_or_network_names_what_it_tried_and_the_variables(machine_without_data, tmp_path,
+                                                                           monkeypatch, capsys):
+    import facekd.fetch
+
+    def offline(**_):
+        raise facekd.fetch.FetchError("cannot reach vis-www.cs.umass.edu: run `facekd fetch` again to resume")
+
+    monkeypatch.setattr(facekd.fetch, "fetch", offline)
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot reach vis-www.cs.umass.edu" in err
+    assert "FACEKD_HOME" in err and "FACEKD_MIRROR" in err
 
 
 def test_eval_prints_one_table_for_several_sets(tmp_path, tiny_faces, tiny_pairs, capsys):  # noqa: F811

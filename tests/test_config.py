@@ -26,8 +26,9 @@ def test_round_trip_through_saved_yaml(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("train.epoch=3", "unknown key 'epoch'"),
-    ("nosuch.key=1", "'nosuch' is not a config section"),
+    ("train.epoch=3", "unknown config key train.epoch; did you mean train.epochs"),
+    ("nosuch.key=1", "unknown config key nosuch.key; sections: bench, data"),
+    ("train.epochs.x=1", "'epochs' is not a config section"),
     ("train.epochs=many", "train.epochs: expected int"),
     ("train.amp=maybe", "train.amp: expected true/false"),
     ("student.preprocess.channel_order=XYZ", "channel_order must be one of"),
@@ -47,7 +48,7 @@ def test_bad_file_is_one_clear_error(tmp_path):
         load_config(bad)
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("trian: {epochs: 3}\n")
-    with pytest.raises(ConfigError, match="unknown config key trian"):
+    with pytest.raises(ConfigError, match="unknown config key trian; did you mean train[?]"):
         load_config(unknown)
 
 
@@ -60,7 +61,18 @@ def test_map_fields_take_new_keys_from_files_and_overrides_but_sections_do_not(t
     assert (cfg.export.bars["int8"].worst_cos, cfg.export.bars["int8"].mean_cos, cfg.export.bars["int8"].max_flip_rate) \
         == (None, 0.99, 0.005)
     path.write_text("export: {precisons: {tensorrt: [fp16]}}\n")
-    with pytest.raises(ConfigError, match="unknown config key export.precisons"):
+    with pytest.raises(ConfigError, match="unknown config key export.precisons; did you mean export.precisions[?]"):
         load_config(path)
-    with pytest.raises(ConfigError, match="unknown key 'calib'"):
+    with pytest.raises(ConfigError, match="unknown config key export.calib;"):
         load_config(None, ["export.calib=3"])
+
+
+@pytest.mark.parametrize("override, suggestion", [
+    ("train.epoch=3", "train.epochs"),        # a typo within the section
+    ("epochs=3", "train.epochs"),             # the right key in the wrong section
+    ("trian.epochs=3", "train.epochs"),       # a typo in the section
+    ("loss.hardfcd=1", "loss.hard_fcd"),
+])
+def test_a_mistyped_key_names_the_nearest_one(override, suggestion):
+    with pytest.raises(ConfigError, match=f"did you mean {suggestion}[?]"):
+        load_config(None, [override])

@@ -190,7 +190,8 @@ def test_all_formats_records_unavailable_ones_instead_of_failing(checkpoint, fac
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        (_config(formats=["onnx", "savedmodel"]), "unknown export format 'savedmodel'"),
+        (_config(formats=["onnx", "savedmodel"]), "unknown format 'savedmodel'; choose from torch, onnx"),
+        (_config(formats=["tflit-int8"]), "unknown format 'tflit'; did you mean tflite[?]"),
         (_config(formats=["torch"], precisions={"torch": ["int4"]}), "torch has no precision 'int4'"),
         (_config(formats=["torch"], precisions={"onnx": ["int4"]}), "onnx has no precision 'int4'"),
         (_config(calib_count=0), "calib_count must be at least 1"),
@@ -308,7 +309,7 @@ def test_format_requests_take_an_optional_precision():
     assert split_format_requests(["onnx-int8", "onnx"]) == (["onnx"], {})
     jobs = plan_jobs(ExportConfig(formats=["onnx-fp32", "torch"]))
     assert [(row.name, precision) for row, precision, _ in jobs] == [("onnx", "fp32"), ("torch", "fp32")]
-    with pytest.raises(ExportError, match="unknown export format 'onnx2-fp32'"):
+    with pytest.raises(ExportError, match="unknown format 'onnx2'; did you mean onnx[?]"):
         split_format_requests(["onnx2-fp32"])
     with pytest.raises(ExportError, match="format onnx has no precision 'fp8'"):
         plan_jobs(ExportConfig(formats=["onnx-fp8"]))
