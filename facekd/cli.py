@@ -68,6 +68,7 @@ def cmd_cache_teacher(args) -> None:
 
     from .stages import ensure_teacher_cache, ensure_view_cache
 
+    default_recipe(args)
     cfg = run_config(args)
     if args.views is not None:
         cfg.teacher.views = args.views
@@ -81,9 +82,20 @@ def cmd_cache_teacher(args) -> None:
     distributed.close_process_group()
 
 
+def default_recipe(args) -> None:
+    """No --config: the demo's recipe, which distils (a teacher-derived student, hardness-aware feature
+    consistency), rather than the bare defaults of each config section."""
+    if not args.config:
+        args.config = str(DEMO_CONFIG)
+        log.info("no --config: the demo's recipe (%s: the teacher's own network pruned to half its channels, "
+                 "distilled with hardness-aware feature consistency, 3 epochs); configs/reference.yaml is the "
+                 "larger one", DEMO_CONFIG.name)
+
+
 def cmd_train(args) -> None:
     from .stages import train_student
 
+    default_recipe(args)
     cfg = run_config(args)
     result = train_student(cfg, Path(args.out), resume=args.resume, progress=not args.quiet)
     val = result.metrics.get("val") or {}

@@ -1,12 +1,14 @@
 """Each stage as one call on a run config: the CLI and the demo pipeline both use these."""
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 from training import distributed
 from training.data import FaceFolder
-from training.io import sha256_text
+from training.evaluate import evaluate
+from training.io import atomic_write_json, sha256_text
 from training.teacher import load_teacher
 from training.teacher_cache import (StaleCacheError, TeacherCache, ViewCache, build_teacher_cache, build_view_cache,
                                     cache_key, view_cache_key)
@@ -84,11 +86,40 @@ def ensure_view_cache(cfg: RunConfig, folder: FaceFolder | None = None, progress
                                                    parallel=_parallel()))
 
 
+def check_teacher(cfg: RunConfig, run_dir: Path, progress: bool = True) -> dict:
+    """Say how the teacher is fed, and measure the teacher itself on the val pairs before training (once
+    per run, kept in ``teacher_check.json``): a wrong ``teacher.preprocess`` shows as a weak teacher, not
+    as a weak student."""
+    record = run_dir / "teacher_check.json"
+    if record.is_file():
+        return json.loads(record.read_text())
+    teacher = load_teacher(cfg.teacher.path, cfg.teacher.preprocess)
+    inside = getattr(teacher, "input_normalisation", None)
+    graph = f"; the graph itself then computes (x − {inside[0]:g})·{inside[1]:g}" if inside else ""
+    log.info("teacher %s: input %s %s, fed %s (teacher.preprocess)%s", Path(cfg.teacher.path).name,
+             getattr(teacher, "input_name", "?"), getattr(teacher, "input_shape", "?"),
+             cfg.teacher.preprocess.describe(), graph)
+    checked = {"teacher": cfg.teacher.path, "preprocess": cfg.teacher.preprocess.to_dict(), "val": None}
+    pairs = load_val_pairs(cfg)
+    if pairs is not None:
+        result = evaluate(teacher.embed, pairs, progress=progress)
+        checked["val"] = {"pairs": cfg.data.val_pairs, "accuracy": result.accuracy, "accuracy_std": result.accuracy_std}
+        log.info("the teacher itself on %s: %.2f %% ± %.2f (far below what it is known to reach: teacher.preprocess "
+                 "does not match it)", Path(cfg.data.val_pairs).name, 100 * result.accuracy, 100 * result.accuracy_std)
+    atomic_write_json(record, checked)
+    return checked
+
+
 def train_student(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = True) -> TrainResult:
     folder = open_training_data(cfg)
     cache = ensure_teacher_cache(cfg, folder, progress)
     views = ensure_view_cache(cfg, folder, progress)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not cfg.loss.distils:
+        log.warning("every teacher term of the loss is 0: the student learns from the labels alone "
+                    "(the demo's recipe distils with loss.hard_fcd=100; see facekd/demo.yaml)")
+    if distributed.rank() == 0:
+        check_teacher(cfg, run_dir, progress)
     trainer = Trainer(cfg, run_dir, cache, folder, resume=resume, progress=progress, views=views)
     if trainer.dist.main:
         save_config(cfg, run_dir / "config.yaml")

@@ -12,6 +12,7 @@ from training.checkpoint import save_checkpoint, student_state
 from training.models import MobileFaceNet
 from training.preprocess import PreprocessSpec
 from tests.conftest import write_toy_bin
+from tests.test_derived import ChainTeacher, _export
 from tests.test_trainer import tiny_pairs, tiny_teacher  # noqa: F401  (fixtures)
 
 
@@ -64,7 +65,7 @@ def _readme_block(heading: str) -> list[str]:
     return [line for line in block.strip().splitlines() if line.startswith("facekd ")]
 
 
-def test_readme_own_data_commands_work_verbatim(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, monkeypatch, capsys):  # noqa: F811
+def test_readme_own_data_commands_work_verbatim(tiny_faces, tiny_pairs, tmp_path, monkeypatch, capsys):  # noqa: F811
     """The README's own-data lines, run as written in a folder holding MYFACES, MYTEACHER.onnx and
     MYPAIRS.txt; train, export and bench get extra --set for the 6-identity toy data (batch size, width,
     epochs; export: fp32 only)."""
@@ -72,7 +73,8 @@ def test_readme_own_data_commands_work_verbatim(tiny_faces, tiny_teacher, tiny_p
     import shlex
 
     shutil.copytree(tiny_faces, tmp_path / "MYFACES")
-    shutil.copy(tiny_teacher, tmp_path / "MYTEACHER.onnx")
+    # a chain teacher (SFace's shape in miniature): the default recipe derives its student from the teacher's network
+    _export(ChainTeacher(rank1_head=False), tmp_path / "MYTEACHER.onnx")
     shutil.copy(tiny_pairs, tmp_path / "MYPAIRS.txt")
     monkeypatch.chdir(tmp_path)
     for name in ("FACEKD_HOME", "FACEKD_DATA", "FACEKD_TEACHER"):

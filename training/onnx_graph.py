@@ -102,3 +102,27 @@ def fold_dequantized_weights(model: onnx.ModelProto) -> int:
     graph.initializer.extend(numpy_helper.from_array(array, name) for name, array in folded.items())
     clean_graph(model)
     return len(folded)
+
+
+def input_normalisation(model: onnx.ModelProto) -> tuple[float, float] | None:
+    """(shift, scale) of the scalar Sub/Mul/Div/Add the graph applies to its image input first
+    (``y = (x − shift) · scale``), or None when it starts with something else."""
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            values[node.output[0]] = numpy_helper.to_array(_attributes(node)["value"])
+    current = next((i.name for i in model.graph.input if i.name not in values), None)
+    shift, scale, found = 0.0, 1.0, False
+    for node in model.graph.node:
+        if current not in node.input or node.op_type not in ("Sub", "Mul", "Div", "Add"):
+            continue
+        constant = next((values[name] for name in node.input if name != current and name in values), None)
+        if constant is None or np.asarray(constant).size != 1:
+            break
+        value = float(np.asarray(constant).reshape(-1)[0])
+        if node.op_type in ("Sub", "Add"):
+            shift += (value if node.op_type == "Sub" else -value) / scale
+        else:
+            scale *= value if node.op_type == "Mul" else 1.0 / value
+        current, found = node.output[0], True
+    return (shift, scale) if found else None

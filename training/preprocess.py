@@ -41,6 +41,12 @@ class PreprocessSpec:
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
 
+    def describe(self) -> str:
+        """One line: ``RGB 112×112, (x − 0)/1 per channel, NCHW float32``."""
+        mean = "/".join(f"{m:g}" for m in self.mean) if len(set(self.mean)) > 1 else f"{self.mean[0]:g}"
+        std = "/".join(f"{s:g}" for s in self.std) if len(set(self.std)) > 1 else f"{self.std[0]:g}"
+        return f"{self.channel_order} {self.size}×{self.size}, (x − {mean})/{std} per channel, {self.layout} {self.dtype}"
+
     def with_layout(self, layout: str) -> "PreprocessSpec":
         return PreprocessSpec(**{**asdict(self), "layout": layout})
 

@@ -47,7 +47,7 @@ class OnnxTeacher:
         import onnx
         import onnxruntime as ort
 
-        from .onnx_graph import clean_graph
+        from .onnx_graph import clean_graph, input_normalisation
 
         path = Path(path)
         if not path.is_file():
@@ -57,6 +57,7 @@ class OnnxTeacher:
         except Exception as exc:  # protobuf DecodeError, onnx errors, OSError
             raise TeacherError(f"{path} is not an ONNX model ({type(exc).__name__}): pass an .onnx file") from None
         clean_graph(model)
+        self.input_normalisation = input_normalisation(model)  # (shift, scale) the graph applies itself, or None
         if len(model.graph.input) != 1 or len(model.graph.output) < 1:
             raise TeacherError(f"{path}: expected one image input and an embedding output, found inputs "
                                f"{[i.name for i in model.graph.input]}")
@@ -73,7 +74,7 @@ class OnnxTeacher:
         except Exception as exc:  # onnxruntime raises its own exception types
             raise TeacherError(f"onnxruntime cannot load {path}: {exc}") from None
         model_input = self.session.get_inputs()[0]
-        self.input_name = model_input.name
+        self.input_name, self.input_shape = model_input.name, list(model_input.shape)
         self.preprocess = preprocess
         expected = preprocess.input_shape()
         for axis, (declared, wanted) in enumerate(zip(model_input.shape[1:], expected[1:]), start=1):

@@ -229,7 +229,8 @@ def make_student(cfg: TrainingSection) -> tuple[nn.Module, PreprocessSpec]:
             student = derive_student(cfg.teacher.path, cfg.student.keep_ratio, sha256_file(cfg.teacher.path),
                                      cfg.student.prune_importance, cfg.student.head_rank)
         except (ConversionError, ValueError) as exc:
-            raise TrainingError(f"cannot derive a student from the teacher: {exc}") from None
+            raise TrainingError(f"cannot derive a student from the teacher: {exc}; train a MobileFaceNet "
+                                "instead with --set student.family=mobilefacenet") from None
         return student, cfg.teacher.preprocess
     raise TrainingError(f"student.family must be mobilefacenet or {DERIVED_NAME}, got {family!r}")
 

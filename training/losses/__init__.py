@@ -23,6 +23,7 @@ from training.losses.rkd import RelationalDistance
 from training.losses.sp import SimilarityPreserving
 
 TERM_NAMES = ("margin", "fcd", "hard_fcd", "exclusivity", "rad", "logit_kd", "sp", "rkd", "hint")
+TEACHER_TERMS = ("fcd", "hard_fcd", "rad", "logit_kd", "sp", "rkd", "hint")  # the terms that read the teacher
 MARGIN_TYPES = ("arcface", "cosface")
 
 __all__ = [
@@ -70,6 +71,11 @@ class LossConfig:
     # logit_kd: cosine logits × logit_kd_scale, softened by logit_kd_temperature
     logit_kd_scale: float = 64.0
     logit_kd_temperature: float = 4.0
+
+    @property
+    def distils(self) -> bool:
+        """Whether any term learns from the teacher."""
+        return any(getattr(self, name) > 0 for name in TEACHER_TERMS)
 
     def __post_init__(self) -> None:
         for name in TERM_NAMES:
