@@ -104,7 +104,7 @@ def test_training_without_val_pairs_says_so_once(tiny_faces, tiny_teacher, tmp_p
     args = ["--quiet", "train", "--data", str(tiny_faces), "--teacher", str(tiny_teacher), "--out", str(tmp_path / "run"),
             "--set", f"teacher.cache_dir={tmp_path / 'cache'}", "--set", "data.identities_per_batch=3",
             "--set", "data.images_per_identity=2", "--set", "student.width=0.25", "--set", "train.epochs=2",
-            "--set", "train.threads=1"]
+            "--set", "train.threads=1", "--set", "student.family=mobilefacenet"]
     with caplog.at_level(logging.WARNING, logger="training"):
         assert main(args) == 0
     said = [r.getMessage() for r in caplog.records if "no validation pairs" in r.getMessage()]
