@@ -9,6 +9,8 @@ from training.preprocess import SFACE
 from training.teacher import OnnxTeacher
 from training.verification import (
     best_threshold,
+    cross_validated_decisions,
+    mcnemar,
     embed_pairs,
     evaluate_scores,
     pair_scores,
@@ -145,3 +147,25 @@ def test_sface_separates_real_validation_pairs(facekd_home):
     assert result.accuracy >= 0.95
     assert result.auc >= 0.98
     assert scores[subset.same].mean() > 0.5 > scores[~subset.same].mean()
+
+
+def test_cross_validated_decisions_are_the_k_fold_protocol_pair_by_pair():
+    rng = np.random.default_rng(0)
+    same = rng.random(400) < 0.5
+    scores = np.where(same, 0.6, 0.2) + rng.normal(0, 0.2, 400)
+    folds = np.repeat(np.arange(10), 40)
+    correct = cross_validated_decisions(scores, same, folds)
+    result = evaluate_scores(scores, same, folds)
+    assert result.fold_accuracies == pytest.approx([correct[folds == k].mean() for k in range(10)])
+
+
+def test_mcnemar_counts_the_pairs_one_model_alone_gets_right():
+    base = np.array([True] * 80 + [False] * 20)
+    assert mcnemar(base, base) == {"only_a": 0, "only_b": 0, "p_value": 1.0}
+    better = base.copy()
+    better[80:95] = True  # 15 pairs only the new one gets right, none the other way
+    result = mcnemar(better, base)
+    assert (result["only_a"], result["only_b"]) == (15, 0) and result["p_value"] < 0.001
+    nearly = base.copy()
+    nearly[80:82], nearly[0] = True, False  # 2 against 1: no evidence either way
+    assert mcnemar(nearly, base)["p_value"] > 0.5

@@ -134,19 +134,38 @@ class VerificationResult:
         return asdict(self)
 
 
-def evaluate_scores(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> VerificationResult:
-    """k-fold verification accuracy (threshold picked on the other folds) plus AUC and TAR@FAR."""
+def cross_validated_decisions(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Whether each pair is decided right at the threshold picked on the other folds (bool per pair): the
+    k-fold protocol pair by pair, so two models can be compared on the same pairs (:func:`mcnemar`)."""
     scores, same, folds = np.asarray(scores, dtype=np.float64), np.asarray(same, dtype=bool), np.asarray(folds)
     if not (len(scores) == len(same) == len(folds)):
         raise ValueError("scores, same and folds need one entry per pair")
-    fold_ids = np.unique(folds)
-    if len(fold_ids) < 2:
+    if len(np.unique(folds)) < 2:
         raise ValueError("cross-validated accuracy needs at least two folds")
-    fold_accuracies = []
-    for fold in fold_ids:
+    correct = np.zeros(len(scores), dtype=bool)
+    for fold in np.unique(folds):
         held_out = folds == fold
         threshold, _ = best_threshold(scores[~held_out], same[~held_out])
-        fold_accuracies.append(float(np.mean((scores[held_out] >= threshold) == same[held_out])))
+        correct[held_out] = (scores[held_out] >= threshold) == same[held_out]
+    return correct
+
+
+def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
+    """Exact McNemar test of two models' decisions on the same pairs: the pairs only one of them gets
+    right, and the two-sided binomial p-value that both are equally accurate."""
+    from scipy.stats import binomtest
+
+    only_a = int(np.sum(correct_a & ~correct_b))
+    only_b = int(np.sum(~correct_a & correct_b))
+    p_value = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    return {"only_a": only_a, "only_b": only_b, "p_value": float(p_value)}
+
+
+def evaluate_scores(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> VerificationResult:
+    """k-fold verification accuracy (threshold picked on the other folds) plus AUC and TAR@FAR."""
+    correct = cross_validated_decisions(scores, same, folds)
+    scores, same, folds = np.asarray(scores, dtype=np.float64), np.asarray(same, dtype=bool), np.asarray(folds)
+    fold_accuracies = [float(np.mean(correct[folds == fold])) for fold in np.unique(folds)]
     negatives = int((~same).sum())
     return VerificationResult(
         accuracy=float(np.mean(fold_accuracies)),
