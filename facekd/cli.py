@@ -10,11 +10,10 @@ from pathlib import Path
 
 from training.chatter import OWN_PACKAGES, quiet_libraries
 
-from . import __version__
+from . import __version__, api
 from .config import RunConfig, load_config, save_config
 from .outcome import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NOT_MADE, bench_lines, exit_code, export_lines, export_summary_lines, table
 
-DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 EXIT_HELP = ("exit codes: 0 everything requested was made and passed; 2 the command could not run (one-line "
              "error); 3 a requested artifact or benchmark row failed or was rejected (--strict: or is unavailable "
              "here); 130 interrupted")
@@ -30,23 +29,8 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run_config(args) -> RunConfig:
-    """Config file + overrides, with data/teacher paths from (first set wins) flags, config keys
-    (``data.aligned_root``, ``teacher.path``), env or the fetch cache: one resolver decides."""
-    from .paths import resolve_resources
-
-    cfg = load_config(args.config, args.overrides)
-    res = resolve_resources(data=getattr(args, "data", None) or cfg.data.aligned_root or None,
-                            teacher=getattr(args, "teacher", None) or cfg.teacher.path or None)
-    cfg.data.aligned_root = str(res.aligned_root)
-    if not cfg.data.train_identities and res.train_identities:
-        cfg.data.train_identities = str(res.train_identities)
-    if not cfg.data.val_pairs and res.val_pairs:
-        cfg.data.val_pairs = str(res.val_pairs)
-    if not cfg.data.val_identities and res.val_identities:
-        cfg.data.val_identities = str(res.val_identities)
-    cfg.data.val_images_root = cfg.data.val_images_root or str(res.val_images_root)
-    cfg.teacher.path = str(res.teacher)
-    return cfg
+    """The command's config (:func:`facekd.api.run_config`: file, --set, data and teacher resolved)."""
+    return api.run_config(args.config, args.overrides, getattr(args, "data", None), getattr(args, "teacher", None))
 
 
 def cmd_prepare(args) -> int:
@@ -86,18 +70,16 @@ def default_recipe(args) -> None:
     """No --config: the demo's recipe, which distils (a teacher-derived student, hardness-aware feature
     consistency), rather than the bare defaults of each config section."""
     if not args.config:
-        args.config = str(DEMO_CONFIG)
+        args.config = str(api.DEMO_CONFIG)
         log.info("no --config: the demo's recipe (%s: the teacher's own network pruned to half its channels, "
                  "distilled with hardness-aware feature consistency, 3 epochs); configs/reference.yaml is the "
-                 "larger one", DEMO_CONFIG.name)
+                 "larger one", api.DEMO_CONFIG.name)
 
 
 def cmd_train(args) -> None:
-    from .stages import train_student
-
     default_recipe(args)
-    cfg = run_config(args)
-    result = train_student(cfg, Path(args.out), resume=args.resume, progress=not args.quiet)
+    result = api.train(args.out, args.config, args.overrides, args.data, args.teacher, resume=args.resume,
+                       progress=not args.quiet)
     val = result.metrics.get("val") or {}
     summary = f" val accuracy {val['accuracy']:.4f}" if val else ""
     print(f"student written to {result.student_path}{summary}")
@@ -180,21 +162,19 @@ def suite_table(results: dict[str, dict], flip_test: bool) -> str:
 
 
 def cmd_export(args) -> int:
-    from .stages import export_student
-
-    cfg = run_config(args)
-    if args.formats:
-        cfg.export.formats = args.formats
-    lines = export_lines(export_student(cfg, Path(args.checkpoint), Path(args.out), progress=not args.quiet))
+    model = api.load(args.checkpoint)
+    if model.checkpoint is None:
+        raise api.ModelNotFound(f"{args.checkpoint} is an exported artifact: export needs a student checkpoint (.pt)")
+    records = model.export(args.out, args.formats, args.config, args.overrides, args.data, args.teacher,
+                           progress=not args.quiet)
+    lines = export_lines(records)
     print(table(lines, args.strict))
     return exit_code(lines, args.strict)
 
 
 def cmd_bench(args) -> int:
-    from .stages import bench_export
-
-    cfg = run_config(args)
-    paths = bench_export(cfg, Path(args.export_dir), Path(args.out), progress=not args.quiet)
+    paths = api.bench(args.export_dir, args.out, args.config, args.overrides, args.data, args.teacher,
+                      progress=not args.quiet)
     lines = bench_lines(paths)
     print(table(lines, args.strict))
     print("results written to " + ", ".join(str(p) for p in paths))
@@ -246,7 +226,7 @@ def demo_config(args) -> RunConfig:
 def cmd_demo(args) -> int:
     from .pipeline import run_demo
 
-    args.config = args.config or str(DEMO_CONFIG)
+    args.config = args.config or str(api.DEMO_CONFIG)
     cfg = demo_config(args)
     summary = run_demo(cfg, Path(args.out), config_path=args.config, progress=not args.quiet)
     lines = export_summary_lines(Path(summary["export_dir"]))
