@@ -86,7 +86,7 @@ def test_readme_own_data_commands_work_verbatim(tiny_faces, tiny_pairs, tmp_path
     # and fp32 only: after one epoch on 6 generated identities every pair score sits within a hair of the
     # threshold, so any int8 flips half the 20 pairs (worst cosine 0.9994) and the int8 bar rejects it
     toy_export = ["--set", "export.precisions={onnx: [fp32]}"]
-    lines = _readme_block("## Using your own data and teacher")
+    lines = _readme_block("### 2. Distil your own teacher on your own faces")
     assert [shlex.split(line)[1] for line in lines] == ["cache-teacher", "train", "export", "bench"]
     for line in lines:
         argv = shlex.split(line)[1:]

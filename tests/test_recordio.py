@@ -107,7 +107,8 @@ def _index_upto(folder, last_key):
 
 def test_teacher_cache_and_training_from_recordio_match_the_folder(recordio_faces, tiny_faces, tiny_teacher,  # noqa: F811
                                                                    tmp_path, capsys):
-    common = [f"--teacher={tiny_teacher}", "--set=teacher.with_flip=false", "--set=teacher.batch_size=8"]
+    common = [f"--teacher={tiny_teacher}", "--set=teacher.with_flip=false", "--set=teacher.batch_size=8",
+              "--set=student.family=mobilefacenet"]
     assert main(["--quiet", "cache-teacher", f"--data={tiny_faces}", f"--set=teacher.cache_dir={tmp_path / 'a'}",
                  *common]) == 0
     assert main(["--quiet", "cache-teacher", f"--data={recordio_faces}", "--set=data.source=recordio",
@@ -125,7 +126,7 @@ def test_ddp_over_a_recordio_set_builds_the_cache_in_parallel_then_trains(record
     """Two gloo ranks, nothing built beforehand: each rank opens the .rec itself, embeds its own
     share of the records into the shared cache, then trains on its own batches."""
     data = [f"--data={recordio_faces}", "--set=data.source=recordio", f"--teacher={tiny_teacher}",
-            "--set=teacher.batch_size=4"]
+            "--set=teacher.batch_size=4", "--set=student.family=mobilefacenet"]
     run_torchrun("train", *data, f"--set=teacher.cache_dir={tmp_path / 'two'}", "--set=student.width=0.25",
                  "--set=train.epochs=1", "--set=data.identities_per_batch=3", "--set=data.images_per_identity=2",
                  "--set=train.threads=1", "--set=loss.fcd=1.0", "--out", tmp_path / "run")
