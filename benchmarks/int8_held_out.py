@@ -25,7 +25,7 @@ from export.formats import FORMATS
 from export.manifest import Manifest
 from export.parity import embed
 from facekd.config import RunConfig, load_config
-from facekd.stages import _calibration_images
+from facekd.stages import calibration_faces
 from training.preprocess import PreprocessSpec
 from training.verification import l2_normalise
 
@@ -33,8 +33,7 @@ from training.verification import l2_normalise
 def held_out_faces(cfg: RunConfig, count: int) -> FaceSet:
     """``count`` training faces of the export's seeded sample (``cfg``: the export's run config) that
     are not among its calibration faces."""
-    calibration = _calibration_images(cfg, cfg.export.calib_count)
-    sample = _calibration_images(cfg, cfg.export.calib_count + count)
+    calibration, sample = calibration_faces(cfg, cfg.export.calib_count, cfg.export.calib_count + count)
     if isinstance(sample, FaceSet):
         calibrated = set(calibration.names)
         keep = [i for i, name in enumerate(sample.names) if name not in calibrated]

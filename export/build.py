@@ -50,6 +50,7 @@ from .golden import write_golden, write_identification_fixture
 from .host import cpu_features
 from .manifest import Manifest, artifact_size, sha256_artifact
 from .parity import DEFAULT_BARS, RUN_BATCH, GateResult, Parity, ParityBar, ParityReference, embed, gate, measure_parity
+from training.errors import one_line
 
 if TYPE_CHECKING:
     from torch import nn
@@ -167,11 +168,6 @@ def plan_jobs(config: ExportConfig) -> list[tuple[FormatRow, str, str | None]]:
             raise ExportError(f"cannot export {name}: {reason}")
         jobs += [(row, precision, reason) for precision in precisions_of.get(name) or row.precisions]
     return jobs
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
 
 
 def _pair_faces(pairs: VerificationPairs, count: int) -> tuple[FaceSet, np.ndarray, np.ndarray]:
@@ -349,7 +345,7 @@ def _export_one(run: _Run, row: FormatRow, precision: str) -> ExportRecord:
     except Exception as exc:  # one format failing must not stop the others
         logger.warning("%s: conversion failed", job, exc_info=True)
         shutil.rmtree(folder)
-        return ExportRecord(row.name, precision, "failed", _one_line(exc), seconds=time.perf_counter() - started)
+        return ExportRecord(row.name, precision, "failed", one_line(exc), seconds=time.perf_counter() - started)
     seconds = time.perf_counter() - started
 
     io, parity = None, None
@@ -373,7 +369,7 @@ def _export_one(run: _Run, row: FormatRow, precision: str) -> ExportRecord:
                 status, reason = ("ok" if verdict.passed else "rejected"), verdict.statement
         except Exception as exc:  # an artifact that cannot be read back or run is not presented as good
             logger.warning("%s: validation failed", job, exc_info=True)
-            status, reason = "failed", _one_line(exc)
+            status, reason = "failed", one_line(exc)
 
     if status in ("rejected", "failed"):
         rejected.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
 """Errors a user can cause while exporting; each message is one line that says what to do."""
 from __future__ import annotations
+from training.errors import FacekdError
 
 
-class ExportError(ValueError):
+class ExportError(FacekdError, ValueError):
     """A bad export request (unknown format, unsupported precision, missing package, bad images)."""
 
 

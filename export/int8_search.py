@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
 import numpy as np
 
-from .onnx_format import worst_cosine
+from .parity import worst_cosine
 
 if TYPE_CHECKING:
     import torch

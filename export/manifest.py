@@ -15,6 +15,7 @@ from pathlib import Path
 
 from training.io import atomic_write_json, sha256_file
 from training.operating_points import OperatingPoints
+from training.errors import FacekdError
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ SCHEMA_VERSION = 1
 STATUSES = ("ok", "rejected", "unavailable", "validated-structure-only", "failed")
 
 
-class ManifestError(ValueError):
+class ManifestError(FacekdError, ValueError):
     """A manifest that cannot be read, or an artifact that no longer matches its manifest."""
 
 

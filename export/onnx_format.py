@@ -43,6 +43,7 @@ from training.io import atomic_path
 
 from .artifact import ArtifactIO, Runner
 from .errors import ExportError
+from .parity import worst_cosine
 
 if TYPE_CHECKING:
     from torch import nn
@@ -103,13 +104,6 @@ def _embed(path: Path, inputs: np.ndarray, optimize: bool = True) -> np.ndarray:
     runner = OnnxRuntimeRunner(optimize=optimize)
     runner.load(path)
     return runner.run(inputs)
-
-
-def worst_cosine(outputs: np.ndarray, reference: np.ndarray) -> float:
-    """min_i cos(outputs_i, reference_i) over rows (neither needs to be normalised)."""
-    outputs, reference = np.asarray(outputs, dtype=np.float64), np.asarray(reference, dtype=np.float64)
-    norms = np.linalg.norm(outputs, axis=1) * np.linalg.norm(reference, axis=1)
-    return float(np.min(np.sum(outputs * reference, axis=1) / np.maximum(norms, 1e-12)))
 
 
 def weights_only_int8(fp32_path: Path, out_path: Path) -> Path:

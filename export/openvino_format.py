@@ -35,6 +35,7 @@ import numpy as np
 from .artifact import ArtifactIO, Runner
 from .errors import ExportError
 from .onnx_format import export_fp32
+from .parity import worst_cosine
 
 if TYPE_CHECKING:
     from torch import nn
@@ -59,7 +60,6 @@ def _quantize(ov_model, calibration_inputs: np.ndarray, target_worst_cos: float,
     ``MAX_FLOAT_ROUNDS`` rounds have run: the parity gate then judges what was reached). With
     ``weights_only_fallback``, int8 weights only replace it when it missed and they meet the target."""
     import nncf
-    from training.verification import l2_normalise  # imports torch: not at module level (the format table imports this file)
     from nncf.quantization.advanced_parameters import (
         AdvancedAccuracyRestorerParameters,
         AdvancedQuantizationParameters,
@@ -68,28 +68,27 @@ def _quantize(ov_model, calibration_inputs: np.ndarray, target_worst_cos: float,
 
     fp32 = _compiled(ov_model)
     reference = np.concatenate([fp32(calibration_inputs[i : i + 1])[0] for i in range(len(calibration_inputs))])
-    reference = l2_normalise(reference)
     samples = [(i, calibration_inputs[i : i + 1]) for i in range(len(calibration_inputs))]
 
-    def worst_cosine(compiled, items) -> float:
+    def worst_on(compiled, items) -> float:
         items = list(items)
         outputs = np.concatenate([compiled(face)[0] for _, face in items])
-        return float((l2_normalise(outputs) * reference[[index for index, _ in items]]).sum(axis=1).min())
+        return worst_cosine(outputs, reference[[index for index, _ in items]])
 
     quantised = nncf.quantize_with_accuracy_control(
         ov_model.clone(), calibration_dataset=nncf.Dataset(samples, lambda item: item[1]),
-        validation_dataset=nncf.Dataset(samples, lambda item: item[1]), validation_fn=worst_cosine,
+        validation_dataset=nncf.Dataset(samples, lambda item: item[1]), validation_fn=worst_on,
         max_drop=1.0 - target_worst_cos, drop_type=nncf.DropType.ABSOLUTE,
         preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(samples),
         advanced_quantization_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE),
         advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(max_num_iterations=MAX_FLOAT_ROUNDS),
     )
     quantised.set_rt_info(str(target_worst_cos), TARGET_RT_INFO)
-    if not weights_only_fallback or worst_cosine(_compiled(quantised), samples) >= target_worst_cos:
+    if not weights_only_fallback or worst_on(_compiled(quantised), samples) >= target_worst_cos:
         return quantised
     weights_only = nncf.compress_weights(ov_model.clone(), mode=nncf.CompressWeightsMode.INT8_SYM)
     weights_only.set_rt_info(str(target_worst_cos), TARGET_RT_INFO)
-    return weights_only if worst_cosine(_compiled(weights_only), samples) >= target_worst_cos else quantised
+    return weights_only if worst_on(_compiled(weights_only), samples) >= target_worst_cos else quantised
 
 
 def _compiled(ov_model):

@@ -14,6 +14,7 @@ import numpy as np
 from training.verification import l2_normalise
 
 from .artifact import Runner
+from training.errors import InputError
 
 RUN_BATCH = 32
 
@@ -32,7 +33,7 @@ class ParityBar:
 
     def __post_init__(self) -> None:
         if self.worst_cos is None and self.mean_cos is None and self.max_flip_rate is None:
-            raise ValueError("a parity bar needs at least one of worst_cos, mean_cos, max_flip_rate")
+            raise InputError("a parity bar needs at least one of worst_cos, mean_cos, max_flip_rate")
 
 
 DEFAULT_BARS: dict[str, ParityBar] = {
@@ -79,10 +80,17 @@ def embed(runner: Runner, inputs: np.ndarray, batch_size: int = RUN_BATCH) -> np
     return np.concatenate([runner.run(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)], axis=0)
 
 
+def worst_cosine(outputs: np.ndarray, reference: np.ndarray) -> float:
+    """min_i cos(outputs_i, reference_i) over rows (neither needs to be normalised)."""
+    outputs, reference = np.asarray(outputs, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    norms = np.linalg.norm(outputs, axis=1) * np.linalg.norm(reference, axis=1)
+    return float(np.min(np.sum(outputs * reference, axis=1) / np.maximum(norms, 1e-12)))
+
+
 def measure_parity(embeddings: np.ndarray, reference: ParityReference) -> Parity:
     """Compare an artifact's raw embeddings of the parity faces with PyTorch's."""
     if embeddings.shape != reference.embeddings.shape:
-        raise ValueError(f"artifact embeddings are {embeddings.shape}, PyTorch's are {reference.embeddings.shape}")
+        raise InputError(f"artifact embeddings are {embeddings.shape}, PyTorch's are {reference.embeddings.shape}")
     normalised = l2_normalise(embeddings)
     cosines = np.sum(normalised * reference.embeddings, axis=1)
     ours, theirs = reference.decisions(normalised), reference.decisions(reference.embeddings)
@@ -119,7 +127,7 @@ def gate(precision: str, parity: Parity, bars: dict[str, ParityBar]) -> GateResu
     A precision without a bar is an error, not a pass."""
     bar = bars.get(precision)
     if bar is None:
-        raise ValueError(f"no parity bar for precision {precision!r}: set export.bars.{precision} "
+        raise InputError(f"no parity bar for precision {precision!r}: set export.bars.{precision} "
                          f"(bars exist for {', '.join(sorted(bars)) or 'none'})")
     checks = [_check(name, getattr(parity, name), bound, at_least)
               for name, bound, at_least in (("worst_cos", bar.worst_cos, True), ("mean_cos", bar.mean_cos, True),

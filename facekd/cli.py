@@ -6,16 +6,19 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from pathlib import Path
 
 from training.chatter import OWN_PACKAGES, quiet_libraries
+from training.errors import FacekdError
 
 from . import __version__, api
 from .config import RunConfig, load_config, save_config
-from .outcome import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NOT_MADE, bench_lines, exit_code, export_lines, export_summary_lines, table
+from .outcome import EXIT_BUG, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NOT_MADE, bench_lines, exit_code, export_lines, export_summary_lines, table
+from training.errors import InputError
 
-EXIT_HELP = ("exit codes: 0 everything requested was made and passed; 2 the command could not run (one-line "
-             "error); 3 a requested artifact or benchmark row failed or was rejected (--strict: or is unavailable "
+EXIT_HELP = ("exit codes: 0 everything requested was made and passed; 1 a bug in facekd (traceback); 2 the command "
+             "could not run (one-line error); 3 a requested artifact or benchmark row failed or was rejected (--strict: or is unavailable "
              "here); 130 interrupted")
 log = logging.getLogger("facekd")
 
@@ -102,10 +105,10 @@ def cmd_eval(args) -> None:
     from training.pairs import read_lfw_pairs, read_verification_set
 
     if not args.pairs and not args.sets and not args.identities:
-        raise ValueError("eval needs --pairs PAIRS --images ROOT, --sets SET… (.bin files or PAIRS.txt=ROOT) "
+        raise InputError("eval needs --pairs PAIRS --images ROOT, --sets SET… (.bin files or PAIRS.txt=ROOT) "
                          "and/or --identities ROOT (or IDENTITIES.txt=ROOT)")
     if args.pairs and not args.images:
-        raise ValueError("--pairs needs --images ROOT (the folder the pairs name)")
+        raise InputError("--pairs needs --images ROOT (the folder the pairs name)")
     sets = ([read_lfw_pairs(args.pairs, args.images)] if args.pairs else []) + [
         read_verification_set(spec, args.images) for spec in args.sets or []]
     folders = [read_identity_set(spec, args.images) for spec in args.identities or []]
@@ -243,7 +246,7 @@ def cmd_web(args) -> None:
 
     detector = args.detector or find_detector()
     if detector is None:
-        raise ValueError("no YuNet detector found: pass --detector yunet.onnx, set FACEKD_HOME or run `facekd fetch`")
+        raise InputError("no YuNet detector found: pass --detector yunet.onnx, set FACEKD_HOME or run `facekd fetch`")
     server = make_server(args.export_dir, detector, args.artifact, args.host, args.port)
     print(f"facekd web: http://{args.host}:{server.server_address[1]}/  ({args.artifact} of {args.export_dir}; Ctrl-C stops)")
     try:
@@ -381,24 +384,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("facekd: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as exc:
-        if _deliberate(exc) and not args.verbose:
-            message = " ".join(str(exc).split()) or type(exc).__name__
-            print(f"facekd: error: {message}", file=sys.stderr)
-            return EXIT_ERROR
-        raise
-
-
-def _deliberate(exc: Exception) -> bool:
-    """An error facekd raised on purpose (its own type, or a ValueError raised in its own code), or an
-    OSError (a full disk, a missing file): shown as one line. Anything else is a bug: traceback."""
-    if type(exc).__module__.split(".")[0] in OWN_PACKAGES or isinstance(exc, OSError):
-        return True
-    frame = exc.__traceback__
-    while frame is not None and frame.tb_next is not None:
-        frame = frame.tb_next
-    own_frame = frame is not None and frame.tb_frame.f_globals.get("__name__", "").split(".")[0] in OWN_PACKAGES
-    return own_frame and isinstance(exc, ValueError)  # a validation facekd raised with a builtin type
+    except (FacekdError, OSError) as exc:  # the user's input, files or host: one line that says what to do
+        if args.verbose:
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"facekd: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception:
+        traceback.print_exc()
+        print("facekd: this is a bug in facekd, not in what you asked for: please report it with the traceback above",
+              file=sys.stderr)
+        return EXIT_BUG
 
 
 if __name__ == "__main__":

@@ -19,9 +19,10 @@ from training.config import TrainingSection
 from training.io import atomic_write_text
 from training.preprocess import PreprocessSpec
 from training.views import ViewSpec
+from training.errors import FacekdError
 
 
-class ConfigError(ValueError):
+class ConfigError(FacekdError, ValueError):
     """A config file or override a user wrote wrongly; the message names the key."""
 
 

@@ -43,6 +43,7 @@ from . import __version__
 from .paths import (
     ALIGNED_DIR, DETECTOR, PEOPLE_DEV_TRAIN, SFACE_INT8BQ, SPLIT_FILES, SPLITS_DIR, cache_dir, is_aligned_root,
 )
+from training.errors import FacekdError
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ NUM_FOLDS = 10
 CHUNK = 1 << 16
 
 
-class FetchError(ValueError):
+class FetchError(FacekdError, ValueError):
     """A download, checksum or preparation step failed; the one-line message says what to do.
 
     ``status`` is the HTTP status when the server answered with an error, else None.

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterable
 
 EXIT_OK = 0
+EXIT_BUG = 1  # an exception that is not a FacekdError: a bug, shown with its traceback
 EXIT_ERROR = 2
 EXIT_NOT_MADE = 3
 EXIT_INTERRUPTED = 130

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Mapping
 
 from training.recordio import is_recordio_root
+from training.errors import FacekdError
 
 LFW_DIR = Path("data") / "lfw"
 ALIGNED_DIR = LFW_DIR / "aligned_112"
@@ -39,7 +40,7 @@ DETECTOR = Path("models/yunet/yunet_2023mar_int8bq.onnx")
 FETCH_HINT = "run `facekd fetch`"
 
 
-class ResourcesNotFound(ValueError):
+class ResourcesNotFound(FacekdError, ValueError):
     """Data or teacher cannot be found; the one-line message says which flag or variable to set."""
 
 

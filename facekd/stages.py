@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 from training import distributed
@@ -39,8 +40,31 @@ def _open_or_build(directory: Path, open_cache, build_cache):
         if _parallel():
             raise TrainingError(f"{exc}; ranks on several machines cannot build it together: build it first on one "
                                 "node with `torchrun --nnodes 1 --nproc_per_node N -m facekd.cli cache-teacher`") from None
-        log.info("building teacher cache in %s (%s)", directory, exc)
-    return build_cache()
+    with _building(directory):
+        try:
+            return open_cache()  # another run may have finished it while this one waited
+        except StaleCacheError as exc:
+            log.info("building teacher cache in %s (%s)", directory, exc)
+        return build_cache()
+
+
+@contextmanager
+def _building(directory: Path):
+    """Hold ``<cache>.lock`` while building the cache: a second run with the same key (the user cache is
+    shared by all their runs) waits for the first, saying so, instead of writing beside it."""
+    from filelock import FileLock, Timeout
+
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(directory.with_name(directory.name + ".lock")))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("another run is building the teacher cache %s: waiting for it to finish", directory)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _parallel() -> bool:
@@ -126,17 +150,23 @@ def train_student(cfg: RunConfig, run_dir: Path, resume: bool = False, progress:
     return trainer.run()
 
 
-def _calibration_images(cfg: RunConfig, count: int):
-    """Real training faces for INT8 calibration: a seeded, identity-spread sample (file paths of
-    a folder dataset, decoded faces of a RecordIO one)."""
+def calibration_faces(cfg: RunConfig, *counts: int) -> list:
+    """Seeded, identity-spread samples of real training faces, one per count (each the start of one
+    permutation, so a smaller sample lies inside a larger one): file paths of a folder dataset,
+    decoded faces of a RecordIO one. The training set is opened once for all of them."""
     import numpy as np
     from export.faces import FaceSet
 
     folder = open_training_data(cfg)
-    order = sorted(int(i) for i in np.random.default_rng(cfg.train.seed).permutation(len(folder))[:count])
-    if isinstance(folder, FaceFolder):
-        return [folder.path(i) for i in order]
-    return FaceSet(tuple(folder.path(i).name for i in order), tuple(folder.load_rgb(i) for i in order))
+    permutation = np.random.default_rng(cfg.train.seed).permutation(len(folder))
+
+    def sample(count: int):
+        order = sorted(int(i) for i in permutation[:count])
+        if isinstance(folder, FaceFolder):
+            return [folder.path(i) for i in order]
+        return FaceSet(tuple(folder.path(i).name for i in order), tuple(folder.load_rgb(i) for i in order))
+
+    return [sample(count) for count in counts]
 
 
 def export_student(cfg: RunConfig, checkpoint: Path, out_dir: Path, progress: bool = True):
@@ -149,11 +179,11 @@ def export_student(cfg: RunConfig, checkpoint: Path, out_dir: Path, progress: bo
         raise TrainingError("data.val_pairs is not set: export gates every artifact on verification pairs of "
                             "faces never trained on and takes the threshold from them; pass --set data.val_pairs=FILE")
     parity = list(dict.fromkeys(pairs.images))[: cfg.export.parity_count]
-    finetune = _calibration_images(cfg, cfg.export.int8_finetune_faces) if cfg.export.int8_finetune_steps else ()
-    records = export_checkpoint(checkpoint, out_dir, cfg.export,
-                                calibration_images=_calibration_images(cfg, cfg.export.calib_count),
+    finetuned = [cfg.export.int8_finetune_faces] if cfg.export.int8_finetune_steps else []
+    calibration, *finetune = calibration_faces(cfg, cfg.export.calib_count, *finetuned)
+    records = export_checkpoint(checkpoint, out_dir, cfg.export, calibration_images=calibration,
                                 parity_images=parity, pairs=pairs, progress=progress, teacher=_onnx_teacher(cfg),
-                                finetune_images=finetune, identities=load_val_identities(cfg))
+                                finetune_images=finetune[0] if finetune else (), identities=load_val_identities(cfg))
     save_config(cfg, out_dir / "config.yaml")
     return records
 

@@ -13,6 +13,7 @@ import http.server
 import mimetypes
 import threading
 from pathlib import Path
+from training.errors import FacekdError
 
 WEB_ROOT = Path(__file__).resolve().parents[1] / "web_demo"
 ORT_DIST = WEB_ROOT / "node_modules" / "onnxruntime-web" / "dist"
@@ -20,7 +21,7 @@ STATIC = {"/": "index.html", "/index.html": "index.html", "/app.js": "app.js", "
 NPM_HINT = "run `npm ci --prefix web_demo` (installs onnxruntime-web from the npm registry)"
 
 
-class WebError(ValueError):
+class WebError(FacekdError, ValueError):
     """The client cannot be served; the message says what is missing and what to do."""
 
 

@@ -51,6 +51,7 @@ from .client import WorkerClient, WorkerDied, WorkerError
 from .latency import TimingPlan, disturbance, summarize
 from .results import BenchResult, ResultSchemaError, Row, load_result, save_result
 from .targets import AdbTarget, BenchmarkOutputError, LocalTarget, Target, TargetError, target_from_dict
+from training.errors import FacekdError, InputError
 
 if TYPE_CHECKING:
     from training.data import FaceFolder
@@ -62,7 +63,7 @@ DEFAULT_RUNTIME = "default"
 SUITE_CHUNK = 256  # images per worker request while embedding a benchmark set (~38 MB of float32 at 112²)
 
 
-class BenchError(ValueError):
+class BenchError(FacekdError, ValueError):
     """A benchmark that cannot start; the message says what to do."""
 
 
@@ -381,7 +382,7 @@ class _Bench:
         """
         expected = artifact.manifest.embedding_size
         if embeddings.shape[0] != len(self.pairs.images) or embeddings.shape[1] != expected:
-            raise ValueError(f"embeddings shaped {list(embeddings.shape)}, expected "
+            raise InputError(f"embeddings shaped {list(embeddings.shape)}, expected "
                              f"[{len(self.pairs.images)}, {expected}]")
         normalised = l2_normalise(embeddings)
         scores = pair_scores(normalised, self.pairs)

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Callable, Sequence
 
 from export.host import cpu_features, peak_gmacs  # noqa: F401  (cpu_features re-exported: targets and tests read it here)
+from training.errors import InputError
 
 LOAD_PER_CORE_LIMIT = 0.5
 OTHER_CORES_LIMIT = 0.25
@@ -47,11 +48,11 @@ class TimingPlan:
 
     def __post_init__(self) -> None:
         if self.warmup_count < 0 or self.warmup_seconds < 0:
-            raise ValueError("warmup_count and warmup_seconds must be >= 0")
+            raise InputError("warmup_count and warmup_seconds must be >= 0")
         if self.min_runs < 1 or self.min_seconds < 0:
-            raise ValueError("min_runs must be >= 1 and min_seconds >= 0")
+            raise InputError("min_runs must be >= 1 and min_seconds >= 0")
         if self.max_seconds <= 0:
-            raise ValueError("max_seconds must be > 0")
+            raise InputError("max_seconds must be > 0")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,9 +101,9 @@ def percentile(values: Sequence[float], q: float) -> float:
     ``p = x[⌊h⌋] + (h − ⌊h⌋) · (x[⌊h⌋ + 1] − x[⌊h⌋])`` (Hyndman & Fan type 7, numpy's default).
     """
     if not values:
-        raise ValueError("percentile of an empty sequence")
+        raise InputError("percentile of an empty sequence")
     if not 0.0 <= q <= 100.0:
-        raise ValueError(f"percentile q must be within 0..100, got {q}")
+        raise InputError(f"percentile q must be within 0..100, got {q}")
     ordered = sorted(float(v) for v in values)
     position = (len(ordered) - 1) * q / 100.0
     low = math.floor(position)
@@ -135,7 +136,7 @@ def summarize(times_ms: Sequence[float], batch: int, init_ms: float | None = Non
               first_ms: float | None = None) -> LatencyStats:
     """Statistics of per-run times for a batch of ``batch`` images; std is the population std."""
     if not times_ms:
-        raise ValueError("no timed runs to summarise")
+        raise InputError("no timed runs to summarise")
     count = len(times_ms)
     mean = sum(times_ms) / count
     std = math.sqrt(sum((t - mean) ** 2 for t in times_ms) / count)

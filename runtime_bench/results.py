@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Iterable
 
 from training.io import atomic_write_json
+from training.errors import FacekdError
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "unavailable", "failed", "rejected")
@@ -64,7 +65,7 @@ SECTIONS = {"accuracy": ACCURACY_KEYS, "parity": PARITY_KEYS, "latency": LATENCY
             "model": MODEL_KEYS, "identities": IDENTITY_KEYS}
 
 
-class ResultSchemaError(ValueError):
+class ResultSchemaError(FacekdError, ValueError):
     """A result file that does not follow the schema; the message names the file and the field."""
 
 

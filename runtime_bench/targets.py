@@ -23,6 +23,7 @@ from typing import Sequence
 
 from .client import WorkerClient
 from .latency import LatencyStats, TimingPlan, cpu_features
+from training.errors import FacekdError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ WORKER_PACKAGES = ("runtime_bench", "export", "training")
 WORKER_BUNDLE_NAME = "facekd_worker.zip"
 
 
-class TargetError(RuntimeError):
+class TargetError(FacekdError, RuntimeError):
     """A target that cannot be reached or used; the message says what failed."""
 
 
@@ -249,7 +250,7 @@ _MEMORY = (
 )
 
 
-class BenchmarkOutputError(ValueError):
+class BenchmarkOutputError(FacekdError, ValueError):
     """benchmark_model output without the timing summary (it failed); holds its last line."""
 
 
@@ -410,8 +411,8 @@ def target_from_dict(spec: dict) -> Target:
     kind = spec.pop("kind", "local")
     makers = {"local": LocalTarget, "ssh": SshTarget, "adb": AdbTarget}
     if kind not in makers:
-        raise ValueError(f"unknown target kind {kind!r}: use one of {sorted(makers)}")
+        raise InputError(f"unknown target kind {kind!r}: use one of {sorted(makers)}")
     try:
         return makers[kind](**spec)
     except TypeError as exc:
-        raise ValueError(f"bad settings for a {kind} target: {exc}") from None
+        raise InputError(f"bad settings for a {kind} target: {exc}") from None

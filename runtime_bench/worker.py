@@ -37,6 +37,7 @@ import time
 from typing import Callable, TextIO
 
 from .latency import OtherCpuMeter, TimingPlan, host_info, load_average, peak_rss_mb, time_runs
+from training.errors import one_line
 
 PROTOCOL_VERSION = 1
 logger = logging.getLogger("runtime_bench.worker")
@@ -175,11 +176,6 @@ HANDLERS: dict[str, Callable[[WorkerState, dict], dict]] = {
 }
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".strip().rstrip(":")
-
-
 def _is_format_unavailable(exc: Exception) -> bool:
     """Whether a runner refused because its runtime cannot run on this host (export's FormatUnavailable)."""
     errors = sys.modules.get("export.errors")
@@ -222,7 +218,7 @@ def handle(state: WorkerState, line: str) -> tuple[dict, bool]:
         if _is_format_unavailable(exc):
             return {"ok": False, "kind": "unavailable", "error": str(exc)}, False
         logger.exception("request failed")
-        return {"ok": False, "kind": "error", "error": _one_line(exc)}, False
+        return {"ok": False, "kind": "error", "error": one_line(exc)}, False
 
 
 def serve(requests: TextIO, replies: TextIO) -> None:

@@ -241,3 +241,35 @@ def test_eval_prints_one_table_for_several_sets(tmp_path, tiny_faces, tiny_pairs
     assert result["flip_test"] is True and set(result["sets"]) == {"toy_bin", "pairs"}
     assert main(["--quiet", "eval", "--checkpoint", str(ckpt), "--sets", str(tiny_pairs)]) == 2
     assert "needs its images" in capsys.readouterr().err
+
+
+def test_a_user_error_is_one_line_and_a_bug_keeps_its_traceback(monkeypatch, capsys):
+    import facekd.cli as cli
+    from training.errors import InputError
+
+    monkeypatch.setattr(cli, "cmd_report", lambda args: (_ for _ in ()).throw(InputError("pass a result JSON")))
+    assert main(["report", "x.json", "--out", "r"]) == 2
+    assert capsys.readouterr().err == "facekd: error: pass a result JSON\n"
+    monkeypatch.setattr(cli, "cmd_report", lambda args: 1 / 0)
+    assert main(["report", "x.json", "--out", "r"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ZeroDivisionError" in err and "bug in facekd" in err.splitlines()[-1]
+
+
+def test_every_error_a_user_can_cause_is_a_facekd_error():
+    import importlib
+    import inspect
+    import pkgutil
+
+    from training.errors import FacekdError
+
+    internal = {"ProtocolError", "WorkerError", "WorkerDied"}  # worker protocol faults: rows of a bench, not user input
+    outside = []
+    for package in ("training", "export", "runtime_bench", "facekd"):
+        root = importlib.import_module(package)
+        for info in pkgutil.walk_packages(root.__path__, f"{package}."):
+            module = importlib.import_module(info.name)
+            outside += [f"{info.name}.{name}" for name, cls in inspect.getmembers(module, inspect.isclass)
+                        if cls.__module__ == info.name and issubclass(cls, Exception)
+                        and not issubclass(cls, FacekdError) and name not in internal]
+    assert outside == []

@@ -15,7 +15,8 @@ from torch import nn
 
 from export.build import INT8_SEARCH_MARGIN, ExportConfig, export_checkpoint
 from export.equalise import _channel_ranges, equalise_for_int8
-from export.onnx_format import _embed, export_fp32, quantize_int8, worst_cosine
+from export.onnx_format import _embed, export_fp32, quantize_int8
+from export.parity import worst_cosine
 from training.checkpoint import save_checkpoint, student_state
 from training.models.derived import DerivedArch, DerivedStudent
 from training.models.mobilefacenet import MobileFaceNet

@@ -14,7 +14,7 @@ from torch import nn
 from export.faces import FaceSet
 from export.formats import FORMATS
 from export.int8_search import float_run, keep_sensitive_float
-from export.onnx_format import worst_cosine
+from export.parity import worst_cosine
 from training.preprocess import STUDENT_DEFAULT
 from tests.test_tflite_int8_search import OUTLIER, Tiny
 

@@ -16,6 +16,7 @@ from training.data import FaceFolder
 from training.preprocess import SFACE, PreprocessSpec
 from training.teacher import OnnxTeacher, Teacher, TeacherError, TorchTeacher, load_teacher
 from training.teacher_cache import StaleCacheError, TeacherCache, build_teacher_cache, cache_key
+from tests.test_trainer import tiny_teacher  # noqa: F401  (fixture)
 
 SPEC_8 = PreprocessSpec(size=8)
 
@@ -222,3 +223,41 @@ def test_shipped_int8_sface_loads_and_matches_fp32(facekd_home):
     assert shipped.fixed_batch == 1 and shipped.embedding_size == reference.embedding_size == 128
     cosines = np.sum(shipped.embed(images) * reference.embed(images), axis=1)
     assert cosines.min() > 0.999
+
+
+def test_a_second_run_waits_for_the_first_builder_and_reuses_its_cache(tiny_faces, tiny_teacher, tmp_path):  # noqa: F811
+    """The user cache is shared by every run: while one run builds a key (holds `<cache>.lock`), another
+    run with the same key says it waits, then opens the finished cache instead of writing beside it."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from filelock import FileLock
+
+    from facekd.api import DEMO_CONFIG, run_config
+    from training.trainer import open_training_data
+
+    cache = tmp_path / "cache"
+    settings = [f"teacher.cache_dir={cache}", "student.family=mobilefacenet", "teacher.batch_size=4"]
+    command = [sys.executable, "-m", "facekd.cli", "cache-teacher", "--data", str(tiny_faces), "--teacher",
+               str(tiny_teacher), *[f"--set={s}" for s in settings]]
+    lines: list[str] = []
+    with FileLock(str(cache.with_name("cache.lock"))):  # the first run, mid-build
+        second = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        reader = threading.Thread(target=lambda: lines.extend(second.stderr), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 60
+        while not any("waiting for it to finish" in line for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert any("another run is building the teacher cache" in line for line in lines), lines
+        cfg = run_config(DEMO_CONFIG, settings, tiny_faces, tiny_teacher)  # what the second run resolves too
+        built = build_teacher_cache(load_teacher(cfg.teacher.path, cfg.teacher.preprocess), open_training_data(cfg),
+                                    cache, with_flip=cfg.teacher.with_flip, batch_size=4, progress=False)
+        index_written = (cache / "index.json").stat().st_mtime_ns
+    out, _ = second.communicate(timeout=120)
+    reader.join(timeout=5)
+    assert second.returncode == 0, lines
+    assert "teacher cache ready" in out and not any("building teacher cache" in line for line in lines)
+    assert (cache / "index.json").stat().st_mtime_ns == index_written  # opened, not rewritten
+    assert len(built.embeddings) == len(FaceFolder(tiny_faces))

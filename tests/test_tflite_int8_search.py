@@ -16,7 +16,7 @@ from torch import nn
 
 from export.faces import FaceSet
 from export.formats import FORMATS
-from export.onnx_format import worst_cosine
+from export.parity import worst_cosine
 from training.preprocess import STUDENT_DEFAULT
 
 pytestmark = pytest.mark.skipif(FORMATS["tflite"].unavailable_reason() is not None,

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from .data import IMAGE_EXTENSIONS, BadImageError, load_rgb_file
 from .io import atomic_write_bytes
+from .errors import FacekdError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ ARCFACE_TEMPLATE_112 = np.array(
 JPEG_QUALITY = 95
 
 
-class AlignError(ValueError):
+class AlignError(FacekdError, ValueError):
     """Alignment cannot start (detector missing or unusable); the message says what to do."""
 
 
@@ -43,7 +44,7 @@ def similarity_transform(src5: np.ndarray, dst5: np.ndarray) -> np.ndarray:
     src = np.asarray(src5, dtype=np.float64).reshape(-1, 2)
     dst = np.asarray(dst5, dtype=np.float64).reshape(-1, 2)
     if src.shape != dst.shape or len(src) < 2:
-        raise ValueError(f"need matching point sets of at least 2 points, got {src.shape} and {dst.shape}")
+        raise InputError(f"need matching point sets of at least 2 points, got {src.shape} and {dst.shape}")
     src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
     src_c, dst_c = src - src_mean, dst - dst_mean
     covariance = dst_c.T @ src_c / len(src)
@@ -52,7 +53,7 @@ def similarity_transform(src5: np.ndarray, dst5: np.ndarray) -> np.ndarray:
     rotation = u @ reflect @ vt
     variance = (src_c**2).sum() / len(src)
     if variance == 0:
-        raise ValueError("source points all coincide: no transform exists")
+        raise InputError("source points all coincide: no transform exists")
     scale = np.trace(np.diag(d) @ reflect) / variance
     translation = dst_mean - scale * rotation @ src_mean
     return np.hstack([scale * rotation, translation[:, None]])

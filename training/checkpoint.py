@@ -19,12 +19,13 @@ from torch import nn
 from .io import atomic_path
 from .models import build_student
 from .preprocess import PreprocessSpec
+from .errors import FacekdError
 
 CHECKPOINT_FORMAT = "facekd-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(FacekdError, ValueError):
     """A checkpoint that cannot be used; the message says what to do."""
 
 

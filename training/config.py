@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from .losses import LossConfig
 from .preprocess import PreprocessSpec
 from .views import ViewSpec
+from .errors import InputError
 
 
 # data keys that change only how the training faces are read, not the run: a run's identity
@@ -41,13 +42,13 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.source not in ("folder", "recordio"):
-            raise ValueError(f"data.source must be folder or recordio, got {self.source!r}")
+            raise InputError(f"data.source must be folder or recordio, got {self.source!r}")
         if isinstance(self.preload, str):  # a quoted "true"/"false" in YAML
             self.preload = {"true": True, "false": False, "auto": "auto"}.get(self.preload.lower(), self.preload)
         if self.preload not in (True, False, "auto"):
-            raise ValueError(f"data.preload must be auto, true or false, got {self.preload!r}")
+            raise InputError(f"data.preload must be auto, true or false, got {self.preload!r}")
         if self.loader_workers < 0:
-            raise ValueError(f"data.loader_workers must be >= 0, got {self.loader_workers}")
+            raise InputError(f"data.loader_workers must be >= 0, got {self.loader_workers}")
 
 
 @dataclass
@@ -76,16 +77,16 @@ class StudentConfig:
 
     def __post_init__(self) -> None:
         if self.family not in ("mobilefacenet", "teacher_derived"):
-            raise ValueError(f"student.family must be mobilefacenet or teacher_derived, got {self.family!r}")
+            raise InputError(f"student.family must be mobilefacenet or teacher_derived, got {self.family!r}")
         if not 0.0 < self.keep_ratio <= 1.0:
-            raise ValueError(f"student.keep_ratio must lie in (0, 1], got {self.keep_ratio}")
+            raise InputError(f"student.keep_ratio must lie in (0, 1], got {self.keep_ratio}")
         if self.width <= 0 or self.embedding_size < 1:
-            raise ValueError(f"student.width must be > 0 and student.embedding_size >= 1, got {self.width}, "
+            raise InputError(f"student.width must be > 0 and student.embedding_size >= 1, got {self.width}, "
                              f"{self.embedding_size}")
         if self.head_rank < 1:
-            raise ValueError(f"student.head_rank must be >= 1, got {self.head_rank}")
+            raise InputError(f"student.head_rank must be >= 1, got {self.head_rank}")
         if self.prune_importance not in ("l2", "bn_scale"):
-            raise ValueError(f"student.prune_importance must be l2 or bn_scale, got {self.prune_importance!r}")
+            raise InputError(f"student.prune_importance must be l2 or bn_scale, got {self.prune_importance!r}")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Aligned-face folders laid out as ``root/<identity>/<image>`` and a torch view of them."""
+"""Aligned-face folders laid out as ``root/<identity>/<image>``."""
 from __future__ import annotations
 
 import hashlib
@@ -9,10 +9,8 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-import torch
-from torch.utils.data import Dataset
+from .errors import FacekdError
 
-from .preprocess import PreprocessSpec
 
 logger = logging.getLogger(__name__)
 
@@ -21,11 +19,11 @@ UNLABELLED = -1                 # label of a face without identity (data.unlabel
 UNLABELLED_PREFIX = "@unlabelled"  # sample key prefix of unlabelled faces: "@unlabelled<k>/<path>"
 
 
-class BadImageError(ValueError):
+class BadImageError(FacekdError, ValueError):
     """An image file that is missing or cannot be decoded; the message names the file."""
 
 
-class DatasetError(ValueError):
+class DatasetError(FacekdError, ValueError):
     """A dataset folder or identity list that cannot be used; the message says what to do."""
 
 
@@ -160,36 +158,3 @@ class FaceFolder:
         for relative, label in sorted(self.samples):
             digest.update(f"{relative}\t{label}\n".encode("utf-8"))
         return digest.hexdigest()
-
-
-class FaceTensorDataset(Dataset):
-    """``FaceFolder`` as model inputs: item ``i`` is ``(tensor, label, i)``.
-
-    The tensor is ``preprocess`` applied to the image (CHW for an NCHW spec), mirrored
-    left-right with probability ``flip_prob``. With ``return_flip=True`` items are
-    ``(tensor, label, i, flipped)`` so a trainer can pair a mirrored image with the teacher's
-    embedding of the mirrored image.
-    """
-
-    def __init__(self, folder: FaceFolder, preprocess: PreprocessSpec, flip_prob: float = 0.0, return_flip: bool = False):
-        if not 0.0 <= flip_prob <= 1.0:
-            raise ValueError(f"flip_prob must lie in [0, 1], got {flip_prob}")
-        self.folder = folder
-        self.preprocess = preprocess
-        self.flip_prob = flip_prob
-        self.return_flip = return_flip
-
-    def __len__(self) -> int:
-        return len(self.folder)
-
-    def __getitem__(self, index: int):
-        image = self.folder.load_rgb(index)
-        # torch's generator is seeded per DataLoader worker, so flips differ between workers.
-        flipped = self.flip_prob > 0 and torch.rand(()).item() < self.flip_prob
-        if flipped:
-            image = image[:, ::-1]
-        tensor = torch.from_numpy(self.preprocess.apply(image)[0])
-        label = int(self.folder.samples[index][1])
-        if self.return_flip:
-            return tensor, label, index, flipped
-        return tensor, label, index

@@ -11,6 +11,7 @@ from .pairs import VerificationPairs
 from .preprocess import PreprocessSpec
 from .verification import (IdentityResult, VerificationResult, embed_images, embed_pairs, evaluate_scores,
                            measure_identities, pair_scores)
+from .errors import InputError
 
 EmbedFn = Callable[[np.ndarray], np.ndarray]
 
@@ -44,7 +45,7 @@ def read_identity_set(spec: str, images_root: str | None = None) -> FaceFolder:
     if first.endswith(".txt"):
         root = root or images_root
         if not root:
-            raise ValueError(f"identity list {first} needs its images: write {first}=IMAGES_ROOT")
+            raise InputError(f"identity list {first} needs its images: write {first}=IMAGES_ROOT")
         return FaceFolder(root, identities=read_identity_list(first))
     return FaceFolder(first)
 

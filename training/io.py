@@ -9,9 +9,10 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+from .errors import FacekdError
 
 
-class WriteError(OSError):
+class WriteError(FacekdError, OSError):
     """A file that could not be written (full disk, permissions); the message names it and what to do."""
 
 

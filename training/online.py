@@ -17,6 +17,7 @@ import torch
 from .data import UNLABELLED
 from .teacher import Teacher
 from .views import ViewSpec, make_view
+from .errors import InputError
 
 
 class OnlineTeacher:
@@ -25,7 +26,7 @@ class OnlineTeacher:
 
     def __init__(self, teacher: Teacher, labels: torch.Tensor, spec: ViewSpec, mixup: float = 0.0, seed: int = 0):
         if not 0.0 <= mixup <= 1.0:
-            raise ValueError(f"teacher.mixup is a probability in [0, 1], got {mixup}")
+            raise InputError(f"teacher.mixup is a probability in [0, 1], got {mixup}")
         self.teacher, self.labels = teacher, labels
         self.spec, self.mixup, self.seed = spec, mixup, seed
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="online-teacher")

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from .errors import FacekdError
 
 DEFAULT_VERIFY_FAR = 1e-4
 DEFAULT_IDENTIFY_FPIR = 0.01
 _TOLERANCE = 1e-9  # FARs written to JSON and read back compare equal within this relative slack
 
 
-class OperatingPointError(ValueError):
+class OperatingPointError(FacekdError, ValueError):
     """A FAR or FPIR the operating points cannot support, or malformed operating points."""
 
 

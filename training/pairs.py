@@ -10,11 +10,12 @@ import cv2
 import numpy as np
 
 from .data import load_rgb_file
+from .errors import FacekdError
 
 DEFAULT_BIN_FOLDS = 10
 
 
-class PairsError(ValueError):
+class PairsError(FacekdError, ValueError):
     """A pair list that cannot be used; the message says what is wrong and where."""
 
 

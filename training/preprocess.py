@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from .errors import InputError
 
 CHANNEL_ORDERS = ("RGB", "BGR")
 LAYOUTS = ("NCHW", "NHWC")
@@ -33,11 +34,11 @@ class PreprocessSpec:
 
     def __post_init__(self) -> None:
         if self.channel_order not in CHANNEL_ORDERS:
-            raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {self.channel_order!r}")
+            raise InputError(f"channel_order must be one of {CHANNEL_ORDERS}, got {self.channel_order!r}")
         if self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+            raise InputError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or any(s == 0 for s in self.std):
-            raise ValueError("mean and std need three values each, std non-zero")
+            raise InputError("mean and std need three values each, std non-zero")
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
 
@@ -68,7 +69,7 @@ class PreprocessSpec:
         if images.ndim == 3:
             images = images[None]
         if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"expected RGB images shaped [N,H,W,3], got {images.shape}")
+            raise InputError(f"expected RGB images shaped [N,H,W,3], got {images.shape}")
         batch = np.stack([self.resize_rgb(img) for img in images]).astype(np.float32)
         if self.channel_order == "BGR":
             batch = batch[..., ::-1]

@@ -39,6 +39,7 @@ from training.losses.fcd import HardnessAwareFeatureConsistency
 from training.losses.base import LossInputs
 from training.preprocess import PreprocessSpec
 from training.views import ViewSpec, make_view
+from .errors import InputError
 
 ACTIVATION_LEVELS = 127
 
@@ -56,7 +57,7 @@ class QuantAwareConfig:
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 2 or self.lr <= 0:
-            raise ValueError(f"quantisation-aware fine-tune needs steps >= 1, batch_size >= 2 and lr > 0, got {self}")
+            raise InputError(f"quantisation-aware fine-tune needs steps >= 1, batch_size >= 2 and lr > 0, got {self}")
 
 
 class _WeightFakeQuant(nn.Module):
@@ -137,7 +138,7 @@ def quant_aware_finetune(model: nn.Module, faces: Sequence[np.ndarray], preproce
     """A copy of ``model`` fine-tuned under simulated int8 against ``model``'s own float embeddings
     of augmented views of ``faces`` (uint8 RGB, aligned); returns it and what the fine-tune did."""
     if len(faces) < 2:
-        raise ValueError(f"quantisation-aware fine-tune needs at least 2 faces, got {len(faces)}")
+        raise InputError(f"quantisation-aware fine-tune needs at least 2 faces, got {len(faces)}")
     rng = np.random.default_rng(config.seed)
     spec = ViewSpec(seed=config.seed)
     teacher = model.eval()

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from .data import DatasetError
+from .errors import InputError
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -74,7 +75,7 @@ def _frame(payload: bytes) -> bytes:
     for number, part in enumerate(parts):
         cflag = 0 if len(parts) == 1 else (1 if number == 0 else (3 if number == len(parts) - 1 else 2))
         if len(part) > _LENGTH_MASK:
-            raise ValueError(f"a record part of {len(part)} bytes exceeds RecordIO's 29-bit length")
+            raise InputError(f"a record part of {len(part)} bytes exceeds RecordIO's 29-bit length")
         out += _MAGIC_BYTES + struct.pack("<I", (cflag << 29) | len(part)) + part + b"\0" * (-len(part) % 4)
     return bytes(out)
 

@@ -7,6 +7,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import Sampler
+from .errors import InputError
 
 
 class IdentityBalancedSampler(Sampler[list[int]]):
@@ -34,12 +35,12 @@ class IdentityBalancedSampler(Sampler[list[int]]):
     ):
         labels = np.asarray(labels)
         if identities_per_batch < 1 or images_per_identity < 1:
-            raise ValueError("identities_per_batch and images_per_identity must be at least 1")
+            raise InputError("identities_per_batch and images_per_identity must be at least 1")
         if not 0 <= rank < world_size:
-            raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
+            raise InputError(f"rank must lie in [0, world_size={world_size}), got {rank}")
         identities, inverse = np.unique(labels, return_inverse=True)
         if len(identities) < identities_per_batch:
-            raise ValueError(
+            raise InputError(
                 f"a batch needs {identities_per_batch} distinct identities but the data has {len(identities)}: "
                 "lower identities_per_batch"
             )
@@ -55,7 +56,7 @@ class IdentityBalancedSampler(Sampler[list[int]]):
         total = math.ceil(len(labels) / (identities_per_batch * images_per_identity))
         rounded = total // world_size if drop_last else math.ceil(total / world_size)
         if rounded == 0:
-            raise ValueError(
+            raise InputError(
                 f"{len(labels)} images make {total} batches, fewer than world_size={world_size}: "
                 "use smaller batches or drop_last=False"
             )

@@ -14,9 +14,10 @@ from .checkpoint import content_digest
 from .io import sha256_file, sha256_text
 from .preprocess import SFACE, PreprocessSpec
 from .verification import l2_normalise
+from .errors import FacekdError
 
 
-class TeacherError(ValueError):
+class TeacherError(FacekdError, ValueError):
     """A teacher that cannot be loaded; the message says what to do."""
 
 

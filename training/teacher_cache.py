@@ -39,6 +39,7 @@ from .data import FaceFolder
 from .io import atomic_write_json, remove_stale_temp_files
 from .teacher import Teacher, TeacherError
 from .views import ViewSpec, make_view
+from .errors import FacekdError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ FLIPPED_FILE = "flipped.npy"
 SHARD_PATTERN = "shard-*.json"   # a parallel build's progress, one file per rank
 
 
-class StaleCacheError(ValueError):
+class StaleCacheError(FacekdError, ValueError):
     """The cache folder is missing, incomplete or was built for another teacher or dataset."""
 
 
@@ -395,7 +396,7 @@ def build_view_cache(teacher: Teacher, folder: FaceFolder, cache_dir: str | os.P
     """Embed ``views`` views of every image (view 0 = the image itself) into ``cache_dir``; resumable;
     ``parallel`` as in :func:`build_teacher_cache`."""
     if views < 1:
-        raise ValueError(f"views must be at least 1, got {views}")
+        raise InputError(f"views must be at least 1, got {views}")
     key = _as_json(view_cache_key(teacher, folder, spec, views))
     dim = key["dim"]
 

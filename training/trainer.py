@@ -45,11 +45,12 @@ from .online import OnlineTeacher
 from .teacher import load_teacher
 from .teacher_cache import TeacherCache, ViewCache
 from .views import make_view
+from .errors import FacekdError
 
 log = logging.getLogger(__name__)
 
 
-class TrainingError(RuntimeError):
+class TrainingError(FacekdError, RuntimeError):
     """Training cannot go on; the message says why and what to do."""
 
 

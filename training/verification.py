@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from .operating_points import DEFAULT_IDENTIFY_FPIR, OperatingPoint, OperatingPoints
 from .pairs import VerificationPairs
+from .errors import FacekdError, InputError
 
 FARS = (1e-1, 1e-2, 1e-3)
 
@@ -40,7 +41,7 @@ def embed_images(
     for start in tqdm(starts, desc=f"embedding {name}", unit="batch", disable=not progress):
         batch = [load_image(i) for i in range(start, min(start + batch_size, count))]
         if len({image.shape for image in batch}) > 1:
-            raise ValueError(f"{name}: images differ in size ({batch[0].shape} vs others): align them all to one size")
+            raise InputError(f"{name}: images differ in size ({batch[0].shape} vs others): align them all to one size")
         images = np.stack(batch)
         embeddings = l2_normalise(embed_fn(images))
         if flip_test:
@@ -72,7 +73,7 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
     positives, negatives = int(labels.sum()), int((~labels).sum())
     if positives == 0 or negatives == 0:
-        raise ValueError("AUC needs at least one positive and one negative pair")
+        raise InputError("AUC needs at least one positive and one negative pair")
     values, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
     first_rank = np.cumsum(counts) - counts + 1
     average_rank = first_rank + (counts - 1) / 2.0
@@ -87,7 +88,7 @@ def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> float:
     negatives = np.sort(scores[~same])[::-1]
     positives = scores[same]
     if len(negatives) == 0 or len(positives) == 0:
-        raise ValueError("TAR@FAR needs at least one positive and one negative pair")
+        raise InputError("TAR@FAR needs at least one positive and one negative pair")
     allowed = math.floor(far * len(negatives) + 1e-9)
     if allowed >= len(negatives):
         return 1.0
@@ -139,9 +140,9 @@ def cross_validated_decisions(scores: np.ndarray, same: np.ndarray, folds: np.nd
     k-fold protocol pair by pair, so two models can be compared on the same pairs (:func:`mcnemar`)."""
     scores, same, folds = np.asarray(scores, dtype=np.float64), np.asarray(same, dtype=bool), np.asarray(folds)
     if not (len(scores) == len(same) == len(folds)):
-        raise ValueError("scores, same and folds need one entry per pair")
+        raise InputError("scores, same and folds need one entry per pair")
     if len(np.unique(folds)) < 2:
-        raise ValueError("cross-validated accuracy needs at least two folds")
+        raise InputError("cross-validated accuracy needs at least two folds")
     correct = np.zeros(len(scores), dtype=bool)
     for fold in np.unique(folds):
         held_out = folds == fold
@@ -186,7 +187,7 @@ POINT_CONFIDENCE = 0.95  # operating points hold their FAR with this one-sided c
 PAIR_CHUNK = 1024  # rows of the similarity matrix per step: 1024 × 10⁴ faces is 40 MB of float32
 
 
-class IdentitySetError(ValueError):
+class IdentitySetError(FacekdError, ValueError):
     """A set of identities that cannot give the measure asked for; the message says why."""
 
 

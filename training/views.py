@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
+from .errors import InputError
 
 
 @dataclass(frozen=True)
@@ -41,13 +42,13 @@ class ViewSpec:
     def __post_init__(self) -> None:
         for name in ("flip", "grayscale", "lowres", "blur", "jpeg"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"views.{name} is a probability in [0, 1], got {getattr(self, name)}")
+                raise InputError(f"views.{name} is a probability in [0, 1], got {getattr(self, name)}")
         for name in ("scale", "lowres_side", "blur_sigma", "jpeg_quality"):
             low, high = getattr(self, name)
             if low > high or low <= 0:
-                raise ValueError(f"views.{name} must be (low, high) with 0 < low <= high, got {(low, high)}")
+                raise InputError(f"views.{name} must be (low, high) with 0 < low <= high, got {(low, high)}")
         if self.shift < 0 or self.rotate_deg < 0 or self.shift > 0.2 or self.rotate_deg > 30:
-            raise ValueError("views.shift must lie in [0, 0.2] and views.rotate_deg in [0, 30] to keep faces aligned")
+            raise InputError("views.shift must lie in [0, 0.2] and views.rotate_deg in [0, 30] to keep faces aligned")
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

@@ -21,6 +21,7 @@ from training.losses.margin import CombinedMarginHead
 from training.losses.rad import RAD_FORMS, RelationAwareDistillation
 from training.losses.rkd import RelationalDistance
 from training.losses.sp import SimilarityPreserving
+from ..errors import FacekdError
 
 TERM_NAMES = ("margin", "fcd", "hard_fcd", "exclusivity", "rad", "logit_kd", "sp", "rkd", "hint")
 TEACHER_TERMS = ("fcd", "hard_fcd", "rad", "logit_kd", "sp", "rkd", "hint")  # the terms that read the teacher
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 
-class LossConfigError(ValueError):
+class LossConfigError(FacekdError, ValueError):
     """The loss configuration is invalid or does not fit the run (dims, class centres)."""
 
 

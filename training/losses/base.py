@@ -14,13 +14,14 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from training.data import UNLABELLED  # label of a face without identity: label-dependent terms skip it
+from ..errors import FacekdError
 
 OPTIONAL_INPUTS = frozenset({"teacher", "queue", "model"})
 
 _Value = TypeVar("_Value")
 
 
-class LossInputError(ValueError):
+class LossInputError(FacekdError, ValueError):
     """A loss term was called without an input it needs, or with inputs of the wrong shape."""
 
 

@@ -5,6 +5,7 @@ import torch
 from torch import Tensor
 
 from training.losses.base import LossInputs, LossTerm, normalized, require, student_projection
+from ..errors import InputError
 
 
 class FeatureConsistency(LossTerm):
@@ -48,7 +49,7 @@ class HardnessAwareFeatureConsistency(FeatureConsistency):
     def __init__(self, student_dim: int, teacher_dim: int, hardness_scale: float = 2.0):
         super().__init__(student_dim, teacher_dim)
         if hardness_scale < 0.0:
-            raise ValueError(f"hardness scale must be >= 0, got {hardness_scale}")
+            raise InputError(f"hardness scale must be >= 0, got {hardness_scale}")
         self.hardness_scale = hardness_scale
 
     def forward(self, inputs: LossInputs) -> Tensor:

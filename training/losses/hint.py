@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from training.losses.base import LossInputs, LossTerm, require
+from ..errors import InputError
 
 
 class FeatureHint(LossTerm):
@@ -21,14 +22,14 @@ class FeatureHint(LossTerm):
     def __init__(self, channels: list[tuple[int, int]]):
         super().__init__()
         if not channels:
-            raise ValueError("feature hints need at least one tap (student channels, teacher channels)")
+            raise InputError("feature hints need at least one tap (student channels, teacher channels)")
         self.projections = nn.ModuleList(nn.Conv2d(cs, ct, kernel_size=1, bias=False) for cs, ct in channels)
 
     def forward(self, inputs: LossInputs) -> Tensor:
         students = require(inputs.student_maps, "student_maps", type(self).__name__)
         teachers = require(inputs.teacher_maps, "teacher_maps", type(self).__name__)
         if len(students) != len(self.projections) or len(teachers) != len(self.projections):
-            raise ValueError(f"{len(self.projections)} taps configured, got {len(students)} student and "
+            raise InputError(f"{len(self.projections)} taps configured, got {len(students)} student and "
                              f"{len(teachers)} teacher maps")
         total = torch.zeros((), device=students[0].device)
         for projection, student, teacher in zip(self.projections, students, teachers):

@@ -6,6 +6,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from training.losses.base import LossInputs, LossTerm, normalized, require
+from ..errors import InputError
 
 
 class LogitDistillation(LossTerm):
@@ -27,12 +28,12 @@ class LogitDistillation(LossTerm):
                  class_weight: nn.Parameter | None = None):
         super().__init__()
         if scale <= 0.0 or temperature <= 0.0:
-            raise ValueError(f"logit KD needs scale > 0 and temperature > 0, got {scale}, {temperature}")
+            raise InputError(f"logit KD needs scale > 0 and temperature > 0, got {scale}, {temperature}")
         num_classes = class_centres.shape[0]
         if class_weight is None:
             class_weight = nn.Parameter(torch.randn(num_classes, student_dim) * 0.01)
         if class_weight.shape != (num_classes, student_dim):
-            raise ValueError(f"class weights {tuple(class_weight.shape)} do not match ({num_classes}, {student_dim})")
+            raise InputError(f"class weights {tuple(class_weight.shape)} do not match ({num_classes}, {student_dim})")
         self.scale = scale
         self.temperature = temperature
         self.register_buffer("class_centres", normalized(class_centres.detach().float()))

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from training.losses.base import UNLABELLED, LossInputError, LossInputs, LossTerm, normalized, zero_like_graph
+from ..errors import InputError
 
 
 class CombinedMarginHead(LossTerm):
@@ -32,11 +33,11 @@ class CombinedMarginHead(LossTerm):
                  angular_margin: float = 0.5, cosine_margin: float = 0.0):
         super().__init__()
         if num_classes < 2:
-            raise ValueError(f"the margin head needs at least 2 classes, got {num_classes}")
+            raise InputError(f"the margin head needs at least 2 classes, got {num_classes}")
         if not 0.0 <= angular_margin < math.pi:
-            raise ValueError(f"angular margin must be in [0, π), got {angular_margin}")
+            raise InputError(f"angular margin must be in [0, π), got {angular_margin}")
         if cosine_margin < 0.0 or scale <= 0.0:
-            raise ValueError(f"need cosine margin >= 0 and scale > 0, got {cosine_margin}, {scale}")
+            raise InputError(f"need cosine margin >= 0 and scale > 0, got {cosine_margin}, {scale}")
         self.scale = scale
         self.angular_margin = angular_margin
         self.cosine_margin = cosine_margin

@@ -7,6 +7,7 @@ from torch import Tensor
 from training.losses.base import (
     UNLABELLED, LossInputError, LossInputs, LossTerm, normalized, require, student_projection, zero_like_graph,
 )
+from ..errors import InputError
 
 RAD_FORMS = ("mse", "l1", "kl")
 
@@ -41,9 +42,9 @@ class RelationAwareDistillation(LossTerm):
                  temperature: float = 0.1):
         super().__init__()
         if form not in RAD_FORMS:
-            raise ValueError(f"unknown RAD form {form!r} (use one of {', '.join(RAD_FORMS)})")
+            raise InputError(f"unknown RAD form {form!r} (use one of {', '.join(RAD_FORMS)})")
         if top_k < 0 or temperature <= 0.0:
-            raise ValueError(f"RAD needs top_k >= 0 and temperature > 0, got {top_k}, {temperature}")
+            raise InputError(f"RAD needs top_k >= 0 and temperature > 0, got {top_k}, {temperature}")
         self.form = form
         self.top_k = top_k
         self.temperature = temperature

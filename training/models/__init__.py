@@ -5,6 +5,7 @@ from torch import nn
 
 from .derived import DERIVED_NAME, DerivedArch, DerivedStudent
 from .mobilefacenet import MobileFaceNet, StudentArch
+from ..errors import InputError
 
 FAMILIES = ("mobilefacenet", DERIVED_NAME)
 
@@ -20,7 +21,7 @@ def build_student(arch: StudentArch | DerivedArch | dict) -> nn.Module:
         elif name == "mobilefacenet":
             arch = StudentArch(**arch)
         else:
-            raise ValueError(f"unknown student architecture {name!r} (known: {', '.join(FAMILIES)})")
+            raise InputError(f"unknown student architecture {name!r} (known: {', '.join(FAMILIES)})")
     if isinstance(arch, DerivedArch):
         return DerivedStudent(arch)
     return MobileFaceNet(width=arch.width, embedding_size=arch.embedding_size)

@@ -26,12 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from ..errors import FacekdError, InputError
 
 DERIVED_NAME = "teacher_derived"
 logger = logging.getLogger(__name__)
 
 
-class ConversionError(ValueError):
+class ConversionError(FacekdError, ValueError):
     """The teacher graph cannot be turned into a derived student; the message names the op."""
 
 
@@ -69,7 +70,7 @@ def _layer(spec: dict) -> nn.Module:
         return nn.PReLU(spec["channels"])
     if op == "relu":
         return nn.ReLU()
-    raise ValueError(f"unknown derived layer op {op!r}")
+    raise InputError(f"unknown derived layer op {op!r}")
 
 
 def _spec_of(module: nn.Module) -> dict:
@@ -85,7 +86,7 @@ def _spec_of(module: nn.Module) -> dict:
         return {"op": "prelu", "channels": module.num_parameters}
     if isinstance(module, nn.ReLU):
         return {"op": "relu"}
-    raise ValueError(f"no layer spec for {type(module).__name__}")
+    raise InputError(f"no layer spec for {type(module).__name__}")
 
 
 class DerivedStudent(nn.Module):
@@ -274,7 +275,7 @@ def _low_rank_head(w: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
     rank r per channel; row c·r+j is what a depthwise conv with r outputs per group writes)."""
     out_dim, channels, area = w.shape
     if not 1 <= rank <= min(out_dim, area):
-        raise ValueError(f"head rank must lie in [1, {min(out_dim, area)}], got {rank}")
+        raise InputError(f"head rank must lie in [1, {min(out_dim, area)}], got {rank}")
     gdc = np.empty((channels * rank, area), np.float32)
     pointwise = np.empty((out_dim, channels * rank), np.float32)
     for c in range(channels):
@@ -306,9 +307,9 @@ def prune_channels(student: DerivedStudent, keep_ratio: float, importance: str =
     import torch_pruning as tp
 
     if not 0.0 < keep_ratio <= 1.0:
-        raise ValueError(f"keep ratio must be in (0, 1], got {keep_ratio}")
+        raise InputError(f"keep ratio must be in (0, 1], got {keep_ratio}")
     if importance not in PRUNE_IMPORTANCE:
-        raise ValueError(f"prune importance must be one of {', '.join(PRUNE_IMPORTANCE)}, got {importance!r}")
+        raise InputError(f"prune importance must be one of {', '.join(PRUNE_IMPORTANCE)}, got {importance!r}")
     layers = list(student.features)
     convs = [m for m in layers if isinstance(m, nn.Conv2d)]
     embedding_conv = convs[-1]
@@ -316,7 +317,7 @@ def prune_channels(student: DerivedStudent, keep_ratio: float, importance: str =
     if keep_ratio == 1.0:
         return np.flatnonzero(kept)
     if convs[-2].out_channels != convs[-2].in_channels:
-        raise ValueError("prune the derived student with its rank-1 head (torch-pruning cannot follow a "
+        raise InputError("prune the derived student with its rank-1 head (torch-pruning cannot follow a "
                          "depthwise conv with several outputs per channel), then widen the head")
     backbone_convs = convs[:-2]  # the head's GDC and 1×1 convs follow the backbone's channels
     if importance == "bn_scale" and not all(isinstance(after, nn.BatchNorm2d)
