@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from training.checkpoint import load_student
-from training.evaluate import embed_folder, read_identity_set, student_embed_fn
-from training.pairs import read_verification_set
-from training.verification import (all_pairs_scores, cross_validated_decisions, embed_pairs, far_threshold, mcnemar,
+from facekd.training.checkpoint import load_student
+from facekd.training.evaluate import embed_folder, read_identity_set, student_embed_fn
+from facekd.core.pairs import read_verification_set
+from facekd.core.verification import (all_pairs_scores, cross_validated_decisions, embed_pairs, far_threshold, mcnemar,
                                    pair_scores)
 
 FAR = 1e-4

@@ -20,11 +20,11 @@ import numpy as np
 
 from facekd.cli import run_config
 from facekd.stages import ensure_teacher_cache, train_student
-from training.trainer import Trainer, load_val_pairs, open_training_data
-from training.checkpoint import load_checkpoint
-from training.evaluate import evaluate
-from training.io import atomic_write_json
-from training.teacher import load_teacher
+from facekd.training.trainer import Trainer, load_val_pairs, open_training_data
+from facekd.training.checkpoint import load_checkpoint
+from facekd.training.evaluate import evaluate
+from facekd.core.io import atomic_write_json
+from facekd.training.teacher import load_teacher
 
 KD_TERMS = ("fcd", "hard_fcd", "exclusivity", "rad", "logit_kd", "sp", "rkd")
 

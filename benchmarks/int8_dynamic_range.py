@@ -23,11 +23,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.int8_worst_case import split_paths  # noqa: E402
-from export import executorch_format, litert_format
-from export.equalise import equalise_for_int8
-from export.faces import FaceSet
-from export.prelu import prelu_as_maximum
-from training.checkpoint import load_student
+from facekd.export import executorch_format, litert_format
+from facekd.export.equalise import equalise_for_int8
+from facekd.export.faces import FaceSet
+from facekd.export.prelu import prelu_as_maximum
+from facekd.training.checkpoint import load_student
 
 
 def tflite_artifacts(model, int8_model, preprocess, calibration: FaceSet) -> dict:

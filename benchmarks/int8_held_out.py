@@ -19,15 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from export.build import INT8_SEARCH_MARGIN, MANIFEST
-from export.faces import FaceSet
-from export.formats import FORMATS
-from export.manifest import Manifest
-from export.parity import embed
+from facekd.export.build import INT8_SEARCH_MARGIN, MANIFEST
+from facekd.export.faces import FaceSet
+from facekd.export.formats import FORMATS
+from facekd.export.manifest import Manifest
+from facekd.export.parity import embed
 from facekd.config import RunConfig, load_config
 from facekd.stages import calibration_faces
-from training.preprocess import PreprocessSpec
-from training.verification import l2_normalise
+from facekd.core.preprocess import PreprocessSpec
+from facekd.core.verification import l2_normalise
 
 
 def held_out_faces(cfg: RunConfig, count: int) -> FaceSet:

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.equalise import equalise_for_int8
-from export.faces import FaceSet
-from training.checkpoint import load_student
-from training.quant_aware import quantised_layers
+from facekd.export.equalise import equalise_for_int8
+from facekd.export.faces import FaceSet
+from facekd.training.checkpoint import load_student
+from facekd.training.quant_aware import quantised_layers
 
 
 def split_paths(lfw: Path) -> tuple[list[Path], list[Path]]:

@@ -33,11 +33,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from facekd.cli import run_config  # noqa: E402
-from training.checkpoint import load_student  # noqa: E402
-from training.evaluate import evaluate  # noqa: E402
-from training.io import atomic_write_json  # noqa: E402
-from training.teacher import load_teacher  # noqa: E402
-from training.trainer import load_val_pairs  # noqa: E402
+from facekd.training.checkpoint import load_student  # noqa: E402
+from facekd.training.evaluate import evaluate  # noqa: E402
+from facekd.core.io import atomic_write_json  # noqa: E402
+from facekd.training.teacher import load_teacher  # noqa: E402
+from facekd.training.trainer import load_val_pairs  # noqa: E402
 
 
 def train_arm(arm: dict, out: Path, common: list[str]) -> float:

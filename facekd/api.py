@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data import load_rgb_file
-from training.operating_points import OperatingPoints
-from training.preprocess import PreprocessSpec
-from training.verification import l2_normalise
+from facekd.core.data import load_rgb_file
+from facekd.core.operating_points import OperatingPoints
+from facekd.core.preprocess import PreprocessSpec
+from facekd.core.verification import l2_normalise
 
 from .config import ConfigError, RunConfig, load_config
 
@@ -92,8 +92,8 @@ class FaceModel:
 
     def calibrate(self, identities: str | os.PathLike) -> OperatingPoints:
         """Operating points from all pairs of ``identities`` (``ROOT/<identity>/<image>`` or ``LIST.txt=ROOT``)."""
-        from training.evaluate import read_identity_set
-        from training.verification import all_pairs_scores, check_identity_set, operating_points
+        from facekd.training.evaluate import read_identity_set
+        from facekd.core.verification import all_pairs_scores, check_identity_set, operating_points
 
         folder = read_identity_set(str(identities))
         labels = np.asarray(folder.labels)
@@ -120,8 +120,8 @@ class FaceModel:
 
 
 def _checkpoint_model(path: Path) -> FaceModel:
-    from training.checkpoint import load_student
-    from training.evaluate import student_embed_fn
+    from facekd.training.checkpoint import load_student
+    from facekd.training.evaluate import student_embed_fn
 
     model, preprocess, _ = load_student(path)
     embed = student_embed_fn(model, preprocess)
@@ -129,8 +129,8 @@ def _checkpoint_model(path: Path) -> FaceModel:
 
 
 def _artifact_model(manifest_path: Path, threads: int | None) -> FaceModel:
-    from export.formats import FORMATS
-    from export.manifest import Manifest, verify_artifact
+    from facekd.export.formats import FORMATS
+    from facekd.export.manifest import Manifest, verify_artifact
 
     manifest = Manifest.load(manifest_path)
     artifact = verify_artifact(manifest_path)

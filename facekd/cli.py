@@ -9,13 +9,13 @@ import sys
 import traceback
 from pathlib import Path
 
-from training.chatter import OWN_PACKAGES, quiet_libraries
-from training.errors import FacekdError
+from facekd.core.chatter import OWN_PACKAGES, quiet_libraries
+from facekd.core.errors import FacekdError
 
 from . import __version__, api
 from .config import RunConfig, load_config, save_config
 from .outcome import EXIT_BUG, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NOT_MADE, bench_lines, exit_code, export_lines, export_summary_lines, table
-from training.errors import InputError
+from facekd.core.errors import InputError
 
 EXIT_HELP = ("exit codes: 0 everything requested was made and passed; 1 a bug in facekd (traceback); 2 the command "
              "could not run (one-line error); 3 a requested artifact or benchmark row failed or was rejected (--strict: or is unavailable "
@@ -37,7 +37,7 @@ def run_config(args) -> RunConfig:
 
 
 def cmd_prepare(args) -> int:
-    from training.align import prepare_folder
+    from facekd.training.align import prepare_folder
 
     report = prepare_folder(args.src, args.dst, args.detector, progress=not args.quiet)
     print(json.dumps(report.to_dict(), indent=2))
@@ -51,7 +51,7 @@ def cmd_prepare(args) -> int:
 
 def cmd_cache_teacher(args) -> None:
     """Under torchrun the ranks build the caches together, each embedding its own share."""
-    from training import distributed
+    from facekd.training import distributed
 
     from .stages import ensure_teacher_cache, ensure_view_cache
 
@@ -89,9 +89,9 @@ def cmd_train(args) -> None:
 
 
 def _eval_embed_fn(args):
-    from training.checkpoint import load_student
-    from training.evaluate import student_embed_fn
-    from training.teacher import load_teacher
+    from facekd.training.checkpoint import load_student
+    from facekd.training.evaluate import student_embed_fn
+    from facekd.training.teacher import load_teacher
 
     if args.checkpoint:
         model, spec, _ = load_student(args.checkpoint)
@@ -101,8 +101,8 @@ def _eval_embed_fn(args):
 
 
 def cmd_eval(args) -> None:
-    from training.evaluate import evaluate, evaluate_identities, read_identity_set
-    from training.pairs import read_lfw_pairs, read_verification_set
+    from facekd.training.evaluate import evaluate, evaluate_identities, read_identity_set
+    from facekd.core.pairs import read_lfw_pairs, read_verification_set
 
     if not args.pairs and not args.sets and not args.identities:
         raise InputError("eval needs --pairs PAIRS --images ROOT, --sets SET… (.bin files or PAIRS.txt=ROOT) "
@@ -124,7 +124,7 @@ def cmd_eval(args) -> None:
                                                        "identities": identities}
     text = json.dumps(document, indent=2)
     if args.json:
-        from training.io import atomic_write_text
+        from facekd.core.io import atomic_write_text
 
         atomic_write_text(args.json, text + "\n")
     if single:
@@ -185,7 +185,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_report(args) -> None:
-    from runtime_bench.report import write_report
+    from facekd.runtime_bench.report import write_report
 
     md, html = write_report([Path(p) for p in args.results], Path(args.out))
     print(f"report: {html}\n        {md}")
@@ -256,7 +256,7 @@ def cmd_web(args) -> None:
 
 
 def format_help() -> str:
-    from export.build import available_formats
+    from facekd.export.build import available_formats
 
     lines = ["formats (FORMAT-PRECISION):"]
     for name, precision, available, note in available_formats():

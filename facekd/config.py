@@ -13,13 +13,13 @@ from pathlib import Path
 
 import yaml
 
-from export.build import ExportConfig
-from runtime_bench.bench import BenchConfig
-from training.config import TrainingSection
-from training.io import atomic_write_text
-from training.preprocess import PreprocessSpec
-from training.views import ViewSpec
-from training.errors import FacekdError
+from facekd.export.build import ExportConfig
+from facekd.runtime_bench.bench import BenchConfig
+from facekd.training.config import TrainingSection
+from facekd.core.io import atomic_write_text
+from facekd.core.preprocess import PreprocessSpec
+from facekd.training.views import ViewSpec
+from facekd.core.errors import FacekdError
 
 
 class ConfigError(FacekdError, ValueError):
@@ -218,6 +218,6 @@ def save_config(cfg, path: str | Path) -> Path:
 
 
 def config_digest(cfg) -> str:
-    from training.io import sha256_text
+    from facekd.core.io import sha256_text
 
     return sha256_text(yaml.safe_dump(to_dict(cfg), sort_keys=True))

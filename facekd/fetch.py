@@ -37,13 +37,13 @@ from typing import Mapping, Protocol, Sequence
 
 from tqdm import tqdm
 
-from training.io import atomic_path, atomic_write_json, atomic_write_text, sha256_file
+from facekd.core.io import atomic_path, atomic_write_json, atomic_write_text, sha256_file
 
 from . import __version__
 from .paths import (
     ALIGNED_DIR, DETECTOR, PEOPLE_DEV_TRAIN, SFACE_INT8BQ, SPLIT_FILES, SPLITS_DIR, cache_dir, is_aligned_root,
 )
-from training.errors import FacekdError
+from facekd.core.errors import FacekdError
 
 logger = logging.getLogger(__name__)
 
@@ -302,7 +302,7 @@ class AlignLFW:
         return is_aligned_root(home / ALIGNED_DIR)
 
     def __call__(self, archive: Path, home: Path, progress: bool) -> dict:
-        from training.align import prepare_folder
+        from facekd.training.align import prepare_folder
 
         for needed in (home / PEOPLE_DEV_TRAIN, home / DETECTOR):
             if not needed.is_file():

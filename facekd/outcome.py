@@ -50,7 +50,7 @@ def export_summary_lines(export_dir: Path, stage: str = "export") -> list[Line]:
 
 def bench_lines(result_paths: Iterable[Path], stage: str = "bench") -> list[Line]:
     """One line per benchmark row (artifact × runtime × threads × batch) of the result files."""
-    from runtime_bench.results import load_result
+    from facekd.runtime_bench.results import load_result
 
     lines = []
     for path in result_paths:

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from training.recordio import is_recordio_root
-from training.errors import FacekdError
+from facekd.training.recordio import is_recordio_root
+from facekd.core.errors import FacekdError
 
 LFW_DIR = Path("data") / "lfw"
 ALIGNED_DIR = LFW_DIR / "aligned_112"

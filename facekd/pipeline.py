@@ -12,12 +12,12 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from training.io import atomic_write_json, sha256_file, sha256_text
+from facekd.core.io import atomic_write_json, sha256_file, sha256_text
 
 from .config import RunConfig, config_digest, save_config, to_dict
 from .stages import bench_export, ensure_teacher_cache, ensure_view_cache, export_student, train_student
-from training.config import READING_ONLY_DATA_KEYS
-from training.trainer import open_training_data
+from facekd.training.config import READING_ONLY_DATA_KEYS
+from facekd.training.trainer import open_training_data
 
 log = logging.getLogger(__name__)
 STAGES = ("teacher cache", "train", "export", "bench", "report")
@@ -83,7 +83,7 @@ def run_demo(cfg: RunConfig, out: Path, config_path: str | None = None, progress
         results.append(reference_result)
         timings["reference"] = time.perf_counter() - started
 
-    from runtime_bench.report import write_report
+    from facekd.runtime_bench.report import write_report
 
     started = _announce(4, str(out / "report"))
     md, html = write_report(results, out / "report")
@@ -119,7 +119,7 @@ def reference_checkpoint(path: str) -> Path | None:
 def _bench_reference(cfg: RunConfig, out: Path, progress: bool) -> tuple[Path, Path] | None:
     """Export + bench the reference student (few formats, one thread): (export folder, result file
     whose rows are named ``reference <artifact>``)."""
-    from runtime_bench.results import with_artifact_prefix
+    from facekd.runtime_bench.results import with_artifact_prefix
 
     checkpoint = reference_checkpoint(cfg.demo.reference_student)
     if checkpoint is None:

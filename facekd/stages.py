@@ -6,14 +6,14 @@ import logging
 from contextlib import contextmanager
 from pathlib import Path
 
-from training import distributed
-from training.data import FaceFolder
-from training.evaluate import evaluate
-from training.io import atomic_write_json, sha256_text
-from training.teacher import load_teacher
-from training.teacher_cache import (StaleCacheError, TeacherCache, ViewCache, build_teacher_cache, build_view_cache,
+from facekd.training import distributed
+from facekd.core.data import FaceFolder
+from facekd.training.evaluate import evaluate
+from facekd.core.io import atomic_write_json, sha256_text
+from facekd.training.teacher import load_teacher
+from facekd.training.teacher_cache import (StaleCacheError, TeacherCache, ViewCache, build_teacher_cache, build_view_cache,
                                     cache_key, view_cache_key)
-from training.trainer import Trainer, TrainingError, TrainResult, load_val_pairs, open_training_data, pick_device
+from facekd.training.trainer import Trainer, TrainingError, TrainResult, load_val_pairs, open_training_data, pick_device
 
 from .config import RunConfig, save_config
 from .paths import cache_dir
@@ -155,7 +155,7 @@ def calibration_faces(cfg: RunConfig, *counts: int) -> list:
     permutation, so a smaller sample lies inside a larger one): file paths of a folder dataset,
     decoded faces of a RecordIO one. The training set is opened once for all of them."""
     import numpy as np
-    from export.faces import FaceSet
+    from facekd.export.faces import FaceSet
 
     folder = open_training_data(cfg)
     permutation = np.random.default_rng(cfg.train.seed).permutation(len(folder))
@@ -172,7 +172,7 @@ def calibration_faces(cfg: RunConfig, *counts: int) -> list:
 def export_student(cfg: RunConfig, checkpoint: Path, out_dir: Path, progress: bool = True):
     """All formats of cfg.export from a student checkpoint, calibrated on training faces and
     gated on the val pairs' faces (identities never trained on)."""
-    from export.build import export_checkpoint
+    from facekd.export.build import export_checkpoint
 
     pairs = load_val_pairs(cfg)
     if pairs is None:
@@ -192,7 +192,7 @@ def load_val_identities(cfg: RunConfig) -> FaceFolder | None:
     """All faces of the val identities (data.val_identities), or None when it is not set."""
     if not cfg.data.val_identities:
         return None
-    from training.evaluate import read_identity_set
+    from facekd.training.evaluate import read_identity_set
 
     return read_identity_set(f"{cfg.data.val_identities}={cfg.data.val_images_root or cfg.data.aligned_root}")
 
@@ -202,7 +202,7 @@ def _bench_identities(cfg: RunConfig) -> FaceFolder | None:
     if cfg.bench.identities == "none":
         return None
     if cfg.bench.identities:
-        from training.evaluate import read_identity_set
+        from facekd.training.evaluate import read_identity_set
 
         return read_identity_set(cfg.bench.identities, cfg.data.val_images_root or cfg.data.aligned_root)
     return load_val_identities(cfg)
@@ -217,7 +217,7 @@ def _onnx_teacher(cfg: RunConfig):
 def bench_export(cfg: RunConfig, export_dir: Path, out_path: Path, progress: bool = True) -> list[Path]:
     """Bench on this machine into `out_path`; with other targets in bench.targets (ssh, adb),
     one `<target>.json` per target beside it."""
-    from runtime_bench.bench import run_bench, run_bench_on_targets
+    from facekd.runtime_bench.bench import run_bench, run_bench_on_targets
 
     pairs = load_val_pairs(cfg)
     if pairs is None:

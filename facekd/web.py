@@ -13,7 +13,7 @@ import http.server
 import mimetypes
 import threading
 from pathlib import Path
-from training.errors import FacekdError
+from facekd.core.errors import FacekdError
 
 WEB_ROOT = Path(__file__).resolve().parents[1] / "web_demo"
 ORT_DIST = WEB_ROOT / "node_modules" / "onnxruntime-web" / "dist"
@@ -43,7 +43,7 @@ def float_detector(path: Path) -> bytes:
     and the float model computes exactly what the dequantised graph computes."""
     import onnx
 
-    from training.onnx_graph import fold_dequantized_weights
+    from facekd.training.onnx_graph import fold_dequantized_weights
 
     model = onnx.load(str(path))
     if not fold_dequantized_weights(model):
@@ -81,7 +81,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
 def _float_copy(detector: Path) -> Path:
     """The float detector, written once per detector file beside the web client (gitignored)."""
-    from training.io import atomic_write_bytes, sha256_file
+    from facekd.core.io import atomic_write_bytes, sha256_file
 
     target = WEB_ROOT / "node_modules" / ".facekd" / f"detector-{sha256_file(detector)[:16]}.onnx"
     if not target.is_file():

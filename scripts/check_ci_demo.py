@@ -13,9 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-from export.build import plan_jobs
+from facekd.export.build import plan_jobs
 from facekd.config import load_config
-from runtime_bench.results import load_result
+from facekd.runtime_bench.results import load_result
 
 
 def gaps(demo_dir: Path) -> list[str]:

@@ -16,8 +16,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from training.checkpoint import load_student  # noqa: E402
-from training.io import atomic_write_text, sha256_file  # noqa: E402
+from facekd.training.checkpoint import load_student  # noqa: E402
+from facekd.core.io import atomic_write_text, sha256_file  # noqa: E402
 
 MAX_BYTES = 8 * 1024 * 1024
 FILES = ("student.pt", "config.yaml", "metrics.json")

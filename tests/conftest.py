@@ -118,7 +118,7 @@ def _library_chatter_restored():
     import logging
     import warnings
 
-    from training.chatter import LIBRARY_ENV, QUIET_ENV
+    from facekd.core.chatter import LIBRARY_ENV, QUIET_ENV
 
     names = (QUIET_ENV, *LIBRARY_ENV)
     saved, level = {name: os.environ.get(name) for name in names}, logging.getLogger().level

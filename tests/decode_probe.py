@@ -12,8 +12,8 @@ from pathlib import Path
 
 from torch.utils.data import get_worker_info
 
-from training.data import FaceFolder
-from training.recordio import RecordIOFaces
+from facekd.core.data import FaceFolder
+from facekd.training.recordio import RecordIOFaces
 
 
 def _recorded(load_rgb):

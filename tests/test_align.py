@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from training.align import (
+from facekd.training.align import (
     ARCFACE_TEMPLATE_112,
     AlignError,
     FaceAligner,
@@ -16,7 +16,7 @@ from training.align import (
     prepare_folder,
     similarity_transform,
 )
-from training.data import load_rgb_file
+from facekd.core.data import load_rgb_file
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 import facekd
 from facekd.api import ModelNotFound
 from tests.test_trainer import tiny_pairs, tiny_teacher  # noqa: F401  (fixtures)
-from training.data import FaceFolder
+from facekd.core.data import FaceFolder
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +41,9 @@ def test_an_exported_artifact_loads_with_its_manifest_and_embeds_like_its_checkp
                                                                                     tiny_pairs, tmp_path):
     import torch
 
-    from training.checkpoint import save_checkpoint, student_state
-    from training.models import MobileFaceNet
-    from training.preprocess import PreprocessSpec
+    from facekd.training.checkpoint import save_checkpoint, student_state
+    from facekd.training.models import MobileFaceNet
+    from facekd.core.preprocess import PreprocessSpec
 
     torch.manual_seed(0)
     checkpoint = save_checkpoint(tmp_path / "student.pt", student_state(MobileFaceNet(width=0.25).eval(), PreprocessSpec()))

@@ -24,9 +24,9 @@ import torch
 
 from facekd.cli import main
 from facekd.outcome import EXIT_ERROR, EXIT_NOT_MADE
-from training.checkpoint import save_checkpoint, student_state
-from training.models import MobileFaceNet
-from training.preprocess import STUDENT_DEFAULT
+from facekd.training.checkpoint import save_checkpoint, student_state
+from facekd.training.models import MobileFaceNet
+from facekd.core.preprocess import STUDENT_DEFAULT
 from tests.test_trainer import tiny_pairs, tiny_teacher  # noqa: F401  (fixtures)
 
 TALLY = {"bad inputs": 0, "kills": 0, "lost": 0}
@@ -297,7 +297,7 @@ def _enospc(*_args, **_kwargs):
 
 
 def test_full_disk_while_writing_a_checkpoint(world, capsys, tmp_path, monkeypatch):
-    import training.checkpoint as checkpoint
+    import facekd.training.checkpoint as checkpoint
 
     run = tmp_path / "run"
     args = ("train", "--out", run, *with_set(world, "student.width=0.25", "data.identities_per_batch=3",

@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
-from runtime_bench.bench import BenchConfig, run_bench
-from runtime_bench.results import load_result
-from runtime_bench.targets import (AdbTarget, BenchmarkOutputError, parse_benchmark_model_output,
+from facekd.runtime_bench.bench import BenchConfig, run_bench
+from facekd.runtime_bench.results import load_result
+from facekd.runtime_bench.targets import (AdbTarget, BenchmarkOutputError, parse_benchmark_model_output,
                                    target_from_dict)
 from tests.test_bench_run import synthetic_pairs, write_manifest
 

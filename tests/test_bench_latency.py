@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime_bench.latency import (TimingPlan, disturbance, host_info, peak_rss_mb, percentile, summarize,
+from facekd.runtime_bench.latency import (TimingPlan, disturbance, host_info, peak_rss_mb, percentile, summarize,
                                    time_runs)
 
 
@@ -98,7 +98,7 @@ def test_peak_rss_tracks_this_process_only():
 
 
 def test_disturbance_prefers_measured_other_cpu_over_load_average():
-    from runtime_bench.latency import disturbance
+    from facekd.runtime_bench.latency import disturbance
 
     # a high load average (our own worker counts in it) is not a disturbance when others were idle
     assert disturbance(1.9, 1.9, 2, 10.0, 11.0, other_cores=0.05) is None
@@ -110,7 +110,7 @@ def test_disturbance_prefers_measured_other_cpu_over_load_average():
 def test_other_cpu_meter_sees_a_busy_sibling_and_not_itself():
     import time as _time
 
-    from runtime_bench.latency import OtherCpuMeter
+    from facekd.runtime_bench.latency import OtherCpuMeter
 
     meter = OtherCpuMeter()
     deadline = _time.perf_counter() + 0.5

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from runtime_bench.report import pareto_front, scatter_points, write_report
-from runtime_bench.results import (BenchResult, ResultSchemaError, Row, load_result, merge_results,
+from facekd.runtime_bench.report import pareto_front, scatter_points, write_report
+from facekd.runtime_bench.results import (BenchResult, ResultSchemaError, Row, load_result, merge_results,
                                    save_result)
 
 

@@ -12,18 +12,18 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.manifest import Manifest, artifact_size, sha256_artifact
-from export.formats import FORMATS
-from export.host import peak_gmacs
-from runtime_bench.bench import (BenchConfig, BenchError, RuntimeSpec, _resumable, run_bench,
+from facekd.export.manifest import Manifest, artifact_size, sha256_artifact
+from facekd.export.formats import FORMATS
+from facekd.export.host import peak_gmacs
+from facekd.runtime_bench.bench import (BenchConfig, BenchError, RuntimeSpec, _resumable, run_bench,
                                   run_bench_on_targets, subset_pairs)
-from runtime_bench.report import write_report
-from runtime_bench.results import load_result
-from runtime_bench.targets import LocalTarget
-from training.checkpoint import save_checkpoint, student_state
-from training.models.mobilefacenet import MobileFaceNet
-from training.pairs import PairsError, VerificationPairs
-from training.preprocess import STUDENT_DEFAULT
+from facekd.runtime_bench.report import write_report
+from facekd.runtime_bench.results import load_result
+from facekd.runtime_bench.targets import LocalTarget
+from facekd.training.checkpoint import save_checkpoint, student_state
+from facekd.training.models.mobilefacenet import MobileFaceNet
+from facekd.core.pairs import PairsError, VerificationPairs
+from facekd.core.preprocess import STUDENT_DEFAULT
 from tests.conftest import write_toy_bin
 from tests.test_trainer import tiny_pairs, tiny_teacher  # noqa: F401  (fixtures)
 
@@ -134,7 +134,7 @@ def test_run_bench_measures_refuses_and_contains_crashes(export_dir, tmp_path, m
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     config = BenchConfig(**QUICK, runtimes=[
         RuntimeSpec("crashing", ["onnx-fp32"], runner="bench_crashing_runner:CrashingRunner"),
-        RuntimeSpec("onnxruntime-cuda", ["onnx"], runner="runtime_bench.accelerated:OnnxRuntimeCudaRunner"),
+        RuntimeSpec("onnxruntime-cuda", ["onnx"], runner="facekd.runtime_bench.accelerated:OnnxRuntimeCudaRunner"),
     ])
     path = run_bench(export_dir, synthetic_pairs(), config, tmp_path / "result.json", progress=False)
     result = load_result(path)
@@ -188,7 +188,7 @@ def test_run_bench_measures_refuses_and_contains_crashes(export_dir, tmp_path, m
 
 def test_bench_suites_score_every_artifact_as_eval_sets_does(export_dir, tmp_path, tiny_faces, tiny_pairs,  # noqa: F811
                                                               tiny_teacher, capsys):  # noqa: F811
-    from export.build import export_teacher
+    from facekd.export.build import export_teacher
     from facekd.cli import main
     from facekd.config import load_config
 
@@ -312,7 +312,7 @@ def test_run_bench_on_targets_writes_one_result_per_target(export_dir, tmp_path)
 
 
 def test_formats_the_export_could_not_make_still_get_a_row(tmp_path):
-    from runtime_bench.bench import export_only_rows
+    from facekd.runtime_bench.bench import export_only_rows
 
     (tmp_path / "export_summary.json").write_text(json.dumps([
         {"format": "onnx", "precision": "fp32", "status": "ok", "reason": ""},

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime_bench.bench import BenchConfig, run_bench
-from runtime_bench.results import load_result
-from runtime_bench.targets import SshTarget
+from facekd.runtime_bench.bench import BenchConfig, run_bench
+from facekd.runtime_bench.results import load_result
+from facekd.runtime_bench.targets import SshTarget
 from tests.conftest import write_toy_bin
 from tests.test_bench_run import QUICK, build_export_dir, synthetic_pairs
 

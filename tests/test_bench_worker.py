@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from runtime_bench.accelerated import ACCELERATED_RUNTIMES
-from runtime_bench.client import WorkerDied, WorkerError
-from runtime_bench.targets import LocalTarget
+from facekd.runtime_bench.accelerated import ACCELERATED_RUNTIMES
+from facekd.runtime_bench.client import WorkerDied, WorkerError
+from facekd.runtime_bench.targets import LocalTarget
 
 RUNNERS = '''
 import os
@@ -148,7 +148,7 @@ def test_broken_install_is_a_failure_not_unavailable(target, runner, message):
 
 
 def test_a_format_rows_declared_package_missing_is_unavailable_with_its_hint():
-    from runtime_bench.worker import _declared_package_missing
+    from facekd.runtime_bench.worker import _declared_package_missing
 
     request = {"op": "load", "format": "tflite"}
     hint = _declared_package_missing(request, ModuleNotFoundError("No module named 'ai_edge_litert'", name="ai_edge_litert"))

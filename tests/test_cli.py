@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from facekd.cli import main
-from training.checkpoint import save_checkpoint, student_state
-from training.models import MobileFaceNet
-from training.preprocess import PreprocessSpec
+from facekd.training.checkpoint import save_checkpoint, student_state
+from facekd.training.models import MobileFaceNet
+from facekd.core.preprocess import PreprocessSpec
 from tests.conftest import write_toy_bin
 from tests.test_derived import ChainTeacher, _export
 from tests.test_trainer import tiny_pairs, tiny_teacher  # noqa: F401  (fixtures)
@@ -48,7 +48,7 @@ def test_eval_checkpoint_on_pairs_writes_json(tmp_path, tiny_faces, capsys):
 
 
 def test_export_help_lists_every_format(capsys):
-    from export.formats import FORMATS
+    from facekd.export.formats import FORMATS
 
     with pytest.raises(SystemExit):
         main(["export", "--help"])
@@ -105,7 +105,7 @@ def test_training_without_val_pairs_says_so_once(tiny_faces, tiny_teacher, tmp_p
             "--set", f"teacher.cache_dir={tmp_path / 'cache'}", "--set", "data.identities_per_batch=3",
             "--set", "data.images_per_identity=2", "--set", "student.width=0.25", "--set", "train.epochs=2",
             "--set", "train.threads=1", "--set", "student.family=mobilefacenet"]
-    with caplog.at_level(logging.WARNING, logger="training"):
+    with caplog.at_level(logging.WARNING, logger="facekd.training"):
         assert main(args) == 0
     said = [r.getMessage() for r in caplog.records if "no validation pairs" in r.getMessage()]
     assert len(said) == 1
@@ -245,7 +245,7 @@ def test_eval_prints_one_table_for_several_sets(tmp_path, tiny_faces, tiny_pairs
 
 def test_a_user_error_is_one_line_and_a_bug_keeps_its_traceback(monkeypatch, capsys):
     import facekd.cli as cli
-    from training.errors import InputError
+    from facekd.core.errors import InputError
 
     monkeypatch.setattr(cli, "cmd_report", lambda args: (_ for _ in ()).throw(InputError("pass a result JSON")))
     assert main(["report", "x.json", "--out", "r"]) == 2
@@ -261,11 +261,11 @@ def test_every_error_a_user_can_cause_is_a_facekd_error():
     import inspect
     import pkgutil
 
-    from training.errors import FacekdError
+    from facekd.core.errors import FacekdError
 
     internal = {"ProtocolError", "WorkerError", "WorkerDied"}  # worker protocol faults: rows of a bench, not user input
     outside = []
-    for package in ("training", "export", "runtime_bench", "facekd"):
+    for package in ("facekd",):
         root = importlib.import_module(package)
         for info in pkgutil.walk_packages(root.__path__, f"{package}."):
             module = importlib.import_module(info.name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from facekd.config import ConfigError, RunConfig, load_config, save_config
-from training.preprocess import PreprocessSpec
+from facekd.core.preprocess import PreprocessSpec
 
 
 def test_defaults_yaml_and_overrides_layer_in_order(tmp_path):

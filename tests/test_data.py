@@ -8,14 +8,14 @@ import cv2
 import numpy as np
 import pytest
 
-from training.data import (
+from facekd.core.data import (
     BadImageError,
     DatasetError,
     FaceFolder,
     load_rgb_file,
     read_identity_list,
 )
-from training.sampler import IdentityBalancedSampler
+from facekd.training.sampler import IdentityBalancedSampler
 
 
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from export.build import ExportConfig, export_checkpoint
-from training.checkpoint import load_student, save_checkpoint, student_state
-from training.models import build_student
-from training.models.derived import ConversionError, convert_teacher, derive_student, prune_channels
-from training.preprocess import PreprocessSpec
-from training.teacher import OnnxTeacher
+from facekd.export.build import ExportConfig, export_checkpoint
+from facekd.training.checkpoint import load_student, save_checkpoint, student_state
+from facekd.training.models import build_student
+from facekd.training.models.derived import ConversionError, convert_teacher, derive_student, prune_channels
+from facekd.core.preprocess import PreprocessSpec
+from facekd.training.teacher import OnnxTeacher
 
 RAW = PreprocessSpec(mean=(0.0,) * 3, std=(1.0,) * 3)
 
@@ -64,7 +64,7 @@ def exact_teacher(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def faces_uint8(tiny_faces) -> np.ndarray:
-    from training.data import FaceFolder
+    from facekd.core.data import FaceFolder
 
     folder = FaceFolder(tiny_faces)
     return np.stack([folder.load_rgb(i) for i in range(8)])
@@ -114,7 +114,7 @@ def test_a_widened_head_reads_the_channels_that_pruning_kept(tmp_path, faces_uin
     full, info = convert_teacher(path)
     kept = prune_channels(full, 0.5)
     assert len(kept) == 24 and len(set(kept)) == 24 and kept.max() < 48
-    from training.models.derived import _widen_head
+    from facekd.training.models.derived import _widen_head
 
     _widen_head(full, info["head_weight"][:, kept], info["head_bias"], 1)  # the same rank-1 fit, rebuilt
     np.testing.assert_allclose(_embed(full, faces_uint8), _embed(rank_one, faces_uint8), atol=1e-6)
@@ -166,7 +166,7 @@ def test_unsupported_teacher_ops_are_named(tmp_path):
 
 @pytest.mark.parametrize("head_rank", [1, 3])
 def test_pruned_student_exports_with_parity(exact_teacher, tiny_faces, tmp_path, head_rank):
-    from training.pairs import VerificationPairs
+    from facekd.core.pairs import VerificationPairs
 
     student = derive_student(exact_teacher, keep_ratio=0.5, head_rank=head_rank)
     checkpoint = save_checkpoint(tmp_path / "s.pt", student_state(student, RAW))
@@ -183,8 +183,8 @@ def test_pruned_student_exports_with_parity(exact_teacher, tiny_faces, tmp_path,
 
 
 def test_real_sface_converts_close_to_itself(facekd_home):
-    from training.data import FaceFolder
-    from training.preprocess import SFACE
+    from facekd.core.data import FaceFolder
+    from facekd.core.preprocess import SFACE
 
     path = facekd_home / "models" / "sface" / "sface_fp32.onnx"
     student, _ = convert_teacher(path)
@@ -239,8 +239,8 @@ def test_a_weight_only_int8_teacher_converts_to_the_float_network_it_computes(ex
 
 
 def test_the_fetched_int8bq_sface_derives_the_same_student_as_its_float_twin(facekd_home):
-    from training.data import FaceFolder
-    from training.preprocess import SFACE
+    from facekd.core.data import FaceFolder
+    from facekd.core.preprocess import SFACE
 
     folder = FaceFolder(facekd_home / "data" / "lfw" / "aligned_112")
     faces = np.stack([folder.load_rgb(i) for i in range(0, 400, 50)])

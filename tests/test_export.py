@@ -15,17 +15,17 @@ import numpy as np
 import pytest
 import torch
 
-from export import build, formats
-from export.build import ExportConfig, ExportError, available_formats, export_checkpoint, plan_jobs, split_format_requests
-from export.errors import FormatUnavailable
-from export.manifest import Manifest, verify_artifact
-from export.parity import DEFAULT_BARS, Parity, ParityBar, ParityReference, gate, measure_parity
-from export.torch_format import TorchRunner
-from training.checkpoint import CheckpointError, save_checkpoint, student_state
-from training.data import load_rgb_file
-from training.models.mobilefacenet import MobileFaceNet
-from training.pairs import VerificationPairs
-from training.preprocess import STUDENT_DEFAULT
+from facekd.export import build, formats
+from facekd.export.build import ExportConfig, ExportError, available_formats, export_checkpoint, plan_jobs, split_format_requests
+from facekd.export.errors import FormatUnavailable
+from facekd.export.manifest import Manifest, verify_artifact
+from facekd.export.parity import DEFAULT_BARS, Parity, ParityBar, ParityReference, gate, measure_parity
+from facekd.export.torch_format import TorchRunner
+from facekd.training.checkpoint import CheckpointError, save_checkpoint, student_state
+from facekd.core.data import load_rgb_file
+from facekd.training.models.mobilefacenet import MobileFaceNet
+from facekd.core.pairs import VerificationPairs
+from facekd.core.preprocess import STUDENT_DEFAULT
 
 TENSORRT_INSTALLED = formats.FORMATS["tensorrt"].unavailable_reason() is None
 

@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 import torch
 
-from export.build import ExportConfig, export_checkpoint
-from export.errors import FormatUnavailable
-from export.formats import FORMATS
-from export.manifest import Manifest, verify_artifact
-from export.parity import DEFAULT_BARS, ParityBar
-from training.checkpoint import save_checkpoint, student_state
-from training.data import load_rgb_file
-from training.models.mobilefacenet import MobileFaceNet
-from training.pairs import read_lfw_pairs
-from training.preprocess import STUDENT_DEFAULT
+from facekd.export.build import ExportConfig, export_checkpoint
+from facekd.export.errors import FormatUnavailable
+from facekd.export.formats import FORMATS
+from facekd.export.manifest import Manifest, verify_artifact
+from facekd.export.parity import DEFAULT_BARS, ParityBar
+from facekd.training.checkpoint import save_checkpoint, student_state
+from facekd.core.data import load_rgb_file
+from facekd.training.models.mobilefacenet import MobileFaceNet
+from facekd.core.pairs import read_lfw_pairs
+from facekd.core.preprocess import STUDENT_DEFAULT
 
 pytestmark = pytest.mark.realdata
 
@@ -119,7 +119,7 @@ def test_tflite_fp32_takes_nhwc_and_matches_torch(checkpoint, real_faces, tmp_pa
 
 
 def test_prelus_with_slopes_up_to_one_become_an_equal_maximum():
-    from export.prelu import prelu_as_maximum
+    from facekd.export.prelu import prelu_as_maximum
 
     torch.manual_seed(1)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.PReLU(4), torch.nn.Conv2d(4, 4, 1), torch.nn.PReLU(4),

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from export.manifest import SCHEMA_VERSION, Manifest, ManifestError, artifact_size, sha256_artifact, verify_artifact
+from facekd.export.manifest import SCHEMA_VERSION, Manifest, ManifestError, artifact_size, sha256_artifact, verify_artifact
 
 
 def _manifest(file_name: str, sha256: str, size: int) -> Manifest:

@@ -17,16 +17,16 @@ import onnx
 import pytest
 import torch
 
-from export import build, formats, tensorrt_format
-from export.build import ExportConfig, export_checkpoint
-from export.errors import ExportError, FormatUnavailable
-from export.manifest import Manifest, verify_artifact
-from export.parity import DEFAULT_BARS, ParityBar
-from runtime_bench import accelerated
-from training.checkpoint import save_checkpoint, student_state
-from training.data import load_rgb_file
-from training.models.mobilefacenet import MobileFaceNet
-from training.preprocess import STUDENT_DEFAULT
+from facekd.export import build, formats, tensorrt_format
+from facekd.export.build import ExportConfig, export_checkpoint
+from facekd.export.errors import ExportError, FormatUnavailable
+from facekd.export.manifest import Manifest, verify_artifact
+from facekd.export.parity import DEFAULT_BARS, ParityBar
+from facekd.runtime_bench import accelerated
+from facekd.training.checkpoint import save_checkpoint, student_state
+from facekd.core.data import load_rgb_file
+from facekd.training.models.mobilefacenet import MobileFaceNet
+from facekd.core.preprocess import STUDENT_DEFAULT
 
 # shared with the converter tests: real faces, the int8 student and its bar (random weights quantise worse)
 from .test_export_converters import RANDOM_WEIGHTS_INT8_BAR, checkpoint, real_faces  # noqa: F401

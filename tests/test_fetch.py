@@ -31,7 +31,7 @@ from facekd.fetch import (
 )
 from facekd.paths import SPLIT_FILES, resolve_resources
 from tests.conftest import required_resource_missing
-from training.pairs import read_lfw_pairs
+from facekd.core.pairs import read_lfw_pairs
 
 SHARED = Path(os.environ.get("FACEKD_HOME") or Path(__file__).resolve().parents[2] / "shared")
 LISTED = ("Abdoulaye_Wade", "Alexander_Rumyantsev", "Carlos_Ruiz")

@@ -13,9 +13,9 @@ import pytest
 from scipy.stats import beta, binom
 
 from facekd.cli import main
-from training import verification
-from training.operating_points import OperatingPointError, OperatingPoints
-from training.verification import (IdentitySetError, all_pairs_scores, equal_error_rate, l2_normalise,
+from facekd.core import verification
+from facekd.core.operating_points import OperatingPointError, OperatingPoints
+from facekd.core.verification import (IdentitySetError, all_pairs_scores, equal_error_rate, l2_normalise,
                                    measure_identities, operating_points, open_set_trials, open_set_at_threshold)
 
 
@@ -132,9 +132,9 @@ def test_eval_on_a_folder_of_one_identity_is_one_line_error(tiny_faces, tmp_path
 @pytest.fixture(scope="module")
 def val_faces(facekd_home):
     """The zoo student's embeddings of every face of the 500 val identities (never trained on)."""
-    from training.checkpoint import load_student
-    from training.data import FaceFolder, read_identity_list
-    from training.evaluate import embed_folder, student_embed_fn
+    from facekd.training.checkpoint import load_student
+    from facekd.core.data import FaceFolder, read_identity_list
+    from facekd.training.evaluate import embed_folder, student_embed_fn
 
     lfw = facekd_home / "data" / "lfw"
     folder = FaceFolder(lfw / "aligned_112", identities=read_identity_list(lfw / "splits" / "val_identities.txt"))

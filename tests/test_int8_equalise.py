@@ -13,15 +13,15 @@ import pytest
 import torch
 from torch import nn
 
-from export.build import INT8_SEARCH_MARGIN, ExportConfig, export_checkpoint
-from export.equalise import _channel_ranges, equalise_for_int8
-from export.onnx_format import _embed, export_fp32, quantize_int8
-from export.parity import worst_cosine
-from training.checkpoint import save_checkpoint, student_state
-from training.models.derived import DerivedArch, DerivedStudent
-from training.models.mobilefacenet import MobileFaceNet
-from export.parity import DEFAULT_BARS, ParityBar
-from training.preprocess import STUDENT_DEFAULT
+from facekd.export.build import INT8_SEARCH_MARGIN, ExportConfig, export_checkpoint
+from facekd.export.equalise import _channel_ranges, equalise_for_int8
+from facekd.export.onnx_format import _embed, export_fp32, quantize_int8
+from facekd.export.parity import worst_cosine
+from facekd.training.checkpoint import save_checkpoint, student_state
+from facekd.training.models.derived import DerivedArch, DerivedStudent
+from facekd.training.models.mobilefacenet import MobileFaceNet
+from facekd.export.parity import DEFAULT_BARS, ParityBar
+from facekd.core.preprocess import STUDENT_DEFAULT
 
 LOUD = 30.0
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from export.faces import FaceSet
-from export.formats import FORMATS
-from export.int8_search import float_run, keep_sensitive_float
-from export.parity import worst_cosine
-from training.preprocess import STUDENT_DEFAULT
+from facekd.export.faces import FaceSet
+from facekd.export.formats import FORMATS
+from facekd.export.int8_search import float_run, keep_sensitive_float
+from facekd.export.parity import worst_cosine
+from facekd.core.preprocess import STUDENT_DEFAULT
 from tests.test_tflite_int8_search import OUTLIER, Tiny
 
 
@@ -98,7 +98,7 @@ def test_a_dynamic_range_int8_that_misses_the_target_leaves_the_search_to_run(fa
 @pytest.mark.skipif(FORMATS["executorch"].unavailable_reason() is not None,
                     reason=FORMATS["executorch"].unavailable_reason() or "")
 def test_executorch_int8_searches_and_its_program_is_the_one_measured(faces, tmp_path):
-    from export import executorch_format
+    from facekd.export import executorch_format
 
     model = Tiny(OUTLIER)
     path = tmp_path / "model.pte"
@@ -117,7 +117,7 @@ def test_executorch_int8_searches_and_its_program_is_the_one_measured(faces, tmp
 @pytest.mark.skipif(FORMATS["executorch"].unavailable_reason() is not None,
                     reason=FORMATS["executorch"].unavailable_reason() or "")
 def test_executorch_dynamic_range_int8_quantises_the_large_layers_and_runs(faces):
-    from export import executorch_format
+    from facekd.export import executorch_format
 
     example = (torch.zeros(STUDENT_DEFAULT.with_layout("NCHW").input_shape(1)),)
     assert executorch_format._dynamic_range_program(Tiny(1.0), example) is None  # no layer with 1024 weights

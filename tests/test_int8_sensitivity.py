@@ -17,8 +17,8 @@ import pytest
 import torch
 from torch import nn
 
-from export.formats import FORMATS
-from export.onnx_format import (
+from facekd.export.formats import FORMATS
+from facekd.export.onnx_format import (
     WEIGHTS_ONLY,
     OnnxRuntimeRunner,
     _embed,
@@ -28,7 +28,7 @@ from export.onnx_format import (
     quantize_int8,
     worst_cosine,
 )
-from training.preprocess import STUDENT_DEFAULT
+from facekd.core.preprocess import STUDENT_DEFAULT
 
 OUTLIER = 1e4
 
@@ -124,7 +124,7 @@ def _openvino_static_and_shipped(fp32: Path, inputs: np.ndarray, out_dir: Path) 
     most one of its two layers returned to float, saved, inspected and run on ``inputs``."""
     import openvino as ov
 
-    from export import openvino_format
+    from facekd.export import openvino_format
 
     openvino_format.MAX_FLOAT_ROUNDS = 1
     found = {}

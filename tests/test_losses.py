@@ -7,13 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from training.losses import (
+from facekd.training.losses import (
     CombinedMarginHead, FeatureConsistency, HardnessAwareFeatureConsistency, LogitDistillation, LossConfig,
     LossConfigError, LossInputError, LossInputs, LossSuite, RelationAwareDistillation, RelationalDistance,
     SimilarityPreserving, WeightExclusivity,
 )
-from training.losses.exclusivity import layer_exclusivity
-from training.models.mobilefacenet import MobileFaceNet
+from facekd.training.losses.exclusivity import layer_exclusivity
+from facekd.training.models.mobilefacenet import MobileFaceNet
 
 BATCH, STUDENT_DIM, TEACHER_DIM, CLASSES = 8, 16, 16, 5
 
@@ -478,7 +478,7 @@ def test_suite_validation(batch: LossInputs) -> None:
 def test_margin_head_skips_unlabelled_samples(batch: LossInputs) -> None:
     from dataclasses import replace
 
-    from training.data import UNLABELLED
+    from facekd.core.data import UNLABELLED
 
     head = CombinedMarginHead(5, STUDENT_DIM)
     mixed = replace(batch, labels=torch.tensor([0, UNLABELLED, 1, 1, UNLABELLED, 3, 3, 4]))
@@ -492,7 +492,7 @@ def test_margin_head_skips_unlabelled_samples(batch: LossInputs) -> None:
 
 
 def test_rad_gives_unlabelled_anchors_no_positives(batch: LossInputs) -> None:
-    from training.data import UNLABELLED
+    from facekd.core.data import UNLABELLED
 
     term = RelationAwareDistillation(STUDENT_DIM, TEACHER_DIM, form="mse", top_k=0)
     labels = torch.tensor([UNLABELLED, UNLABELLED, 1, 1, 2, 3, 3, 4])
@@ -503,7 +503,7 @@ def test_rad_gives_unlabelled_anchors_no_positives(batch: LossInputs) -> None:
 
 
 def test_feature_hint_is_the_energy_normalised_error_of_the_projected_maps():
-    from training.losses import FeatureHint
+    from facekd.training.losses import FeatureHint
 
     torch.manual_seed(0)
     hint = FeatureHint([(4, 4), (2, 2)])

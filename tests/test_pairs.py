@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from training.pairs import (
+from facekd.core.pairs import (
     PairsError,
     VerificationPairs,
     read_insightface_bin,

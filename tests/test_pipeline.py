@@ -47,9 +47,9 @@ def test_demo_chain_writes_report_and_reuses_finished_stages(tiny_faces, tiny_te
 def test_demo_report_shows_the_reference_student_beside_the_new_one(tiny_faces, tiny_teacher, tiny_pairs, tmp_path):
     import torch
 
-    from training.checkpoint import save_checkpoint, student_state
-    from training.models.mobilefacenet import MobileFaceNet
-    from training.preprocess import STUDENT_DEFAULT
+    from facekd.training.checkpoint import save_checkpoint, student_state
+    from facekd.training.models.mobilefacenet import MobileFaceNet
+    from facekd.core.preprocess import STUDENT_DEFAULT
 
     torch.manual_seed(3)
     reference = save_checkpoint(tmp_path / "zoo" / "student.pt", student_state(MobileFaceNet(width=0.25).eval(), STUDENT_DEFAULT))

@@ -15,12 +15,12 @@ import pytest
 import torch
 from torch import nn
 
-from export import build, formats
-from export.build import ExportConfig, ExportError, export_checkpoint
-from training.checkpoint import save_checkpoint, student_state
-from training.models.mobilefacenet import MobileFaceNet
-from training.preprocess import STUDENT_DEFAULT
-from training.quant_aware import QuantAwareConfig, SimulatedInt8, quant_aware_finetune
+from facekd.export import build, formats
+from facekd.export.build import ExportConfig, ExportError, export_checkpoint
+from facekd.training.checkpoint import save_checkpoint, student_state
+from facekd.training.models.mobilefacenet import MobileFaceNet
+from facekd.core.preprocess import STUDENT_DEFAULT
+from facekd.training.quant_aware import QuantAwareConfig, SimulatedInt8, quant_aware_finetune
 
 OUTLIER = 300.0
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from facekd.cli import main
-from training.checkpoint import load_checkpoint
-from training.data import load_rgb_file
-from training.recordio import (MAGIC, RecordIOError, RecordIOFaces, RecordIOReader, pack, unpack, write_face_recordio,
+from facekd.training.checkpoint import load_checkpoint
+from facekd.core.data import load_rgb_file
+from facekd.training.recordio import (MAGIC, RecordIOError, RecordIOFaces, RecordIOReader, pack, unpack, write_face_recordio,
                                write_recordio)
 from tests.conftest import run_torchrun
 from tests.test_trainer import tiny_teacher  # noqa: F401  (fixture)

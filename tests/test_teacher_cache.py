@@ -12,10 +12,10 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from training.data import FaceFolder
-from training.preprocess import SFACE, PreprocessSpec
-from training.teacher import OnnxTeacher, Teacher, TeacherError, TorchTeacher, load_teacher
-from training.teacher_cache import StaleCacheError, TeacherCache, build_teacher_cache, cache_key
+from facekd.core.data import FaceFolder
+from facekd.core.preprocess import SFACE, PreprocessSpec
+from facekd.training.teacher import OnnxTeacher, Teacher, TeacherError, TorchTeacher, load_teacher
+from facekd.training.teacher_cache import StaleCacheError, TeacherCache, build_teacher_cache, cache_key
 from tests.test_trainer import tiny_teacher  # noqa: F401  (fixture)
 
 SPEC_8 = PreprocessSpec(size=8)
@@ -236,7 +236,7 @@ def test_a_second_run_waits_for_the_first_builder_and_reuses_its_cache(tiny_face
     from filelock import FileLock
 
     from facekd.api import DEMO_CONFIG, run_config
-    from training.trainer import open_training_data
+    from facekd.training.trainer import open_training_data
 
     cache = tmp_path / "cache"
     settings = [f"teacher.cache_dir={cache}", "student.family=mobilefacenet", "teacher.batch_size=4"]

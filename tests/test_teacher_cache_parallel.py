@@ -18,9 +18,9 @@ import torch.distributed as dist
 from facekd.cli import main
 from facekd.config import load_config
 from facekd.stages import _cache_teacher, _open_or_build
-from training.teacher_cache import StaleCacheError, build_teacher_cache, build_view_cache
-from training.trainer import TrainingError
-from training.views import ViewSpec
+from facekd.training.teacher_cache import StaleCacheError, build_teacher_cache, build_view_cache
+from facekd.training.trainer import TrainingError
+from facekd.training.views import ViewSpec
 from tests.conftest import run_torchrun, torchrun_command
 from tests.test_bad_inputs import _Slow, export_onnx
 from tests.test_teacher_cache import ColumnTeacher, make_folder
@@ -107,7 +107,7 @@ def test_ranks_on_several_machines_open_a_built_cache_or_are_told_to_build_it_on
 def test_a_ranks_teacher_runs_on_its_own_gpu_or_its_share_of_the_cores(tiny_teacher, monkeypatch):  # noqa: F811
     import onnxruntime as ort
 
-    from training import distributed
+    from facekd.training import distributed
 
     seen, real_session = {}, ort.InferenceSession
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 from torch import nn
 
-from export.faces import FaceSet
-from export.formats import FORMATS
-from export.parity import worst_cosine
-from training.preprocess import STUDENT_DEFAULT
+from facekd.export.faces import FaceSet
+from facekd.export.formats import FORMATS
+from facekd.export.parity import worst_cosine
+from facekd.core.preprocess import STUDENT_DEFAULT
 
 pytestmark = pytest.mark.skipif(FORMATS["tflite"].unavailable_reason() is not None,
                                 reason=FORMATS["tflite"].unavailable_reason() or "")
@@ -46,7 +46,7 @@ def faces() -> FaceSet:
 
 
 def _convert(model: nn.Module, faces: FaceSet, path, target: float | None = TARGET):
-    from export import litert_format
+    from facekd.export import litert_format
 
     litert_format.convert(model, "int8", faces, path, preprocess=STUDENT_DEFAULT, max_batch=1, int8_target_worst_cos=target)
     runner = litert_format.LiteRTRunner()
@@ -83,7 +83,7 @@ def test_without_a_target_every_inner_convolution_stays_int8(faces, tmp_path):
 
 
 def test_dynamic_range_int8_quantises_the_layers_with_1024_weights_or_more(faces):
-    from export import litert_format
+    from facekd.export import litert_format
 
     example = (torch.zeros(STUDENT_DEFAULT.with_layout("NHWC").input_shape(1)),)
     assert litert_format._dynamic_range_int8(Tiny(1.0), example) is None  # no layer that large: nothing to make int8

@@ -12,12 +12,12 @@ import torch
 
 from facekd.config import load_config, save_config
 from facekd.stages import ensure_teacher_cache, train_student
-from training.checkpoint import load_checkpoint
-from training.data import BadImageError
-from training.images import PRELOAD_BUDGET_BYTES, PreloadedImages, StreamedImages, open_images, should_preload
-from training.recordio import RecordIOFaces
-from training.sampler import IdentityBalancedSampler
-from training.trainer import Trainer, _fingerprint, open_training_data
+from facekd.training.checkpoint import load_checkpoint
+from facekd.core.data import BadImageError
+from facekd.training.images import PRELOAD_BUDGET_BYTES, PreloadedImages, StreamedImages, open_images, should_preload
+from facekd.training.recordio import RecordIOFaces
+from facekd.training.sampler import IdentityBalancedSampler
+from facekd.training.trainer import Trainer, _fingerprint, open_training_data
 from tests.conftest import run_torchrun
 from tests.test_recordio import recordio_faces  # noqa: F401  (fixture)
 from tests.test_trainer import tiny_config, tiny_pairs, tiny_teacher, unlabelled_faces  # noqa: F401  (fixtures)

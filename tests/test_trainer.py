@@ -10,10 +10,10 @@ import torch
 
 from facekd.config import load_config
 from facekd.stages import ensure_teacher_cache, train_student
-from training.checkpoint import load_checkpoint, load_student
-from training.preprocess import PreprocessSpec
-from training.trainer import Trainer, TrainingError, lr_factor, normalise_batch, open_training_data
-from training.data import FaceFolder
+from facekd.training.checkpoint import load_checkpoint, load_student
+from facekd.core.preprocess import PreprocessSpec
+from facekd.training.trainer import Trainer, TrainingError, lr_factor, normalise_batch, open_training_data
+from facekd.core.data import FaceFolder
 from tests.conftest import run_torchrun
 
 
@@ -70,7 +70,7 @@ def test_lr_schedule_warmup_cosine_and_step():
 
 _REFAULT_PROBE = """
 import resource, sys, torch
-from training.trainer import retain_freed_memory
+from facekd.training.trainer import retain_freed_memory
 if sys.argv[1] == "retain" and not retain_freed_memory():
     print("unsupported"); raise SystemExit
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -185,8 +185,8 @@ def unlabelled_faces(tmp_path_factory) -> Path:
 
 def test_unlabelled_faces_join_batches_and_skip_the_margin_head(tiny_faces, tiny_teacher, tiny_pairs, tmp_path,
                                                                 unlabelled_faces, monkeypatch):
-    from training.data import UNLABELLED
-    from training.losses.margin import CombinedMarginHead
+    from facekd.core.data import UNLABELLED
+    from facekd.training.losses.margin import CombinedMarginHead
 
     cfg = tiny_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, f"data.unlabelled=[{unlabelled_faces}]",
                       "data.unlabelled_per_batch=4", "train.epochs=1")
@@ -273,7 +273,7 @@ def test_a_teacher_cache_over_the_budget_is_read_in_place_to_the_same_weights(vi
                                                                               tiny_pairs, tmp_path, monkeypatch):
     """Flips, the relation queue, class centres (logit_kd) and views read from the cache's memory maps
     when the embeddings exceed data.preload's budget, and train to the weights of the RAM copy."""
-    import training.images
+    import facekd.training.images
     from facekd.stages import ensure_view_cache
 
     cfg = tiny_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, "train.epochs=1", "train.max_steps_per_epoch=2",

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import torch
 
-from export.cost import onnx_cost, torch_cost
-from runtime_bench.latency import cpu_features, peak_gmacs
-from runtime_bench.report import GMACS_COLUMN, ScatterPoint, accuracy_axis, row_cells, table_columns
-from runtime_bench.results import Row
-from runtime_bench.verdict import headline, recommend, summary_lines
+from facekd.export.cost import onnx_cost, torch_cost
+from facekd.runtime_bench.latency import cpu_features, peak_gmacs
+from facekd.runtime_bench.report import GMACS_COLUMN, ScatterPoint, accuracy_axis, row_cells, table_columns
+from facekd.runtime_bench.results import Row
+from facekd.runtime_bench.verdict import headline, recommend, summary_lines
 
 
 def row(artifact, acc, std, p50, threads=1, batch=1, role="student", status="ok", params=1_000_000, size=4_000_000):

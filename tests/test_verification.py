@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.pairs import VerificationPairs, read_lfw_pairs
-from training.preprocess import SFACE
-from training.teacher import OnnxTeacher
-from training.verification import (
+from facekd.core.pairs import VerificationPairs, read_lfw_pairs
+from facekd.core.preprocess import SFACE
+from facekd.training.teacher import OnnxTeacher
+from facekd.core.verification import (
     best_threshold,
     cross_validated_decisions,
     mcnemar,

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from facekd.config import load_config
-from training.data import UNLABELLED, FaceFolder
-from training.online import OnlineTeacher
-from training.preprocess import PreprocessSpec
-from training.teacher_cache import StaleCacheError, ViewCache, build_view_cache, view_cache_key
-from training.trainer import Trainer, normalise_batch
-from training.views import ViewSpec, make_view, view_parameters
+from facekd.core.data import UNLABELLED, FaceFolder
+from facekd.training.online import OnlineTeacher
+from facekd.core.preprocess import PreprocessSpec
+from facekd.training.teacher_cache import StaleCacheError, ViewCache, build_view_cache, view_cache_key
+from facekd.training.trainer import Trainer, normalise_batch
+from facekd.training.views import ViewSpec, make_view, view_parameters
 
 SPEC = ViewSpec(seed=3, lowres=0.5, blur=0.5, jpeg=0.5, grayscale=0.3)
 

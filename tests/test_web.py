@@ -52,7 +52,7 @@ def browser(launch):
 
 def keep_screenshot(page, name: str) -> Path:
     """Save a screenshot of ``page`` as a test artifact (FACEKD_TEST_ARTIFACTS, default build/test-artifacts/)."""
-    from training.io import atomic_write_bytes
+    from facekd.core.io import atomic_write_bytes
 
     folder = Path(os.environ.get("FACEKD_TEST_ARTIFACTS") or REPO / "build" / "test-artifacts")
     folder.mkdir(parents=True, exist_ok=True)
@@ -150,10 +150,10 @@ def test_a_model_whose_sha256_differs_is_refused(browser, export_dir, facekd_hom
 
 
 def test_people_enrolled_from_photos_are_recognised_in_the_page(page, facekd_home):
-    from training.align import FaceAligner
-    from training.checkpoint import load_student
-    from training.data import load_rgb_file
-    from training.evaluate import student_embed_fn
+    from facekd.training.align import FaceAligner
+    from facekd.training.checkpoint import load_student
+    from facekd.core.data import load_rgb_file
+    from facekd.training.evaluate import student_embed_fn
 
     people = sorted(p for p in (facekd_home / "data/lfw/raw_sample").iterdir() if len(list(p.glob("*.jpg"))) >= 2)[:6]
     assert len(people) == 6
@@ -167,7 +167,7 @@ def test_people_enrolled_from_photos_are_recognised_in_the_page(page, facekd_hom
         assert set(result["times"]) == {"detect", "align", "embed"}
     cells = page.inner_text("#latency").split()
     assert all(float(value) >= 0 for value in cells[-4:])  # detect, align, embed, match shown
-    # detection and alignment in the page agree with training/align.py (OpenCV YuNet + warpAffine)
+    # detection and alignment in the page agree with facekd/training/align.py (OpenCV YuNet + warpAffine)
     aligner = FaceAligner(facekd_home / "models/yunet/yunet_2023mar_int8bq.onnx")
     model, spec, _ = load_student(ZOO_STUDENT)
     embed = student_embed_fn(model, spec)
@@ -193,7 +193,7 @@ def _click_and_read(page, button: str, result: str) -> str:
 
 def test_people_enrolled_from_the_camera_are_recognised(launch, export_dir, facekd_home, tmp_path):
     from facekd.web import make_server, serve_in_background
-    from training.data import load_rgb_file
+    from facekd.core.data import load_rgb_file
 
     people = sorted(p for p in (facekd_home / "data/lfw/raw_sample").iterdir() if len(list(p.glob("*.jpg"))) >= 2)
     person, others = people[6], people[7:10]

@@ -1,13 +1,13 @@
 // facekd browser core: model loading with sha256 check, YuNet detection, 5-point alignment,
 // preprocessing from the manifest, embedding, and matching at thresholds chosen by policy from the
-// manifest's operating points. No UI here (see app.js); the same steps as training/align.py and
-// training/preprocess.py, so embeddings match Python's.
+// manifest's operating points. No UI here (see app.js); the same steps as facekd/training/align.py and
+// facekd/core/preprocess.py, so embeddings match Python's.
 import * as ort from "/ort/ort.wasm.min.mjs";
 
 ort.env.wasm.wasmPaths = "/ort/"; // must be an absolute URL path
 ort.env.wasm.numThreads = 1; // no cross-origin isolation needed; latency is single-thread
 
-// Image-left eye, image-right eye, nose tip, mouth corners in a 112×112 crop (training/align.py).
+// Image-left eye, image-right eye, nose tip, mouth corners in a 112×112 crop (facekd/training/align.py).
 export const ARCFACE_TEMPLATE_112 = [
   [38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041],
 ];

@@ -1,0 +1,570 @@
+"""Export a student checkpoint to every requested format, gate each artifact on parity, write manifests.
+
+Output folder::
+
+    <out>/<format>-<precision>/model<suffix> + manifest.json     artifacts that passed (or could only be validated)
+    <out>/rejected/<format>-<precision>/...                       below their parity bar, or broken after conversion
+    <out>/golden/                                                 golden vectors for app-side tests (see golden.py)
+    <out>/export_summary.json                                     one record per format × precision
+
+One format failing never stops the others: its record says "failed" with a one-line reason. Rows
+marked ``own_process`` (native runtimes that crashed beside the others in one process) convert and
+run their parity in a spawned child, so even a crash of theirs fails that artifact only.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from facekd.core.chatter import library_output
+from facekd.training.checkpoint import load_student
+from facekd.core.data import BadImageError, FaceFolder
+from facekd.training.evaluate import embed_folder, student_embed_fn
+from facekd.core.io import atomic_path, atomic_write_json, remove_stale_temp_files, sha256_file
+from facekd.core.pairs import VerificationPairs
+from facekd.core.preprocess import PreprocessSpec
+from facekd.training.quant_aware import QuantAwareConfig, quant_aware_finetune
+from facekd.core.verification import (IdentitySetError, all_pairs_scores, best_threshold, check_identity_set, embed_pairs,
+                                   l2_normalise, operating_points, pair_scores)
+
+from .artifact import ArtifactIO
+from .cost import onnx_cost, torch_cost
+from .equalise import equalise_for_int8
+from .errors import ExportError, FormatUnavailable
+from .faces import FaceSet, evenly_spaced, image_name
+from .formats import FORMATS, FormatRow, unknown_format
+from .golden import write_golden, write_identification_fixture
+from .host import cpu_features
+from .manifest import Manifest, artifact_size, sha256_artifact
+from .parity import DEFAULT_BARS, RUN_BATCH, GateResult, Parity, ParityBar, ParityReference, embed, gate, measure_parity
+from facekd.core.errors import one_line
+
+if TYPE_CHECKING:
+    from torch import nn
+    from facekd.core.operating_points import OperatingPoints
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ExportConfig", "ExportError", "ExportRecord", "available_formats", "export_checkpoint", "export_teacher",
+           "plan_jobs", "split_format_requests"]
+
+REJECTED = "rejected"
+INT8_SEARCH_MARGIN = 0.003  # int8 layer searches aim this far above the int8 bar's worst_cos, on the calibration faces
+GOLDEN = "golden"
+SUMMARY = "export_summary.json"
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class ExportConfig:
+    formats: list[str] | None = None  # None: every format whose packages are installed
+    precisions: dict[str, list[str]] = field(default_factory=dict)  # format -> its precisions to export when it is (default: all)
+    calib_count: int = 64  # calibration faces for INT8
+    parity_count: int = 64  # parity faces besides those of the pairs
+    parity_pairs: int = 300  # verification pairs for the flip rate (spread evenly over the given pairs)
+    bars: dict[str, ParityBar] = field(default_factory=lambda: dict(DEFAULT_BARS))
+    threads: int | None = None  # threads for PyTorch and every runtime during the export (None: their defaults)
+    max_batch: int = 64  # largest batch of formats with a bounded dynamic batch (Core ML, TensorRT)
+    golden: bool = True  # write golden vectors for the app tests (failing to is an error)
+    teacher: bool = True  # put the teacher's ONNX beside the artifacts, so the bench measures it too
+    int8_finetune_steps: int = 0  # quantisation-aware distillation before int8 conversion (training.quant_aware); 0: off
+    int8_finetune_faces: int = 512  # training faces whose augmented views that fine-tune sees
+    int8_equalise: bool = True  # equalise channel ranges before int8 conversion (export.equalise); chain students only
+
+
+@dataclass
+class ExportRecord:
+    format: str
+    precision: str
+    status: str  # ok | rejected | unavailable | validated-structure-only | failed
+    reason: str
+    path: str | None = None  # artifact path relative to the output folder
+    size_bytes: int | None = None
+    parity: dict | None = None
+    seconds: float | None = None  # conversion time
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def available_formats() -> list[tuple[str, str, bool, str]]:
+    """(format, precision, available here, note) for every row of the table; the note says why
+    a format is unavailable, what limits it on this host, or what the precision means."""
+    listing = []
+    for row in FORMATS.values():
+        unavailable = row.unavailable_reason()
+        if unavailable and _source_here(row):
+            unavailable += f"; its source {row.source.file} is still made and parity-checked here"
+        for precision, meaning in row.precisions.items():
+            limit = row.validate_only()
+            note = unavailable or (f"{meaning}; {limit}" if limit else meaning)
+            listing.append((row.name, precision, unavailable is None, note))
+    return listing
+
+
+def _source_here(row: FormatRow) -> bool:
+    """Whether the model ``row``'s converter builds from can be made and validated on this host."""
+    return row.source is not None and row.source.unavailable_reason() is None
+
+
+def split_format_requests(requests: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """``["onnx", "tflite-int8", "tflite-fp16"]`` -> (formats, {format: precisions}); a bare
+    format asks for all its precisions, so it wins over ``FORMAT-PRECISION`` entries of the same format."""
+    names, precisions, whole = [], {}, set()
+    for request in requests:
+        name, _, precision = request.partition("-")
+        if name not in FORMATS:
+            raise ExportError(f"{unknown_format(name)} (a request is FORMAT or FORMAT-PRECISION, e.g. onnx-fp32)")
+        names.append(name)
+        if precision:  # checked against the format's precisions by plan_jobs
+            precisions.setdefault(name, []).append(precision)
+        else:
+            whole.add(name)
+    return list(dict.fromkeys(names)), {k: list(dict.fromkeys(v)) for k, v in precisions.items() if k not in whole}
+
+
+def plan_jobs(config: ExportConfig) -> list[tuple[FormatRow, str, str | None]]:
+    """(row, precision, unavailable reason) for every requested job; raise on requests that cannot work."""
+    explicit = config.formats is not None
+    names, requested = split_format_requests(config.formats) if explicit else (list(FORMATS), {})
+    for name in list(config.precisions):
+        if name not in FORMATS:
+            raise ExportError(f"export.precisions: {unknown_format(name)}")
+    precisions_of = {**requested, **config.precisions}
+    for name, precisions in precisions_of.items():
+        for precision in precisions:
+            if precision not in FORMATS[name].precisions:
+                offered = ", ".join(FORMATS[name].precisions)
+                raise ExportError(f"format {name} has no precision {precision!r}: it offers {offered}")
+    for name in dict.fromkeys(names):
+        for precision in precisions_of.get(name) or FORMATS[name].precisions:
+            if precision not in config.bars:
+                raise ExportError(f"no parity bar for {name}-{precision}: set export.bars.{precision} "
+                                  f"(bars given: {', '.join(sorted(config.bars)) or 'none'})")
+    for setting in ("calib_count", "parity_count", "parity_pairs", "max_batch"):
+        if getattr(config, setting) < 1:
+            raise ExportError(f"export {setting} must be at least 1, got {getattr(config, setting)}")
+    if config.int8_finetune_steps < 0 or config.int8_finetune_faces < 2:
+        raise ExportError(f"export int8_finetune_steps must be >= 0 and int8_finetune_faces >= 2, got "
+                          f"{config.int8_finetune_steps} and {config.int8_finetune_faces}")
+    jobs = []
+    for name in dict.fromkeys(names):
+        row = FORMATS[name]
+        reason = None if _source_here(row) else row.unavailable_reason()  # with its source made here, the job runs
+        if reason and explicit:
+            raise ExportError(f"cannot export {name}: {reason}")
+        jobs += [(row, precision, reason) for precision in precisions_of.get(name) or row.precisions]
+    return jobs
+
+
+def _pair_faces(pairs: VerificationPairs, count: int) -> tuple[FaceSet, np.ndarray, np.ndarray]:
+    subset = pairs.subset(evenly_spaced(count, len(pairs)))
+    names = tuple(
+        f"{pairs.name}#{i}" if isinstance(image, np.ndarray) else image_name(image) for i, image in enumerate(subset.images)
+    )
+    try:
+        images = tuple(subset.load_image(i) for i in range(len(subset.images)))
+    except BadImageError as exc:
+        raise ExportError(f"pairs {pairs.name}: {exc}") from None
+    return FaceSet(names, images), subset.left, subset.right
+
+
+def _threshold(model: "nn.Module", preprocess: PreprocessSpec, state: dict, pairs: VerificationPairs | None,
+               progress: bool) -> tuple[float | None, str]:
+    """The verification threshold: recomputed with the PyTorch model on ``pairs``, else the checkpoint's."""
+    if pairs is not None and len(pairs):
+        embeddings = embed_pairs(student_embed_fn(model, preprocess), pairs, progress=progress)
+        threshold, accuracy = best_threshold(pair_scores(embeddings, pairs), pairs.same)
+        return threshold, f"best accuracy ({accuracy:.4f}) of the PyTorch model on {len(pairs)} pairs of {pairs.name}"
+    if state.get("threshold") is not None:
+        return float(state["threshold"]), "checkpoint"
+    return None, "none: no pairs given and the checkpoint has no threshold"
+
+
+def _operating_points(model: "nn.Module", preprocess: PreprocessSpec, identities: FaceFolder,
+                      progress: bool) -> tuple[OperatingPoints | None, np.ndarray]:
+    """Thresholds at target FARs from all pairs of ``identities`` embedded by the PyTorch model
+    (None, with a warning, when they support no FAR), and those embeddings."""
+    embeddings = embed_folder(student_embed_fn(model, preprocess), identities, progress=progress)
+    source = (f"all pairs of {len(identities.classes)} identities ({len(identities)} faces) under {identities.root}, "
+              "PyTorch model")
+    try:
+        check_identity_set(identities.labels)
+        scores = all_pairs_scores(embeddings, identities.labels, progress=progress)
+        return operating_points(scores, source, len(identities.classes), len(identities)), embeddings
+    except IdentitySetError as exc:
+        logger.warning("manifests without operating points (clients fall back to the best-accuracy threshold): %s", exc)
+        return None, embeddings
+
+
+@contextmanager
+def _torch_threads(threads: int | None):
+    """Run PyTorch with ``threads`` intra-op threads (unchanged when None), restoring the setting after."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _torch_embeddings(model: "nn.Module", inputs: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        return np.concatenate([model(torch.from_numpy(inputs[i : i + 64])).numpy() for i in range(0, len(inputs), 64)])
+
+
+def _check_io(io: ArtifactIO, expected_input: list, embedding_size: int) -> None:
+    """Raise when an artifact's I/O differs from what its manifest will promise."""
+    problems = []
+    if io.input_dtype != "float32" or io.output_dtype != "float32":
+        problems.append(f"dtypes {io.input_dtype}->{io.output_dtype}, expected float32->float32")
+    if len(io.input_shape) != len(expected_input) or io.input_shape[1:] != expected_input[1:]:
+        problems.append(f"input shape {io.input_shape}, expected {expected_input}")
+    if io.output_shape and io.output_shape[-1] not in (None, embedding_size):
+        problems.append(f"output shape {io.output_shape}, expected [N, {embedding_size}]")
+    if problems:
+        raise RuntimeError("artifact I/O mismatch: " + "; ".join(problems))
+
+
+@dataclass
+class _Run:
+    """What every job of one export shares."""
+
+    out_dir: Path
+    config: ExportConfig
+    model: "nn.Module"
+    preprocess: PreprocessSpec
+    calibration: FaceSet
+    parity_faces: FaceSet
+    reference: ParityReference
+    threshold_source: str
+    source: dict
+    cost: dict  # {params, macs} of the model (export.cost), the same for every artifact
+    operating_points: dict | None = None  # OperatingPoints.to_dict() of the PyTorch model, for every manifest
+    int8_model: "nn.Module | None" = None  # what int8 converters quantise (equalised and/or fine-tuned copy; None: model)
+    int8_preparation: dict = field(default_factory=dict)  # how that copy was made (manifest details of int8 artifacts)
+    parity_inputs: dict[str, np.ndarray] = field(default_factory=dict)  # layout -> inputs
+    progress: bool = False  # progress bars of long conversions (the int8 layer searches)
+
+    @property
+    def int8_search_target(self) -> float | None:
+        """Worst cosine the int8 converters' layer searches aim at on the calibration faces: the
+        int8 bar's ``worst_cos`` plus ``INT8_SEARCH_MARGIN`` (other faces are gated); None when
+        the bar does not bound the worst case — every layer stays int8, the fastest artifact."""
+        bar = self.config.bars.get("int8")
+        return None if bar is None or bar.worst_cos is None else min(1.0, bar.worst_cos + INT8_SEARCH_MARGIN)
+
+    def model_for(self, precision: str) -> "nn.Module":
+        return self.int8_model if precision == "int8" and self.int8_model is not None else self.model
+
+    def inputs(self, layout: str) -> np.ndarray:
+        if layout not in self.parity_inputs:
+            self.parity_inputs[layout] = self.parity_faces.inputs(self.preprocess.with_layout(layout))
+        return self.parity_inputs[layout]
+
+
+def _parity(run: _Run, runner, path: Path, layout: str) -> Parity:
+    """Parity with PyTorch of ``path`` run by ``runner`` on the parity faces."""
+    runner.load(path, run.config.threads)
+    batch_size = min(RUN_BATCH, run.config.max_batch)  # bounded-batch formats accept up to max_batch
+    return measure_parity(embed(runner, run.inputs(layout), batch_size), run.reference)
+
+
+@dataclass
+class _SourceCheck:
+    """A format's source model (``FormatRow.source``) made beside the artifact and gated here."""
+
+    path: Path
+    io: ArtifactIO
+    parity: Parity
+    verdict: GateResult
+    facts: dict  # details.source of the manifest
+
+    def statement(self) -> str:
+        how, outcome = self.facts["checks"][0]["how"], "passed" if self.verdict.passed else "failed"
+        return f"its source {self.path.name} was made here and {outcome} parity ({how}): {self.verdict.statement}"
+
+
+def _check_source(run: _Run, row: FormatRow, precision: str, folder: Path) -> _SourceCheck:
+    """Make ``row``'s source in ``folder``, check its I/O, and measure its parity in every way its
+    format lists; the first gates it on the bar of ``precision``, the others are recorded."""
+    source = row.source
+    path = source.make(run.model_for(precision), precision, run.calibration, folder / source.file,
+                       preprocess=run.preprocess, max_batch=run.config.max_batch, int8_target_worst_cos=run.int8_search_target,
+                       progress=run.progress)
+    io = source.inspect(path)
+    _check_io(io, run.preprocess.with_layout(row.layout).input_shape(None), run.model.embedding_size)
+    checks = [(how, _parity(run, runner(), path, row.layout)) for how, runner in source.checks(precision)]
+    verdict = gate(precision, checks[0][1], run.config.bars)
+    facts = {"file": path.name, "sha256": sha256_artifact(path), "size_bytes": artifact_size(path), "gate": verdict.statement,
+             "checks": [{"how": how, "parity": parity.to_dict()} for how, parity in checks], "cpu_isa": cpu_features()}
+    return _SourceCheck(path, io, checks[0][1], verdict, facts)
+
+
+def _export_one(run: _Run, row: FormatRow, precision: str) -> ExportRecord:
+    job = f"{row.name}-{precision}"
+    folder, rejected = run.out_dir / job, run.out_dir / REJECTED / job
+    for stale in (folder, rejected):
+        if stale.exists():
+            shutil.rmtree(stale)
+    folder.mkdir(parents=True)
+    artifact = folder / f"model{row.suffix}"
+    started = time.perf_counter()
+    source, not_built = None, None
+    try:
+        if row.source is not None:
+            source = _check_source(run, row, precision, folder)
+        if source is None or source.verdict.passed:
+            with library_output():
+                row.convert(run.model_for(precision), precision, run.calibration, artifact, preprocess=run.preprocess,
+                            max_batch=run.config.max_batch, int8_target_worst_cos=run.int8_search_target,
+                            progress=run.progress)
+    except FormatUnavailable as exc:
+        if source is None:
+            shutil.rmtree(folder)
+            return ExportRecord(row.name, precision, "unavailable", str(exc))
+        not_built = str(exc)  # the converter cannot run here; the source it would build from is kept, validated
+    except Exception as exc:  # one format failing must not stop the others
+        logger.warning("%s: conversion failed", job, exc_info=True)
+        shutil.rmtree(folder)
+        return ExportRecord(row.name, precision, "failed", one_line(exc), seconds=time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+
+    io, parity = None, None
+    layout_spec = run.preprocess.with_layout(row.layout)
+    if source is not None and not artifact.exists():  # the manifest describes the source: rejected, or nothing built from it here
+        missing = f"{artifact.name} not built"
+        artifact, io, parity = source.path, source.io, source.parity
+        status = "unavailable" if source.verdict.passed else "rejected"
+        reason = f"{not_built}: {missing}; {source.statement()}" if not_built else f"{missing}: {source.statement()}"
+    else:
+        try:
+            io = row.inspect(artifact)
+            _check_io(io, layout_spec.input_shape(None), run.model.embedding_size)
+            reason = row.validate_only()
+            if reason:
+                status = "validated-structure-only"
+            else:
+                with library_output():
+                    parity = _parity(run, row.runner(), artifact, row.layout)
+                verdict = gate(precision, parity, run.config.bars)
+                status, reason = ("ok" if verdict.passed else "rejected"), verdict.statement
+        except Exception as exc:  # an artifact that cannot be read back or run is not presented as good
+            logger.warning("%s: validation failed", job, exc_info=True)
+            status, reason = "failed", one_line(exc)
+
+    if status in ("rejected", "failed"):
+        rejected.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(folder), str(rejected))
+        folder, artifact = rejected, rejected / artifact.name
+    manifest = Manifest(
+        format=row.name, precision=precision, status=status, reason=reason, file=artifact.name,
+        sha256=sha256_artifact(artifact), size_bytes=artifact_size(artifact),
+        input={} if io is None else {"name": io.input_name, "shape": io.input_shape, "layout": row.layout, "dtype": io.input_dtype},
+        output={} if io is None else {"name": io.output_name, "shape": io.output_shape, "dtype": io.output_dtype},
+        preprocess=layout_spec.to_dict(), embedding_size=run.model.embedding_size,
+        threshold=run.reference.threshold, threshold_source=run.threshold_source,
+        operating_points=run.operating_points, calibration=run.calibration.describe() if precision in row.calibrated else None,
+        parity=None if parity is None else parity.to_dict(), converter_versions=row.versions(),
+        quantization=row.precisions[precision], source=run.source,
+        details={**({} if io is None else io.details), "model": {**run.cost, "role": "student"},
+                 **(run.int8_preparation if precision == "int8" else {}),
+                 **({} if source is None else {"source": source.facts if artifact.name == source.path.name
+                                               else {**source.facts, "details": source.io.details}})},
+        created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    manifest.save(folder / MANIFEST)
+    return ExportRecord(
+        row.name, precision, status, reason, path=artifact.relative_to(run.out_dir).as_posix(),
+        size_bytes=manifest.size_bytes, parity=manifest.parity, seconds=seconds,
+    )
+
+
+def _export_in_child(run: _Run, row: FormatRow, precision: str) -> ExportRecord:
+    """``_export_one`` in a spawned process; when that process dies instead of answering, the
+    artifact fails with how it died and whatever it half-wrote is removed."""
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_export_one_and_send, args=(run, row, precision, send))
+    started = time.perf_counter()
+    child.start()
+    send.close()
+    try:
+        try:
+            answer = receive.recv()
+        except EOFError:  # the child closed its end without answering: it died
+            answer = None
+        child.join()
+    finally:
+        if child.is_alive():
+            child.terminate()
+            child.join()
+    if answer is not None:
+        return ExportRecord(**json.loads(answer))
+    code = child.exitcode
+    how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+    shutil.rmtree(run.out_dir / f"{row.name}-{precision}", ignore_errors=True)
+    return ExportRecord(row.name, precision, "failed", f"its converter's process died ({how}); nothing of it was kept",
+                        seconds=time.perf_counter() - started)
+
+
+def _export_one_and_send(run: _Run, row: FormatRow, precision: str, send) -> None:
+    """Child side of ``_export_in_child``: the record goes back as JSON."""
+    with _torch_threads(run.config.threads):
+        send.send(json.dumps(_export_one(run, row, precision).to_dict()))
+    send.close()
+
+
+def export_checkpoint(
+    checkpoint_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: ExportConfig | None = None,
+    calibration_images: Sequence[str | os.PathLike] | FaceSet = (),
+    parity_images: Sequence[str | os.PathLike] = (),
+    pairs: VerificationPairs | None = None,
+    progress: bool = True,
+    teacher: tuple[str | os.PathLike, PreprocessSpec] | None = None,
+    finetune_images: Sequence[str | os.PathLike] | FaceSet = (),
+    identities: FaceFolder | None = None,
+) -> list[ExportRecord]:
+    """Export ``checkpoint_path`` into ``out_dir``; returns one record per format × precision.
+
+    Calibration faces (and ``finetune_images``, for ``config.int8_finetune_steps``) should come
+    from training identities, parity faces, ``pairs`` and ``identities`` (all their faces: the
+    manifests' operating points) from validation identities. ``teacher``
+    (ONNX path, preprocessing) is put beside the artifacts when ``config.teacher`` is on. Raises
+    ExportError (or CheckpointError) for requests that cannot work.
+    """
+    config = config or ExportConfig()
+    jobs = plan_jobs(config)
+    checkpoint_path, out_dir = Path(checkpoint_path), Path(out_dir)
+    model, preprocess, state = load_student(checkpoint_path)
+    calibration = (calibration_images if isinstance(calibration_images, FaceSet)
+                   else FaceSet.from_paths(calibration_images, config.calib_count, "calibration"))
+    parity_faces = FaceSet((), ())
+    if parity_images:
+        parity_faces = FaceSet.from_paths(parity_images, config.parity_count, "parity")
+    left = right = np.zeros(0, dtype=np.int64)
+    if pairs is not None and len(pairs):
+        pair_faces, left, right = _pair_faces(pairs, config.parity_pairs)
+        left, right = left + len(parity_faces), right + len(parity_faces)
+        parity_faces = parity_faces + pair_faces
+    if not len(parity_faces):
+        raise ExportError("no parity faces: pass parity images and/or verification pairs of real aligned faces")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(out_dir)
+    golden_candidates = [image for image in (pairs.images if pairs is not None else []) if not isinstance(image, np.ndarray)]
+    records = []
+    with _torch_threads(config.threads):
+        threshold, threshold_source = _threshold(model, preprocess, state, pairs, progress)
+        reference_inputs = parity_faces.inputs(preprocess.with_layout("NCHW"))
+        reference = ParityReference(l2_normalise(_torch_embeddings(model, reference_inputs)), left, right, threshold)
+        run = _Run(
+            out_dir=out_dir, config=config, model=model, preprocess=preprocess, calibration=calibration,
+            parity_faces=parity_faces, reference=reference, threshold_source=threshold_source,
+            source={"checkpoint": checkpoint_path.name, "sha256": sha256_file(checkpoint_path), "arch": state.get("arch")},
+            cost=torch_cost(model, preprocess.size), progress=progress,
+        )
+        points, identity_embeddings = (None, None) if identities is None else _operating_points(
+            model, preprocess, identities, progress)
+        run.operating_points = None if points is None else points.to_dict()
+        if any(precision == "int8" and not unavailable for _, precision, unavailable in jobs):
+            _prepare_int8(run, finetune_images, progress)
+        if config.golden:
+            try:
+                write_golden(out_dir / GOLDEN, model, preprocess, golden_candidates + list(parity_images), threshold)
+                if points is not None:
+                    write_identification_fixture(out_dir / GOLDEN / "identification.json", identity_embeddings,
+                                                 identities.labels, identities.classes, points)
+            except (ExportError, BadImageError) as exc:
+                raise ExportError(f"golden vectors for the app tests cannot be written: {exc} "
+                                  "(or set export.golden=false to export without them)") from None
+        bar = tqdm(jobs, desc="export", unit="artifact", disable=not progress)
+        for row, precision, unavailable in bar:
+            bar.set_postfix_str(f"{row.name}-{precision}")
+            if unavailable:
+                record = ExportRecord(row.name, precision, "unavailable", unavailable)
+            else:
+                record = (_export_in_child if row.own_process else _export_one)(run, row, precision)
+            logger.info("%s-%s: %s %s", row.name, precision, record.status, record.reason)
+            records.append(record)
+            atomic_write_json(out_dir / SUMMARY, [r.to_dict() for r in records])  # progress survives an interruption
+    if teacher is not None and config.teacher:
+        records.append(export_teacher(*teacher, out_dir))
+    atomic_write_json(out_dir / SUMMARY, [r.to_dict() for r in records])
+    return records
+
+
+def _prepare_int8(run: _Run, finetune_images: Sequence[str | os.PathLike] | FaceSet, progress: bool) -> None:
+    """The copy of the student every int8 converter quantises: channel ranges equalised on the
+    calibration faces (``export.int8_equalise``), then fine-tuned under simulated int8 (7-bit
+    weights: robust for every int8 row) when ``export.int8_finetune_steps`` asks; parity is still
+    measured against the student itself."""
+    config, model = run.config, run.model
+    if config.int8_equalise:
+        model, facts = equalise_for_int8(model, run.calibration.inputs(run.preprocess.with_layout("NCHW")))
+        run.int8_preparation["int8_equalisation"] = facts
+    if config.int8_finetune_steps:
+        faces = finetune_images if isinstance(finetune_images, FaceSet) else FaceSet.from_paths(
+            finetune_images, config.int8_finetune_faces, "int8 fine-tune (export.int8_finetune_steps)")
+        schedule = QuantAwareConfig(steps=config.int8_finetune_steps, reduce_range=True)
+        model, run.int8_preparation["quant_aware_finetune"] = quant_aware_finetune(model, faces.images, run.preprocess, schedule, progress)
+    run.int8_model = None if model is run.model else model
+
+
+TEACHER_ARTIFACT = "teacher-onnx-fp32"
+
+
+def export_teacher(teacher_path: str | os.PathLike, preprocess: PreprocessSpec, out_dir: str | os.PathLike) -> ExportRecord:
+    """Put the teacher's ONNX beside the student's artifacts (``teacher-onnx-fp32/``, hard-linked
+    when possible) with a manifest whose ``details.model.role`` is "teacher", so the benchmark
+    measures it with the same workers: what the student kept and what it paid."""
+    teacher_path = Path(teacher_path)
+    folder = Path(out_dir) / TEACHER_ARTIFACT
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    artifact = folder / "model.onnx"
+    try:
+        os.link(teacher_path, artifact)
+    except OSError:  # another file system, or links not allowed
+        with atomic_path(artifact) as tmp:
+            shutil.copyfile(teacher_path, tmp)
+    row = FORMATS["onnx"]
+    io = row.inspect(artifact)
+    spec = preprocess.with_layout("NCHW")
+    embedding_size = io.output_shape[-1] if io.output_shape and io.output_shape[-1] else 0
+    manifest = Manifest(
+        format="onnx", precision="fp32", status="ok", reason="the teacher, measured for comparison",
+        file=artifact.name, sha256=sha256_artifact(artifact), size_bytes=artifact_size(artifact),
+        input={"name": io.input_name, "shape": io.input_shape, "layout": "NCHW", "dtype": io.input_dtype},
+        output={"name": io.output_name, "shape": io.output_shape, "dtype": io.output_dtype},
+        preprocess=spec.to_dict(), embedding_size=int(embedding_size), threshold=None,
+        threshold_source="none: the bench picks the teacher's best threshold on the pairs", calibration=None,
+        parity=None, converter_versions={}, quantization="the teacher's own file, unchanged",
+        source={"teacher": teacher_path.name, "sha256": sha256_file(teacher_path)},
+        details={**io.details, "model": {**onnx_cost(artifact), "role": "teacher"}},
+        created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    manifest.save(folder / MANIFEST)
+    return ExportRecord("teacher-onnx", "fp32", "ok", manifest.reason, path=artifact.relative_to(out_dir).as_posix(),
+                        size_bytes=manifest.size_bytes)
