@@ -37,7 +37,7 @@ from facekd.training.checkpoint import load_student  # noqa: E402
 from facekd.training.evaluate import evaluate  # noqa: E402
 from facekd.core.io import atomic_write_json  # noqa: E402
 from facekd.training.teacher import load_teacher  # noqa: E402
-from facekd.training.trainer import load_val_pairs  # noqa: E402
+from facekd.training.config import load_val_pairs  # noqa: E402
 
 
 def train_arm(arm: dict, out: Path, common: list[str]) -> float:

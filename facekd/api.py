@@ -92,7 +92,7 @@ class FaceModel:
 
     def calibrate(self, identities: str | os.PathLike) -> OperatingPoints:
         """Operating points from all pairs of ``identities`` (``ROOT/<identity>/<image>`` or ``LIST.txt=ROOT``)."""
-        from facekd.training.evaluate import read_identity_set
+        from facekd.core.data import read_identity_set
         from facekd.core.verification import all_pairs_scores, check_identity_set, operating_points
 
         folder = read_identity_set(str(identities))
@@ -172,7 +172,7 @@ def bench(export_dir: str | os.PathLike, out: str | os.PathLike, config: str | o
           overrides: Sequence[str] = (), data: str | os.PathLike | None = None,
           teacher: str | os.PathLike | None = None, progress: bool = True) -> list[Path]:
     """Accuracy, parity, latency and size of every artifact of ``export_dir`` (``facekd bench``); the result files."""
-    from .stages import bench_export
+    from .bench_stage import bench_export
 
     cfg = run_config(config, overrides, data, teacher)
     return bench_export(cfg, Path(export_dir), Path(out), progress=progress)

@@ -101,7 +101,8 @@ def _eval_embed_fn(args):
 
 
 def cmd_eval(args) -> None:
-    from facekd.training.evaluate import evaluate, evaluate_identities, read_identity_set
+    from facekd.core.data import read_identity_set
+    from facekd.training.evaluate import evaluate, evaluate_identities
     from facekd.core.pairs import read_lfw_pairs, read_verification_set
 
     if not args.pairs and not args.sets and not args.identities:
@@ -256,7 +257,7 @@ def cmd_web(args) -> None:
 
 
 def format_help() -> str:
-    from facekd.export.build import available_formats
+    from facekd.export.formats import available_formats
 
     lines = ["formats (FORMAT-PRECISION):"]
     for name, precision, available, note in available_formats():

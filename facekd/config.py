@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from facekd.export.build import ExportConfig
+from facekd.export.config import ExportConfig
 from facekd.runtime_bench.bench import BenchConfig
 from facekd.training.config import TrainingSection
 from facekd.core.io import atomic_write_text

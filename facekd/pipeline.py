@@ -15,7 +15,8 @@ from pathlib import Path
 from facekd.core.io import atomic_write_json, sha256_file, sha256_text
 
 from .config import RunConfig, config_digest, save_config, to_dict
-from .stages import bench_export, ensure_teacher_cache, ensure_view_cache, export_student, train_student
+from .bench_stage import bench_export
+from .stages import ensure_teacher_cache, ensure_view_cache, export_student, train_student
 from facekd.training.config import READING_ONLY_DATA_KEYS
 from facekd.training.trainer import open_training_data
 

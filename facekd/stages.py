@@ -13,8 +13,10 @@ from facekd.core.io import atomic_write_json, sha256_text
 from facekd.training.teacher import load_teacher
 from facekd.training.teacher_cache import (StaleCacheError, TeacherCache, ViewCache, build_teacher_cache, build_view_cache,
                                     cache_key, view_cache_key)
-from facekd.training.trainer import Trainer, TrainingError, TrainResult, load_val_pairs, open_training_data, pick_device
+from facekd.training.config import load_val_pairs
+from facekd.training.trainer import Trainer, TrainingError, TrainResult, open_training_data, pick_device
 
+from .bench_stage import load_val_identities, onnx_teacher
 from .config import RunConfig, save_config
 from .paths import cache_dir
 
@@ -182,51 +184,7 @@ def export_student(cfg: RunConfig, checkpoint: Path, out_dir: Path, progress: bo
     finetuned = [cfg.export.int8_finetune_faces] if cfg.export.int8_finetune_steps else []
     calibration, *finetune = calibration_faces(cfg, cfg.export.calib_count, *finetuned)
     records = export_checkpoint(checkpoint, out_dir, cfg.export, calibration_images=calibration,
-                                parity_images=parity, pairs=pairs, progress=progress, teacher=_onnx_teacher(cfg),
+                                parity_images=parity, pairs=pairs, progress=progress, teacher=onnx_teacher(cfg),
                                 finetune_images=finetune[0] if finetune else (), identities=load_val_identities(cfg))
     save_config(cfg, out_dir / "config.yaml")
     return records
-
-
-def load_val_identities(cfg: RunConfig) -> FaceFolder | None:
-    """All faces of the val identities (data.val_identities), or None when it is not set."""
-    if not cfg.data.val_identities:
-        return None
-    from facekd.training.evaluate import read_identity_set
-
-    return read_identity_set(f"{cfg.data.val_identities}={cfg.data.val_images_root or cfg.data.aligned_root}")
-
-
-def _bench_identities(cfg: RunConfig) -> FaceFolder | None:
-    """bench.identities ("none": no all-pairs measures), else the val identities."""
-    if cfg.bench.identities == "none":
-        return None
-    if cfg.bench.identities:
-        from facekd.training.evaluate import read_identity_set
-
-        return read_identity_set(cfg.bench.identities, cfg.data.val_images_root or cfg.data.aligned_root)
-    return load_val_identities(cfg)
-
-
-def _onnx_teacher(cfg: RunConfig):
-    """(path, preprocessing) of the run's teacher when it is an ONNX file, for the teacher row."""
-    path = Path(cfg.teacher.path) if cfg.teacher.path else None
-    return (path, cfg.teacher.preprocess) if path is not None and path.suffix == ".onnx" and path.is_file() else None
-
-
-def bench_export(cfg: RunConfig, export_dir: Path, out_path: Path, progress: bool = True) -> list[Path]:
-    """Bench on this machine into `out_path`; with other targets in bench.targets (ssh, adb),
-    one `<target>.json` per target beside it."""
-    from facekd.runtime_bench.bench import run_bench, run_bench_on_targets
-
-    pairs = load_val_pairs(cfg)
-    if pairs is None:
-        raise TrainingError("data.val_pairs is not set: the benchmark measures accuracy on verification pairs")
-    identities = _bench_identities(cfg)
-    if [t.get("kind") for t in cfg.bench.targets] == ["local"]:
-        paths = [run_bench(export_dir, pairs, cfg.bench, out_path, progress=progress, identities=identities)]
-    else:
-        paths = run_bench_on_targets(export_dir, pairs, cfg.bench, out_path.parent, progress=progress,
-                                     identities=identities)
-    save_config(cfg, out_path.parent / "config.yaml")
-    return paths

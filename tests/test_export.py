@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from facekd.export import build, formats
-from facekd.export.build import ExportConfig, ExportError, available_formats, export_checkpoint, plan_jobs, split_format_requests
+from facekd.export.build import ExportConfig, ExportError, export_checkpoint, plan_jobs, split_format_requests
+from facekd.export.formats import available_formats
 from facekd.export.errors import FormatUnavailable
 from facekd.export.manifest import Manifest, verify_artifact
 from facekd.export.parity import DEFAULT_BARS, Parity, ParityBar, ParityReference, gate, measure_parity

@@ -143,7 +143,7 @@ def test_plan_runs_tensorrt_where_its_source_can_be_made():
         pytest.skip("needs TensorRT absent and onnx + onnxruntime present")
     jobs = build.plan_jobs(ExportConfig(formats=["tensorrt"]))  # an explicit request no longer fails
     assert [(row.name, precision, reason) for row, precision, reason in jobs] == [("tensorrt", "fp16", None), ("tensorrt", "int8", None)]
-    listing = {(name, precision): (available, note) for name, precision, available, note in build.available_formats()}
+    listing = {(name, precision): (available, note) for name, precision, available, note in formats.available_formats()}
     available, note = listing[("tensorrt", "fp16")]
     assert not available and "TensorRT" in note and "model.source.onnx is still made and parity-checked here" in note
 

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-from .errors import FacekdError
+from .errors import FacekdError, InputError
 
 
 logger = logging.getLogger(__name__)
@@ -158,3 +158,15 @@ class FaceFolder:
         for relative, label in sorted(self.samples):
             digest.update(f"{relative}\t{label}\n".encode("utf-8"))
         return digest.hexdigest()
+
+
+def read_identity_set(spec: str, images_root: str | None = None) -> FaceFolder:
+    """Faces of a set of identities: ``ROOT`` (every ``ROOT/<identity>/<image>``), or
+    ``IDENTITIES.txt=ROOT`` (the listed identities only; ``images_root`` when ``=ROOT`` is left out)."""
+    first, _, root = str(spec).partition("=")
+    if first.endswith(".txt"):
+        root = root or images_root
+        if not root:
+            raise InputError(f"identity list {first} needs its images: write {first}=IMAGES_ROOT")
+        return FaceFolder(root, identities=read_identity_list(first))
+    return FaceFolder(first)

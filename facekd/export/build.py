@@ -45,11 +45,12 @@ from .cost import onnx_cost, torch_cost
 from .equalise import equalise_for_int8
 from .errors import ExportError, FormatUnavailable
 from .faces import FaceSet, evenly_spaced, image_name
-from .formats import FORMATS, FormatRow, unknown_format
+from .formats import FORMATS, FormatRow, source_here, unknown_format
 from .golden import write_golden, write_identification_fixture
 from .host import cpu_features
 from .manifest import Manifest, artifact_size, sha256_artifact
-from .parity import DEFAULT_BARS, RUN_BATCH, GateResult, Parity, ParityBar, ParityReference, embed, gate, measure_parity
+from .parity import RUN_BATCH, GateResult, Parity, ParityReference, embed, gate, measure_parity
+from .config import ExportConfig
 from facekd.core.errors import one_line
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ExportConfig", "ExportError", "ExportRecord", "available_formats", "export_checkpoint", "export_teacher",
+__all__ = ["ExportConfig", "ExportError", "ExportRecord", "export_checkpoint", "export_teacher",
            "plan_jobs", "split_format_requests"]
 
 REJECTED = "rejected"
@@ -66,23 +67,6 @@ INT8_SEARCH_MARGIN = 0.003  # int8 layer searches aim this far above the int8 ba
 GOLDEN = "golden"
 SUMMARY = "export_summary.json"
 MANIFEST = "manifest.json"
-
-
-@dataclass
-class ExportConfig:
-    formats: list[str] | None = None  # None: every format whose packages are installed
-    precisions: dict[str, list[str]] = field(default_factory=dict)  # format -> its precisions to export when it is (default: all)
-    calib_count: int = 64  # calibration faces for INT8
-    parity_count: int = 64  # parity faces besides those of the pairs
-    parity_pairs: int = 300  # verification pairs for the flip rate (spread evenly over the given pairs)
-    bars: dict[str, ParityBar] = field(default_factory=lambda: dict(DEFAULT_BARS))
-    threads: int | None = None  # threads for PyTorch and every runtime during the export (None: their defaults)
-    max_batch: int = 64  # largest batch of formats with a bounded dynamic batch (Core ML, TensorRT)
-    golden: bool = True  # write golden vectors for the app tests (failing to is an error)
-    teacher: bool = True  # put the teacher's ONNX beside the artifacts, so the bench measures it too
-    int8_finetune_steps: int = 0  # quantisation-aware distillation before int8 conversion (training.quant_aware); 0: off
-    int8_finetune_faces: int = 512  # training faces whose augmented views that fine-tune sees
-    int8_equalise: bool = True  # equalise channel ranges before int8 conversion (export.equalise); chain students only
 
 
 @dataclass
@@ -98,26 +82,6 @@ class ExportRecord:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def available_formats() -> list[tuple[str, str, bool, str]]:
-    """(format, precision, available here, note) for every row of the table; the note says why
-    a format is unavailable, what limits it on this host, or what the precision means."""
-    listing = []
-    for row in FORMATS.values():
-        unavailable = row.unavailable_reason()
-        if unavailable and _source_here(row):
-            unavailable += f"; its source {row.source.file} is still made and parity-checked here"
-        for precision, meaning in row.precisions.items():
-            limit = row.validate_only()
-            note = unavailable or (f"{meaning}; {limit}" if limit else meaning)
-            listing.append((row.name, precision, unavailable is None, note))
-    return listing
-
-
-def _source_here(row: FormatRow) -> bool:
-    """Whether the model ``row``'s converter builds from can be made and validated on this host."""
-    return row.source is not None and row.source.unavailable_reason() is None
 
 
 def split_format_requests(requests: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
@@ -163,7 +127,7 @@ def plan_jobs(config: ExportConfig) -> list[tuple[FormatRow, str, str | None]]:
     jobs = []
     for name in dict.fromkeys(names):
         row = FORMATS[name]
-        reason = None if _source_here(row) else row.unavailable_reason()  # with its source made here, the job runs
+        reason = None if source_here(row) else row.unavailable_reason()  # with its source made here, the job runs
         if reason and explicit:
             raise ExportError(f"cannot export {name}: {reason}")
         jobs += [(row, precision, reason) for precision in precisions_of.get(name) or row.precisions]

@@ -183,3 +183,23 @@ def unknown_format(name: str) -> str:
     near = difflib.get_close_matches(name, FORMATS, n=1, cutoff=0.5)
     hint = f"did you mean {near[0]}?" if near else f"choose from {', '.join(FORMATS)}"
     return f"unknown format {name!r}; {hint}"
+
+
+def available_formats() -> list[tuple[str, str, bool, str]]:
+    """(format, precision, available here, note) for every row of the table; the note says why
+    a format is unavailable, what limits it on this host, or what the precision means."""
+    listing = []
+    for row in FORMATS.values():
+        unavailable = row.unavailable_reason()
+        if unavailable and source_here(row):
+            unavailable += f"; its source {row.source.file} is still made and parity-checked here"
+        for precision, meaning in row.precisions.items():
+            limit = row.validate_only()
+            note = unavailable or (f"{meaning}; {limit}" if limit else meaning)
+            listing.append((row.name, precision, unavailable is None, note))
+    return listing
+
+
+def source_here(row: FormatRow) -> bool:
+    """Whether the model ``row``'s converter builds from can be made and validated on this host."""
+    return row.source is not None and row.source.unavailable_reason() is None

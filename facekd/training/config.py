@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .losses import LossConfig
-from facekd.core.preprocess import PreprocessSpec
-from .views import ViewSpec
 from facekd.core.errors import InputError
+from facekd.core.pairs import VerificationPairs, read_lfw_pairs
+from facekd.core.preprocess import PreprocessSpec
+
+from .loss_config import LossConfig
+from .views import ViewSpec
 
 
 # data keys that change only how the training faces are read, not the run: a run's identity
@@ -125,3 +127,10 @@ class TrainingSection:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def load_val_pairs(cfg: TrainingSection) -> VerificationPairs | None:
+    """The run's val pairs (``data.val_pairs`` over ``data.val_images_root``), or None when not set."""
+    if not cfg.data.val_pairs:
+        return None
+    return read_lfw_pairs(cfg.data.val_pairs, cfg.data.val_images_root or cfg.data.aligned_root)

@@ -6,12 +6,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from facekd.core.data import FaceFolder, read_identity_list
+from facekd.core.data import FaceFolder
 from facekd.core.pairs import VerificationPairs
 from facekd.core.preprocess import PreprocessSpec
 from facekd.core.verification import (IdentityResult, VerificationResult, embed_images, embed_pairs, evaluate_scores,
                            measure_identities, pair_scores)
-from facekd.core.errors import InputError
 
 EmbedFn = Callable[[np.ndarray], np.ndarray]
 
@@ -36,18 +35,6 @@ def evaluate(embed_fn: EmbedFn, pairs: VerificationPairs, flip_test: bool = Fals
              batch_size: int = 64, progress: bool = False) -> VerificationResult:
     embeddings = embed_pairs(embed_fn, pairs, batch_size=batch_size, flip_test=flip_test, progress=progress)
     return evaluate_scores(pair_scores(embeddings, pairs), pairs.same, pairs.folds)
-
-
-def read_identity_set(spec: str, images_root: str | None = None) -> FaceFolder:
-    """Faces of a set of identities: ``ROOT`` (every ``ROOT/<identity>/<image>``), or
-    ``IDENTITIES.txt=ROOT`` (the listed identities only; ``images_root`` when ``=ROOT`` is left out)."""
-    first, _, root = str(spec).partition("=")
-    if first.endswith(".txt"):
-        root = root or images_root
-        if not root:
-            raise InputError(f"identity list {first} needs its images: write {first}=IMAGES_ROOT")
-        return FaceFolder(root, identities=read_identity_list(first))
-    return FaceFolder(first)
 
 
 def embed_folder(embed_fn: EmbedFn, folder: FaceFolder, flip_test: bool = False, batch_size: int = 64,

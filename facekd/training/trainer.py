@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint, student_state
 from facekd.training import distributed
-from .config import READING_ONLY_DATA_KEYS, TrainingSection
+from .config import READING_ONLY_DATA_KEYS, TrainingSection, load_val_pairs
 from facekd.core.data import UNLABELLED, FaceFolder, read_identity_list
 from .evaluate import evaluate, student_embed_fn
 from .images import fits_in_memory, open_images
@@ -37,7 +37,6 @@ from facekd.core.io import atomic_write_json, remove_stale_temp_files, sha256_fi
 from .losses import LossInputs, LossSuite
 from facekd.training.models.derived import DERIVED_NAME, ConversionError, convert_teacher, derive_student
 from facekd.training.models.mobilefacenet import MobileFaceNet
-from facekd.core.pairs import VerificationPairs, read_lfw_pairs
 from .recordio import RecordIOFaces
 from facekd.core.preprocess import PreprocessSpec
 from .sampler import IdentityBalancedSampler
@@ -165,12 +164,6 @@ def _fingerprint(cfg: TrainingSection) -> str:
         parts["data"].pop(key)
     parts["train"] = {k: v for k, v in asdict(cfg.train).items() if k not in ("log_every", "threads", "eval_every")}
     return sha256_text(repr(sorted((k, repr(v)) for k, v in parts.items())))
-
-
-def load_val_pairs(cfg: TrainingSection) -> VerificationPairs | None:
-    if not cfg.data.val_pairs:
-        return None
-    return read_lfw_pairs(cfg.data.val_pairs, cfg.data.val_images_root or cfg.data.aligned_root)
 
 
 def open_training_data(cfg: TrainingSection) -> FaceFolder | RecordIOFaces:

@@ -8,8 +8,8 @@ from facekd.training.losses.base import (
     UNLABELLED, LossInputError, LossInputs, LossTerm, normalized, require, student_projection, zero_like_graph,
 )
 from facekd.core.errors import InputError
+from facekd.training.loss_config import RAD_FORMS
 
-RAD_FORMS = ("mse", "l1", "kl")
 
 # A candidate this close to the anchor's own teacher embedding is the anchor's own image (the queue
 # may hold embeddings of images in the current batch), not a relation.

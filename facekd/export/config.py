@@ -1,0 +1,26 @@
+"""The export section of the run config (``export.*``): which artifacts, calibrated and gated how.
+
+Its own small module, so that reading a config imports none of the converters.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .parity import DEFAULT_BARS, ParityBar
+
+
+@dataclass
+class ExportConfig:
+    formats: list[str] | None = None  # None: every format whose packages are installed
+    precisions: dict[str, list[str]] = field(default_factory=dict)  # format -> its precisions to export when it is (default: all)
+    calib_count: int = 64  # calibration faces for INT8
+    parity_count: int = 64  # parity faces besides those of the pairs
+    parity_pairs: int = 300  # verification pairs for the flip rate (spread evenly over the given pairs)
+    bars: dict[str, ParityBar] = field(default_factory=lambda: dict(DEFAULT_BARS))
+    threads: int | None = None  # threads for PyTorch and every runtime during the export (None: their defaults)
+    max_batch: int = 64  # largest batch of formats with a bounded dynamic batch (Core ML, TensorRT)
+    golden: bool = True  # write golden vectors for the app tests (failing to is an error)
+    teacher: bool = True  # put the teacher's ONNX beside the artifacts, so the bench measures it too
+    int8_finetune_steps: int = 0  # quantisation-aware distillation before int8 conversion (training.quant_aware); 0: off
+    int8_finetune_faces: int = 512  # training faces whose augmented views that fine-tune sees
+    int8_equalise: bool = True  # equalise channel ranges before int8 conversion (export.equalise); chain students only
