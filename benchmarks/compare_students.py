@@ -21,7 +21,8 @@ import numpy as np
 
 from facekd.training.checkpoint import load_student
 from facekd.core.data import read_identity_set
-from facekd.training.evaluate import embed_folder, student_embed_fn
+from facekd.core.verification import embed_folder
+from facekd.training.evaluate import student_embed_fn
 from facekd.core.pairs import read_verification_set
 from facekd.core.verification import (all_pairs_scores, cross_validated_decisions, embed_pairs, far_threshold, mcnemar,
                                    pair_scores)

@@ -23,7 +23,7 @@ from facekd.stages import ensure_teacher_cache, train_student
 from facekd.training.config import load_val_pairs
 from facekd.training.trainer import Trainer, open_training_data
 from facekd.training.checkpoint import load_checkpoint
-from facekd.training.evaluate import evaluate
+from facekd.core.verification import evaluate
 from facekd.core.io import atomic_write_json
 from facekd.training.teacher import load_teacher
 

@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from facekd.cli import run_config  # noqa: E402
 from facekd.training.checkpoint import load_student  # noqa: E402
-from facekd.training.evaluate import evaluate  # noqa: E402
+from facekd.core.verification import evaluate  # noqa: E402
 from facekd.core.io import atomic_write_json  # noqa: E402
 from facekd.training.teacher import load_teacher  # noqa: E402
 from facekd.training.config import load_val_pairs  # noqa: E402

@@ -102,7 +102,7 @@ def _eval_embed_fn(args):
 
 def cmd_eval(args) -> None:
     from facekd.core.data import read_identity_set
-    from facekd.training.evaluate import evaluate, evaluate_identities
+    from facekd.core.verification import evaluate, evaluate_identities
     from facekd.core.pairs import read_lfw_pairs, read_verification_set
 
     if not args.pairs and not args.sets and not args.identities:
@@ -212,7 +212,7 @@ def demo_config(args) -> RunConfig:
     from .paths import ResourcesNotFound, cache_dir
 
     try:
-        return run_config(args)
+        return with_profile_pairs(run_config(args), args)
     except ResourcesNotFound:
         if args.data or args.teacher or any(os.environ.get(name) for name in LOCAL_COPY_VARS):
             raise  # the user pointed at a copy that is not there: say so, do not download instead
@@ -224,7 +224,18 @@ def demo_config(args) -> RunConfig:
         raise FetchError(f"the demo found no data or teacher here and could not download them ({exc}); "
                          "set FACEKD_HOME to a local copy (data/lfw/aligned_112, models/sface) or FACEKD_MIRROR "
                          "to a reachable LFW mirror") from None
-    return run_config(args)
+    return with_profile_pairs(run_config(args), args)
+
+
+def with_profile_pairs(cfg: RunConfig, args) -> RunConfig:
+    """The demo benches profile faces too: with no bench.suites given, the CFP frontal-vs-profile pairs found
+    beside the faces (``data/cfp/val/cfp_fp*.bin``), on the artifacts of bench.suite_artifacts."""
+    from .paths import resolve_resources
+
+    if not cfg.bench.suites:
+        found = resolve_resources(data=args.data or cfg.data.aligned_root, teacher=cfg.teacher.path).profile_pairs
+        cfg.bench.suites = [str(found)] if found else []
+    return cfg
 
 
 def cmd_demo(args) -> int:

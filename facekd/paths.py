@@ -32,6 +32,7 @@ LFW_DIR = Path("data") / "lfw"
 ALIGNED_DIR = LFW_DIR / "aligned_112"
 PEOPLE_DEV_TRAIN = LFW_DIR / "peopleDevTrain.txt"
 SPLITS_DIR = LFW_DIR / "splits"
+PROFILE_PAIRS = "cfp/val/cfp_fp*.bin"  # under the data folder beside lfw/: CFP frontal-vs-profile pairs (optional)
 SPLIT_FILES = ("train_identities.txt", "val_identities.txt", "val_pairs.txt", "val_pairs_3000.txt")
 TEACHER_CANDIDATES = (Path("models/sface/sface_fp32.onnx"), Path("models/sface/sface_int8bq_original.onnx"))
 SFACE_INT8BQ = TEACHER_CANDIDATES[1]
@@ -62,7 +63,7 @@ class Resources:
     teacher: Path
     detector: Path | None
     source: str
-
+    profile_pairs: Path | None = None  # data/cfp/val/cfp_fp*.bin beside data/lfw: frontal-vs-profile pairs
 
 def cache_dir(env: Mapping[str, str] = os.environ) -> Path:
     """The user cache ``facekd fetch`` fills: FACEKD_CACHE, else $XDG_CACHE_HOME/facekd, else ~/.cache/facekd."""
@@ -85,6 +86,7 @@ class _Data:
     train_identities: Path | None
     val_pairs: Path | None
     val_identities: Path | None = None
+    profile_pairs: Path | None = None
 
 
 def _data_at(path: Path, origin: str) -> _Data:
@@ -106,7 +108,8 @@ def _data_at(path: Path, origin: str) -> _Data:
         )
     splits = aligned.parent / SPLITS_DIR.name
     found = [splits / name for name in ("train_identities.txt", "val_pairs.txt", "val_identities.txt")]
-    return _Data(aligned, *(path if path.is_file() else None for path in found))
+    profile = sorted(aligned.parent.parent.glob(PROFILE_PAIRS))
+    return _Data(aligned, *(path if path.is_file() else None for path in found), profile[0] if profile else None)
 
 
 def home_problem(home: Path) -> str | None:
@@ -196,6 +199,7 @@ def resolve_resources(
         val_pairs=found.val_pairs,
         val_images_root=found.aligned_root,
         val_identities=found.val_identities,
+        profile_pairs=found.profile_pairs,
         teacher=teacher_path,
         detector=_home_detector(homes),
         source=source,

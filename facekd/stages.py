@@ -8,7 +8,7 @@ from pathlib import Path
 
 from facekd.training import distributed
 from facekd.core.data import FaceFolder
-from facekd.training.evaluate import evaluate
+from facekd.core.verification import evaluate
 from facekd.core.io import atomic_write_json, sha256_text
 from facekd.training.teacher import load_teacher
 from facekd.training.teacher_cache import (StaleCacheError, TeacherCache, ViewCache, build_teacher_cache, build_view_cache,

@@ -229,6 +229,14 @@ def test_bench_suites_score_every_artifact_as_eval_sets_does(export_dir, tmp_pat
     assert f"| {100 * toy['acc']:.2f} ± {100 * toy['std']:.2f} % |" in torch_line
 
 
+def test_suites_are_measured_only_on_the_artifacts_named(export_dir, tmp_path, tiny_faces):
+    sets = [str(write_toy_bin(tmp_path / "toy_bin.bin", tiny_faces))]
+    config = BenchConfig(**{**QUICK, "batch": [1]}, accelerators=False, suites=sets, suite_artifacts=["onnx-fp32"],
+                         artifacts=["torch-fp32", "onnx-fp32"])
+    rows = load_result(run_bench(export_dir, synthetic_pairs(), config, tmp_path / "result.json", progress=False)).rows
+    assert {row.artifact: row.suites is not None for row in rows} == {"torch-fp32": False, "onnx-fp32": True}
+
+
 def test_fixed_batch_artifact_refuses_other_batches(tmp_path):
     out = tmp_path / "export"
     torch.manual_seed(1)

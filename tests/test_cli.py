@@ -273,3 +273,18 @@ def test_every_error_a_user_can_cause_is_a_facekd_error():
                         if cls.__module__ == info.name and issubclass(cls, Exception)
                         and not issubclass(cls, FacekdError) and name not in internal]
     assert outside == []
+
+
+def test_the_demo_benches_the_profile_faces_it_finds_beside_the_faces(facekd_home, tmp_path):
+    from facekd.cli import build_parser, demo_config
+
+    from facekd.api import DEMO_CONFIG
+
+    args = build_parser().parse_args(["demo", "--data", str(facekd_home), "--out", str(tmp_path / "demo")])
+    args.config = str(DEMO_CONFIG)
+    cfg = demo_config(args)
+    assert cfg.bench.suites == [str(facekd_home / "data/cfp/val/cfp_fp_val.bin")]
+    assert "teacher-onnx-fp32" in cfg.bench.suite_artifacts
+    args = build_parser().parse_args(["demo", "--data", str(facekd_home), "--out", "x", "--set", "bench.suites=[a.bin]"])
+    args.config = str(DEMO_CONFIG)
+    assert demo_config(args).bench.suites == ["a.bin"]  # the user's own sets win

@@ -134,7 +134,8 @@ def val_faces(facekd_home):
     """The zoo student's embeddings of every face of the 500 val identities (never trained on)."""
     from facekd.training.checkpoint import load_student
     from facekd.core.data import FaceFolder, read_identity_list
-    from facekd.training.evaluate import embed_folder, student_embed_fn
+    from facekd.core.verification import embed_folder
+    from facekd.training.evaluate import student_embed_fn
 
     lfw = facekd_home / "data" / "lfw"
     folder = FaceFolder(lfw / "aligned_112", identities=read_identity_list(lfw / "splits" / "val_identities.txt"))

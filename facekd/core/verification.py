@@ -3,15 +3,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from tqdm import tqdm
 
 from .operating_points import DEFAULT_IDENTIFY_FPIR, OperatingPoint, OperatingPoints
 from .pairs import VerificationPairs
+
+if TYPE_CHECKING:
+    from .data import FaceFolder
 from .errors import FacekdError, InputError
 
+EmbedFn = Callable[[np.ndarray], np.ndarray]  # uint8 RGB [N, H, W, 3] -> embeddings [N, D]
 FARS = (1e-1, 1e-2, 1e-3)
 
 
@@ -446,3 +450,23 @@ def measure_identities(embeddings: np.ndarray, labels: np.ndarray, gallery_size:
         policy = {"gallery_size": gallery, "target_fpir": fpir, **open_set_at_threshold(runs, threshold)}
     return IdentityResult(len(np.unique(labels)), len(labels), len(scores.genuine), scores.impostor_pairs, tars,
                           unsupported, equal_error_rate(scores), rank1(embeddings, labels), open_set, policy)
+
+
+# ----- an embedding function on pairs or on a folder of identities ------------------------------
+
+def evaluate(embed_fn: EmbedFn, pairs: VerificationPairs, flip_test: bool = False,
+             batch_size: int = 64, progress: bool = False) -> VerificationResult:
+    embeddings = embed_pairs(embed_fn, pairs, batch_size=batch_size, flip_test=flip_test, progress=progress)
+    return evaluate_scores(pair_scores(embeddings, pairs), pairs.same, pairs.folds)
+
+
+def embed_folder(embed_fn: EmbedFn, folder: "FaceFolder", flip_test: bool = False, batch_size: int = 64,
+                 progress: bool = False) -> np.ndarray:
+    return embed_images(embed_fn, len(folder), folder.load_rgb, batch_size, flip_test, progress, folder.root.name)
+
+
+def evaluate_identities(embed_fn: EmbedFn, folder: "FaceFolder", flip_test: bool = False, batch_size: int = 64,
+                        progress: bool = False, **measures) -> IdentityResult:
+    """All-pairs measures of ``folder``'s identities (:func:`measure_identities`)."""
+    embeddings = embed_folder(embed_fn, folder, flip_test, batch_size, progress)
+    return measure_identities(embeddings, folder.labels, progress=progress, **measures)

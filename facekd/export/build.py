@@ -32,13 +32,13 @@ from tqdm import tqdm
 from facekd.core.chatter import library_output
 from facekd.training.checkpoint import load_student
 from facekd.core.data import BadImageError, FaceFolder
-from facekd.training.evaluate import embed_folder, student_embed_fn
+from facekd.training.evaluate import student_embed_fn
 from facekd.core.io import atomic_path, atomic_write_json, remove_stale_temp_files, sha256_file
 from facekd.core.pairs import VerificationPairs
 from facekd.core.preprocess import PreprocessSpec
 from facekd.training.quant_aware import QuantAwareConfig, quant_aware_finetune
-from facekd.core.verification import (IdentitySetError, all_pairs_scores, best_threshold, check_identity_set, embed_pairs,
-                                   l2_normalise, operating_points, pair_scores)
+from facekd.core.verification import (IdentitySetError, all_pairs_scores, best_threshold, check_identity_set,
+                                      embed_folder, embed_pairs, l2_normalise, operating_points, pair_scores)
 
 from .artifact import ArtifactIO
 from .cost import onnx_cost, torch_cost

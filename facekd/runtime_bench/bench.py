@@ -44,7 +44,8 @@ from facekd.export.manifest import Manifest, ManifestError, verify_artifact
 from facekd.core.io import sha256_file
 from facekd.core.pairs import VerificationPairs, read_verification_set, verification_set_name
 from facekd.core.preprocess import PreprocessSpec
-from facekd.core.verification import VerificationResult, evaluate_scores, l2_normalise, measure_identities, pair_scores
+from facekd.core.verification import (VerificationResult, embed_folder, evaluate, evaluate_scores, l2_normalise,
+                                      measure_identities, pair_scores)
 
 from .accelerated import ACCELERATED_RUNTIMES, runtime_options
 from .client import WorkerClient, WorkerDied, WorkerError
@@ -116,6 +117,7 @@ class BenchConfig:
     reference: str = REFERENCE_ARTIFACT
     targets: list[dict] = field(default_factory=lambda: [{"kind": "local"}])
     suites: list[str] = field(default_factory=list)
+    suite_artifacts: list[str] | None = None  # artifacts the suites are measured on (None: every one)
     flip_test: bool = False
     identities: str = ""  # ROOT or IDENTITIES.txt=ROOT; "" = the run's data.val_identities; "none" = skip
     gallery_size: int = 100
@@ -527,10 +529,9 @@ class _Bench:
         """Per set of ``bench.suites`` what ``facekd eval --sets`` reports for this artifact
         (accuracy ± std, TAR@FAR, AUC, threshold) plus its pair count and whether flip-test was
         on; None without suites."""
-        if not self.suites:
+        wanted = self.config.suite_artifacts
+        if not self.suites or (wanted is not None and artifact.name not in wanted):
             return None
-        from facekd.training.evaluate import evaluate  # imports torch: only when suites are measured
-
         embed, flip_test = self.worker_embed_fn(worker, artifact), self.config.flip_test
         return {pairs.name: {**accuracy_entry(evaluate(embed, pairs, flip_test=flip_test, batch_size=SUITE_CHUNK)),
                              "pairs": len(pairs), "flip_test": flip_test}
@@ -541,8 +542,6 @@ class _Bench:
         strangers its manifest's operating-point rule lets match (None without identities)."""
         if self.identities is None:
             return None
-        from facekd.training.evaluate import embed_folder  # imports torch: only when identities are measured
-
         embeddings = embed_folder(self.worker_embed_fn(worker, artifact), self.identities, batch_size=SUITE_CHUNK)
         points = artifact.manifest.deploy_points() if not artifact.is_teacher else None
         result = measure_identities(embeddings, self.identities.labels, self.config.gallery_size, self.config.fpir,

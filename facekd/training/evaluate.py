@@ -1,18 +1,11 @@
-"""Verification of a student checkpoint or a teacher on a pairs file."""
+"""A student checkpoint as an embedding function for the verification measures (facekd.core.verification)."""
 from __future__ import annotations
-
-from typing import Callable
 
 import numpy as np
 import torch
 
-from facekd.core.data import FaceFolder
-from facekd.core.pairs import VerificationPairs
 from facekd.core.preprocess import PreprocessSpec
-from facekd.core.verification import (IdentityResult, VerificationResult, embed_images, embed_pairs, evaluate_scores,
-                           measure_identities, pair_scores)
-
-EmbedFn = Callable[[np.ndarray], np.ndarray]
+from facekd.core.verification import EmbedFn
 
 
 def student_embed_fn(model: torch.nn.Module, preprocess: PreprocessSpec, device: torch.device | str = "cpu") -> EmbedFn:
@@ -29,21 +22,3 @@ def student_embed_fn(model: torch.nn.Module, preprocess: PreprocessSpec, device:
         return out
 
     return embed
-
-
-def evaluate(embed_fn: EmbedFn, pairs: VerificationPairs, flip_test: bool = False,
-             batch_size: int = 64, progress: bool = False) -> VerificationResult:
-    embeddings = embed_pairs(embed_fn, pairs, batch_size=batch_size, flip_test=flip_test, progress=progress)
-    return evaluate_scores(pair_scores(embeddings, pairs), pairs.same, pairs.folds)
-
-
-def embed_folder(embed_fn: EmbedFn, folder: FaceFolder, flip_test: bool = False, batch_size: int = 64,
-                 progress: bool = False) -> np.ndarray:
-    return embed_images(embed_fn, len(folder), folder.load_rgb, batch_size, flip_test, progress, folder.root.name)
-
-
-def evaluate_identities(embed_fn: EmbedFn, folder: FaceFolder, flip_test: bool = False, batch_size: int = 64,
-                        progress: bool = False, **measures) -> IdentityResult:
-    """All-pairs measures of ``folder``'s identities (:func:`training.verification.measure_identities`)."""
-    embeddings = embed_folder(embed_fn, folder, flip_test, batch_size, progress)
-    return measure_identities(embeddings, folder.labels, progress=progress, **measures)

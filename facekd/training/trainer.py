@@ -31,7 +31,9 @@ from .checkpoint import load_checkpoint, save_checkpoint, student_state
 from facekd.training import distributed
 from .config import READING_ONLY_DATA_KEYS, TrainingSection, load_val_pairs
 from facekd.core.data import UNLABELLED, FaceFolder, read_identity_list
-from .evaluate import evaluate, student_embed_fn
+from facekd.core.verification import evaluate
+
+from .evaluate import student_embed_fn
 from .images import fits_in_memory, open_images
 from facekd.core.io import atomic_write_json, remove_stale_temp_files, sha256_file, sha256_text
 from .losses import LossInputs, LossSuite
