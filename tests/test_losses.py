@@ -10,7 +10,7 @@ from torch import nn
 from facekd.training.losses import (
     CombinedMarginHead, FeatureConsistency, HardnessAwareFeatureConsistency, LogitDistillation, LossConfig,
     LossConfigError, LossInputError, LossInputs, LossSuite, RelationAwareDistillation, RelationalDistance,
-    SimilarityPreserving, WeightExclusivity,
+    SimilarityPreserving, TERM_NAMES, WeightExclusivity,
 )
 from facekd.training.losses.exclusivity import layer_exclusivity
 from facekd.training.models.mobilefacenet import MobileFaceNet
@@ -524,3 +524,12 @@ def test_feature_hint_is_the_energy_normalised_error_of_the_projected_maps():
 def test_hint_weight_without_taps_is_a_config_error():
     with pytest.raises(LossConfigError, match="loss.hint needs tapped feature maps"):
         LossSuite(LossConfig(margin=0.0, hint=1.0), num_classes=3, student_dim=8, teacher_dim=8)
+
+
+def test_every_configurable_term_has_one_registered_builder_and_unknown_names_are_refused():
+    from facekd.training.losses import TERMS, TermContext, build_term
+
+    assert sorted(TERMS) == sorted(TERM_NAMES)
+    context = TermContext(LossConfig(), 4, 8, 8, None, [], {})
+    with pytest.raises(LossConfigError, match="unknown loss term 'hardfcd'; did you mean hard_fcd"):
+        build_term("hardfcd", context)

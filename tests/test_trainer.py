@@ -289,7 +289,7 @@ def test_a_teacher_cache_over_the_budget_is_read_in_place_to_the_same_weights(vi
 
     copied, want = trained("copied")
     assert all(a.flags.owndata and not isinstance(a, np.memmap) for a in copied)
-    monkeypatch.setattr(training.images, "PRELOAD_BUDGET_BYTES", 1024)  # below the cache's 3 kB (and the faces')
+    monkeypatch.setattr(facekd.training.images, "PRELOAD_BUDGET_BYTES", 1024)  # below the cache's 3 kB (and the faces')
     mapped, got = trained("mapped")
     assert all(isinstance(a, np.memmap) and not a.flags.owndata for a in mapped)
     for name in want:

@@ -3,7 +3,7 @@ worst-cosine target and the all-int8 artifact misses it on the calibration faces
 stay float, most sensitive first, until it is met.
 
 A conversion costs seconds, so the convolutions are ranked once by the worst cosine to the float
-model with only that one in simulated int8 (``training.quant_aware.SimulatedInt8``), and 1, 2, 4, …
+model with only that one in simulated int8 (``facekd.training.quant_aware.SimulatedInt8``), and 1, 2, 4, …
 of them (at most half of those the converter may quantise) are kept float, each count built and
 measured, until the target is met; when no count meets it, the best one measured is kept.
 A converter with a dynamic-range int8 (activations quantised per inference from their own range,

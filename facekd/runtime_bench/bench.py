@@ -14,7 +14,7 @@ and ``rejected/...``) and each runtime that can run its format:
    manifest threshold;
 4. with ``bench.suites``, the same worker also embeds every benchmark set (insightface ``.bin``,
    LFW pairs files), scored by the function ``facekd eval --sets`` uses
-   (:func:`training.evaluate.evaluate`), with or without flip-test (``bench.flip_test``);
+   (:func:`facekd.core.verification.evaluate`), with or without flip-test (``bench.flip_test``);
 5. with ``bench.identities`` (by default the run's val identities), it embeds every face of those
    identities: all genuine vs all impostor pairs (TAR at FAR 1e-3..1e-5, EER), rank-1, open-set
    FNIR at ``bench.fpir`` for a gallery of ``bench.gallery_size``, and the share of strangers the

@@ -24,7 +24,7 @@ Schema (``schema_version`` 1)::
                "disturbed": bool, "disturbed_reason": str | null}]}
 
 ``suites`` (one entry per benchmark set of ``bench.suites``) and ``identities`` (all pairs of the
-val identities, :func:`training.verification.measure_identities`) are absent in results written
+val identities, :func:`facekd.core.verification.measure_identities`) are absent in results written
 before they existed; such files load with them None.
 
 Times are milliseconds, throughput images per second, accuracy and rates fractions in 0..1.

@@ -1,7 +1,7 @@
 """Online teacher: each batch's own augmented views embedded by the teacher, one batch ahead.
 
 For when the teacher is cheap enough (a GPU, or a long CPU budget). A worker thread makes the
-views of batch t+1 (`training.views.make_view` with a fresh view id per image and step) and runs
+views of batch t+1 (`facekd.training.views.make_view` with a fresh view id per image and step) and runs
 the teacher on them while the student trains on batch t; onnxruntime and torch release the GIL,
 so the two overlap. With ``mixup`` a batch is, with that probability, blended with a permutation
 of itself, x = λ·a + (1 − λ)·b with λ ~ U(0, 1) per batch (FunMatch); teacher and student see the

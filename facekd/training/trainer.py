@@ -37,8 +37,8 @@ from .evaluate import student_embed_fn
 from .images import fits_in_memory, open_images
 from facekd.core.io import atomic_write_json, remove_stale_temp_files, sha256_file, sha256_text
 from .losses import LossInputs, LossSuite
-from facekd.training.models.derived import DERIVED_NAME, ConversionError, convert_teacher, derive_student
-from facekd.training.models.mobilefacenet import MobileFaceNet
+from facekd.training.models import make_student
+from facekd.training.models.derived import DERIVED_NAME, ConversionError, convert_teacher
 from .recordio import RecordIOFaces
 from facekd.core.preprocess import PreprocessSpec
 from .sampler import IdentityBalancedSampler
@@ -211,24 +211,6 @@ def class_centres(embeddings: TeacherRows, rows: np.ndarray, labels: torch.Tenso
         part = torch.from_numpy(np.asarray(rows[start : start + chunk], dtype=np.int64))
         sums.index_add_(0, labels[part], embeddings[part])
     return nn.functional.normalize(sums, dim=1)
-
-
-def make_student(cfg: TrainingSection) -> tuple[nn.Module, PreprocessSpec]:
-    """The student of this run and the preprocessing it takes."""
-    family = cfg.student.family
-    if family == "mobilefacenet":
-        return MobileFaceNet(width=cfg.student.width, embedding_size=cfg.student.embedding_size), cfg.student.preprocess
-    if family == DERIVED_NAME:
-        if not cfg.teacher.path:
-            raise TrainingError("student.family=teacher_derived needs the teacher's ONNX file (teacher.path / --teacher)")
-        try:
-            student = derive_student(cfg.teacher.path, cfg.student.keep_ratio, sha256_file(cfg.teacher.path),
-                                     cfg.student.prune_importance, cfg.student.head_rank)
-        except (ConversionError, ValueError) as exc:
-            raise TrainingError(f"cannot derive a student from the teacher: {exc}; train a MobileFaceNet "
-                                "instead with --set student.family=mobilefacenet") from None
-        return student, cfg.teacher.preprocess
-    raise TrainingError(f"student.family must be mobilefacenet or {DERIVED_NAME}, got {family!r}")
 
 
 class Trainer:

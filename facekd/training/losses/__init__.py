@@ -7,6 +7,10 @@ rkd -> RelationalDistance, hint -> FeatureHint (derived students). Each term's f
 """
 from __future__ import annotations
 
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from torch import Tensor, nn
 
 from facekd.training.losses.base import LossInputError, LossInputs, LossTerm
@@ -22,10 +26,110 @@ from facekd.training.loss_config import MARGIN_TYPES, TEACHER_TERMS, TERM_NAMES,
 
 __all__ = [
     "CombinedMarginHead", "FeatureConsistency", "FeatureHint", "HardnessAwareFeatureConsistency", "LogitDistillation",
-    "LossConfig", "LossConfigError", "LossInputError", "LossInputs", "LossSuite", "LossTerm",
+    "LossConfig", "LossConfigError", "LossInputError", "LossInputs", "LossSuite", "LossTerm", "TERMS", "register_term",
     "MARGIN_TYPES", "RelationAwareDistillation", "RelationalDistance", "SimilarityPreserving", "TEACHER_TERMS", "TERM_NAMES",
     "WeightExclusivity",
 ]
+
+
+@dataclass(frozen=True)
+class TermContext:
+    """What a term's builder may read: the loss config, the run's dimensions and the terms built before it."""
+
+    config: LossConfig
+    num_classes: int
+    student_dim: int
+    teacher_dim: int | None
+    class_centres: Tensor | None
+    hint_channels: list[tuple[int, int]]
+    built: dict[str, LossTerm]
+
+    def teacher(self, name: str) -> int:
+        """The teacher's embedding size, which every teacher term needs."""
+        if self.teacher_dim is None:
+            raise LossConfigError(f"loss term {name} needs teacher embeddings: give teacher_dim or set {name}: 0")
+        return self.teacher_dim
+
+
+TermBuilder = Callable[[TermContext], LossTerm]
+TERMS: dict[str, TermBuilder] = {}  # config weight name -> builder of its term
+
+
+def register_term(name: str) -> Callable[[TermBuilder], TermBuilder]:
+    """Decorator: ``builder`` makes the term weighted by ``loss.<name>``."""
+    def add(builder: TermBuilder) -> TermBuilder:
+        TERMS[name] = builder
+        return builder
+    return add
+
+
+def build_term(name: str, context: TermContext) -> LossTerm:
+    if name not in TERMS:
+        near = difflib.get_close_matches(name, TERMS, n=1)
+        raise LossConfigError(f"unknown loss term {name!r}" + (f"; did you mean {near[0]}?" if near else
+                                                              f" (known: {', '.join(TERMS)})"))
+    return TERMS[name](context)
+
+
+@register_term("margin")
+def _margin(c: TermContext) -> LossTerm:
+    arcface = c.config.margin_type == "arcface"
+    return CombinedMarginHead(c.num_classes, c.student_dim, c.config.margin_scale,
+                              angular_margin=c.config.arc_margin if arcface else 0.0,
+                              cosine_margin=0.0 if arcface else c.config.cos_margin)
+
+
+@register_term("exclusivity")
+def _exclusivity(c: TermContext) -> LossTerm:
+    return WeightExclusivity(c.config.exclusivity_depthwise, c.config.exclusivity_normalize_filters)
+
+
+@register_term("hint")
+def _hint(c: TermContext) -> LossTerm:
+    if not c.hint_channels:
+        raise LossConfigError("loss.hint needs tapped feature maps: a teacher_derived student "
+                              "(student.family) and the teacher's ONNX, or set hint: 0")
+    return FeatureHint(c.hint_channels)
+
+
+@register_term("fcd")
+def _fcd(c: TermContext) -> LossTerm:
+    return FeatureConsistency(c.student_dim, c.teacher("fcd"))
+
+
+@register_term("hard_fcd")
+def _hard_fcd(c: TermContext) -> LossTerm:
+    return HardnessAwareFeatureConsistency(c.student_dim, c.teacher("hard_fcd"), c.config.hard_fcd_scale)
+
+
+@register_term("rad")
+def _rad(c: TermContext) -> LossTerm:
+    return RelationAwareDistillation(c.student_dim, c.teacher("rad"), c.config.rad_form, c.config.rad_top_k,
+                                     c.config.rad_temperature)
+
+
+@register_term("logit_kd")
+def _logit_kd(c: TermContext) -> LossTerm:
+    teacher_dim = c.teacher("logit_kd")
+    if c.class_centres is None or tuple(c.class_centres.shape) != (c.num_classes, teacher_dim):
+        got = None if c.class_centres is None else tuple(c.class_centres.shape)
+        raise LossConfigError(f"logit_kd needs teacher class centres of shape ({c.num_classes}, {teacher_dim}), "
+                              f"got {got}; pass class_centres or set logit_kd: 0")
+    head = c.built.get("margin")
+    return LogitDistillation(c.class_centres, c.student_dim, c.config.logit_kd_scale, c.config.logit_kd_temperature,
+                             class_weight=head.weight if isinstance(head, CombinedMarginHead) else None)
+
+
+@register_term("sp")
+def _sp(c: TermContext) -> LossTerm:
+    c.teacher("sp")
+    return SimilarityPreserving()
+
+
+@register_term("rkd")
+def _rkd(c: TermContext) -> LossTerm:
+    c.teacher("rkd")
+    return RelationalDistance()
 
 
 class LossSuite(nn.Module):
@@ -47,50 +151,15 @@ class LossSuite(nn.Module):
         self.hint_channels = hint_channels or []
         terms: dict[str, LossTerm] = {}
         for name in self.weights:
+            context = TermContext(config, num_classes, student_dim, teacher_dim, class_centres, self.hint_channels, terms)
             try:
-                terms[name] = self._build(name, terms, num_classes, student_dim, teacher_dim, class_centres)
+                terms[name] = build_term(name, context)
             except LossConfigError:
                 raise
             except ValueError as error:
                 raise LossConfigError(f"loss term {name}: {error}") from None
         self.terms = nn.ModuleDict(terms)
         self.needs: frozenset[str] = frozenset().union(*(term.needs for term in self.terms.values()))
-
-    def _build(self, name: str, built: dict[str, LossTerm], num_classes: int, student_dim: int,
-               teacher_dim: int | None, class_centres: Tensor | None) -> LossTerm:
-        config = self.config
-        if name == "margin":
-            arcface = config.margin_type == "arcface"
-            return CombinedMarginHead(num_classes, student_dim, config.margin_scale,
-                                      angular_margin=config.arc_margin if arcface else 0.0,
-                                      cosine_margin=0.0 if arcface else config.cos_margin)
-        if name == "exclusivity":
-            return WeightExclusivity(config.exclusivity_depthwise, config.exclusivity_normalize_filters)
-        if name == "hint":
-            if not self.hint_channels:
-                raise LossConfigError("loss.hint needs tapped feature maps: a teacher_derived student "
-                                      "(student.family) and the teacher's ONNX, or set hint: 0")
-            return FeatureHint(self.hint_channels)
-        if teacher_dim is None:
-            raise LossConfigError(f"loss term {name} needs teacher embeddings: give teacher_dim or set {name}: 0")
-        if name == "fcd":
-            return FeatureConsistency(student_dim, teacher_dim)
-        if name == "hard_fcd":
-            return HardnessAwareFeatureConsistency(student_dim, teacher_dim, config.hard_fcd_scale)
-        if name == "rad":
-            return RelationAwareDistillation(student_dim, teacher_dim, config.rad_form, config.rad_top_k,
-                                             config.rad_temperature)
-        if name == "logit_kd":
-            if class_centres is None or tuple(class_centres.shape) != (num_classes, teacher_dim):
-                got = None if class_centres is None else tuple(class_centres.shape)
-                raise LossConfigError(f"logit_kd needs teacher class centres of shape ({num_classes}, {teacher_dim}), "
-                                      f"got {got}; pass class_centres or set logit_kd: 0")
-            head = built.get("margin")
-            return LogitDistillation(class_centres, student_dim, config.logit_kd_scale, config.logit_kd_temperature,
-                                     class_weight=head.weight if isinstance(head, CombinedMarginHead) else None)
-        if name == "sp":
-            return SimilarityPreserving()
-        return RelationalDistance()
 
     def check_inputs(self, inputs: LossInputs) -> None:
         """Raise LossInputError when an input the live terms need is absent or mis-shaped."""
