@@ -87,7 +87,7 @@ def test_host_info_has_device_fields():
 
 def test_peak_rss_tracks_this_process_only():
     """A fresh interpreter starts low (the parent's memory is not counted) and sees its own growth."""
-    script = ("import numpy as np; from runtime_bench.latency import peak_rss_mb; before = peak_rss_mb(); "
+    script = ("import numpy as np; from facekd.runtime_bench.latency import peak_rss_mb; before = peak_rss_mb(); "
               "block = np.ones(64 * 2**20 // 8); print(before, peak_rss_mb())")
     ballast = np.ones(256 * 2**20 // 8)  # make this parent clearly bigger than the child
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)

@@ -331,7 +331,7 @@ def test_parity_counts_flipped_decisions():
 def test_format_table_and_manifest_import_no_runtime():
     """A benchmark worker imports the table and manifests; each runner imports its runtime itself."""
     runtimes = ("torch", "onnx", "onnxruntime", "litert_torch", "ai_edge_litert", "coremltools", "tensorrt")
-    probe = f"import sys, export.formats, export.manifest; print([m for m in {runtimes!r} if m in sys.modules])"
+    probe = f"import sys, facekd.export.formats, facekd.export.manifest; print([m for m in {runtimes!r} if m in sys.modules])"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
                             cwd=Path(__file__).resolve().parents[1])
     assert result.stdout.strip() == "[]"

@@ -230,8 +230,8 @@ def test_executorch_pool_is_sized_in_a_fresh_process_only(tmp_path):
 
     script = (
         "import torch, sys\n"
-        "from export.executorch_format import ExecuTorchRunner, convert\n"
-        "from training.preprocess import STUDENT_DEFAULT\n"
+        "from facekd.export.executorch_format import ExecuTorchRunner, convert\n"
+        "from facekd.core.preprocess import STUDENT_DEFAULT\n"
         "from pathlib import Path\n"
         "model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())\n"
         "path = convert(model, 'fp32', None, Path(sys.argv[1]), preprocess=STUDENT_DEFAULT, max_batch=1)\n"
