@@ -300,6 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, **kwargs) -> argparse.ArgumentParser:
         return commands.add_parser(name, parents=[after], **kwargs)
 
+    for add_commands in (_training_commands, _eval_command, _artifact_commands, _other_commands):
+        add_commands(command)
+    return parser
+
+
+def _training_commands(command) -> None:
     p = command("prepare", help="align raw photos (root/<identity>/<photo>) to 112×112 crops with YuNet")
     p.add_argument("src")
     p.add_argument("dst")
@@ -319,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.set_defaults(func=cmd_train)
 
+
+def _eval_command(command) -> None:
     p = command("eval", help="verification of a checkpoint or a teacher: 10-fold accuracy on pairs, and on a "
                        "folder of identities all pairs (TAR at FAR 1e-3..1e-5, EER), 1:N rank-1 and open-set FNIR")
     who = p.add_mutually_exclusive_group(required=True)
@@ -338,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=cmd_eval)
 
+
+def _artifact_commands(command) -> None:
     p = command("export", help="convert a student to every format, with manifests and parity gates",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=format_help())
     p.add_argument("checkpoint")
@@ -360,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="report folder")
     p.set_defaults(func=cmd_report)
 
+
+def _other_commands(command) -> None:
     p = command("fetch", help="download LFW + SFace/YuNet from public sources, verify, align")
     p.add_argument("--mirror", help="base URL of a mirror (else FACEKD_MIRROR, else the public sources)")
     p.add_argument("--cache", help="where to put them (default: the user cache, FACEKD_CACHE)")
@@ -380,7 +392,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="demo folder (re-running reuses finished stages)")
     _strict_arg(p)
     p.set_defaults(func=cmd_demo)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,7 +38,37 @@ def run_demo(cfg: RunConfig, out: Path, config_path: str | None = None, progress
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     timings: dict[str, float] = {}
+    train_dir = _train_stage(cfg, out, progress, timings)
+    student = train_dir / "student.pt"
+    export_dir = _export_stage(cfg, out, student, progress, timings)
+    results = _bench_stage(cfg, out, export_dir, progress, timings)
+    started = time.perf_counter()
+    reference = _bench_reference(cfg, out, progress)
+    if reference is not None:
+        results.append(reference[1])
+        timings["reference"] = time.perf_counter() - started
 
+    from facekd.runtime_bench.report import write_report
+
+    started = _announce(4, str(out / "report"))
+    md, html = write_report(results, out / "report")
+    timings["report"] = time.perf_counter() - started
+    _link(out / "export", export_dir)
+    _link(out / "student.pt", student)
+    val = json.loads((train_dir / "metrics.json").read_text()).get("val")
+    summary = {"config": config_path, "config_digest": config_digest(cfg), "train_dir": str(train_dir),
+               "student": str(student), "export_dir": str(export_dir),
+               "reference_export_dir": str(reference[0]) if reference is not None else None,
+               "results": [str(p) for p in results],
+               "report_html": str(html), "report_md": str(md), "val": val, "stage_seconds": timings}
+    atomic_write_json(out / "demo.json", summary)
+    accuracy = f"student val accuracy {100 * val['accuracy']:.2f}% | " if val else ""
+    print(f"\nfacekd demo done: {accuracy}report: {html}")
+    return summary
+
+
+def _train_stage(cfg: RunConfig, out: Path, progress: bool, timings: dict) -> Path:
+    """Teacher cache(s), then the training run in a folder named by its config and caches (resumed when killed)."""
     started = _announce(0, cfg.teacher.path)
     folder = open_training_data(cfg)
     cache = ensure_teacher_cache(cfg, folder, progress)
@@ -50,14 +80,16 @@ def run_demo(cfg: RunConfig, out: Path, config_path: str | None = None, progress
         training["data"].pop(key)
     train_dir = out / f"train-{_digest(training, cache.key, *([views.key] if views else []))}"
     started = _announce(1, str(train_dir))
-    student = train_dir / "student.pt"
-    if student.exists():
+    if (train_dir / "student.pt").exists():
         log.info("reusing finished training run %s", train_dir)
     else:
         resume = (train_dir / "checkpoints" / "last.pt").exists()
         train_student(cfg, train_dir, resume=resume, progress=progress)
     timings["train"] = time.perf_counter() - started
+    return train_dir
 
+
+def _export_stage(cfg: RunConfig, out: Path, student: Path, progress: bool, timings: dict) -> Path:
     export_dir = out / f"export-{_digest(sha256_file(student), to_dict(cfg.export))}"
     started = _announce(2, str(export_dir))
     if (export_dir / "export_summary.json").exists():
@@ -65,7 +97,10 @@ def run_demo(cfg: RunConfig, out: Path, config_path: str | None = None, progress
     else:
         export_student(cfg, student, export_dir, progress=progress)
     timings["export"] = time.perf_counter() - started
+    return export_dir
 
+
+def _bench_stage(cfg: RunConfig, out: Path, export_dir: Path, progress: bool, timings: dict) -> list[Path]:
     bench_dir = out / f"bench-{_digest(sha256_file(export_dir / 'export_summary.json'), to_dict(cfg.bench))}"
     done = bench_dir / "results.json"
     started = _announce(3, str(bench_dir))
@@ -76,34 +111,7 @@ def run_demo(cfg: RunConfig, out: Path, config_path: str | None = None, progress
         results = bench_export(cfg, export_dir, bench_dir / "result.json", progress=progress)
         atomic_write_json(done, [str(p) for p in results])
     timings["bench"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    reference = _bench_reference(cfg, out, progress)
-    if reference is not None:
-        reference_export, reference_result = reference
-        results.append(reference_result)
-        timings["reference"] = time.perf_counter() - started
-
-    from facekd.runtime_bench.report import write_report
-
-    started = _announce(4, str(out / "report"))
-    md, html = write_report(results, out / "report")
-    timings["report"] = time.perf_counter() - started
-
-    _link(out / "export", export_dir)
-    _link(out / "student.pt", student)
-    metrics = json.loads((train_dir / "metrics.json").read_text())
-    summary = {"config": config_path, "config_digest": config_digest(cfg), "train_dir": str(train_dir),
-               "student": str(student), "export_dir": str(export_dir),
-               "reference_export_dir": str(reference_export) if reference is not None else None,
-               "results": [str(p) for p in results],
-               "report_html": str(html), "report_md": str(md), "val": metrics.get("val"),
-               "stage_seconds": timings}
-    atomic_write_json(out / "demo.json", summary)
-    val = metrics.get("val") or {}
-    accuracy = f"student val accuracy {100 * val['accuracy']:.2f}% | " if val else ""
-    print(f"\nfacekd demo done: {accuracy}report: {html}")
-    return summary
+    return results
 
 
 def reference_checkpoint(path: str) -> Path | None:

@@ -219,6 +219,14 @@ class Trainer:
     def __init__(self, cfg: TrainingSection, run_dir: str | Path, cache: TeacherCache, folder: FaceFolder,
                  resume: bool = False, progress: bool = True, views: ViewCache | None = None):
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+        self._set_up_process(cfg)
+        self._set_up_data(cfg, cache, folder, views)
+        self._set_up_losses(cfg, folder)
+        self._set_up_schedule(cfg)
+        self._set_up_run(cfg, resume)
+
+    def _set_up_process(self, cfg: TrainingSection) -> None:
+        """Device, ranks, threads, allocator, seed; stale temporary files of a killed run removed."""
         self.device = pick_device(cfg.train.device)
         self.dist = _Dist(self.device)
         if cfg.train.threads:
@@ -229,6 +237,9 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         if self.dist.main:
             remove_stale_temp_files(self.run_dir)
+
+    def _set_up_data(self, cfg: TrainingSection, cache: TeacherCache, folder: FaceFolder, views: ViewCache | None) -> None:
+        """Faces, the teacher's embeddings of them (cached, views or online), the student and its input."""
         self.folder = folder
         self.labels = torch.from_numpy(np.asarray(folder.labels, dtype=np.int64))
         # teacher embeddings: copied into RAM when data.preload says so (auto: when all of them fit
@@ -242,7 +253,7 @@ class Trainer:
             raise TrainingError("teacher cache and dataset differ in size: rebuild it with `facekd cache-teacher`")
         self.student, self.spec = make_student(cfg)
         self.images = open_images(folder, self.spec, cfg.data.preload, cfg.data.loader_workers,
-                                  progress and self.dist.main)
+                                  self.progress and self.dist.main)
         self.val_pairs = load_val_pairs(cfg)
         if self.val_pairs is None and self.dist.main:
             log.warning("no validation pairs (data.val_pairs is not set): training reports no accuracy "
@@ -269,6 +280,9 @@ class Trainer:
                                         cfg.teacher.mixup, seed=cfg.train.seed * 1_000_003 + self.dist.rank)
         elif cfg.teacher.mode != "cached":
             raise TrainingError(f"teacher.mode must be cached or online, got {cfg.teacher.mode!r}")
+
+    def _set_up_losses(self, cfg: TrainingSection, folder: FaceFolder) -> None:
+        """The loss suite, the network that computes it, the optimizer (DDP-wrapped across ranks)."""
         num_classes = len(folder.classes)
         centres = (class_centres(self.teacher, self.labelled, self.labels, num_classes)
                    if cfg.loss.logit_kd > 0 else None)
@@ -281,6 +295,9 @@ class Trainer:
         self.ddp = (nn.parallel.DistributedDataParallel(self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
                     if self.dist.world > 1 else self.net)
         self.optimizer = make_optimizer(cfg.optim, self.net.parameters())
+
+    def _set_up_schedule(self, cfg: TrainingSection) -> None:
+        """The P×K sampler and the step counts of an epoch, the run and its warm-up."""
         self.sampler = IdentityBalancedSampler(self.labels.numpy()[self.labelled], cfg.data.identities_per_batch,
                                                cfg.data.images_per_identity, seed=cfg.train.seed,
                                                rank=self.dist.rank, world_size=self.dist.world)
@@ -291,6 +308,9 @@ class Trainer:
             raise TrainingError("an epoch has no batch: lower data.identities_per_batch or add identities")
         self.total_steps = self.steps_per_epoch * cfg.train.epochs
         self.warmup_steps = int(cfg.optim.warmup_epochs * self.steps_per_epoch)
+
+    def _set_up_run(self, cfg: TrainingSection, resume: bool) -> None:
+        """Where the run stands: a fresh start, or the last checkpoint of the same config; TensorBoard."""
         self.fingerprint = _fingerprint(cfg)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.best_accuracy, self.history = -1.0, []

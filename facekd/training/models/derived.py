@@ -147,16 +147,114 @@ def _attributes(node) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
-def convert_teacher(path: str | Path, head_rank: int = 1) -> tuple[DerivedStudent, dict]:
-    """ONNX teacher -> (DerivedStudent with a rank-``head_rank`` GDC head, {name: value} of what was read)."""
-    import onnx
+class _ChainReader:
+    """Reads an ONNX chain node by node into the derived student's layer list (one handler per op)."""
+
+    SUPPORTED = "Sub/Mul, Conv, BatchNormalization, PRelu, Relu, Dropout, Flatten, Gemm"
+
+    def __init__(self, path: str | Path, weights: dict[str, np.ndarray], spatial: list[int]):
+        self.path, self.weights, self.spatial = path, weights, spatial
+        self.layers: list[dict] = []
+        self.state: dict[str, np.ndarray] = {}
+        self.gemm: tuple[np.ndarray, np.ndarray] | None = None
+        self.out_bn: tuple | None = None
+        self.channels, self.shift, self.scale = 3, 0.0, 1.0
+
+    def fail(self, message: str) -> ConversionError:
+        return ConversionError(f"{self.path}: {message}")
+
+    def add(self, spec: dict, tensors: dict[str, np.ndarray]) -> None:
+        index = len(self.layers)
+        self.layers.append(spec)
+        self.state.update({f"features.{index}.{k}": v for k, v in tensors.items()})
+
+    def read(self, node) -> None:
+        op = node.op_type
+        if self.gemm is not None and op != "BatchNormalization":
+            raise self.fail(f"op {op} after the embedding Gemm is not supported")
+        handler = {"Sub": self.scalar, "Mul": self.scalar, "Conv": self.conv, "BatchNormalization": self.batch_norm,
+                   "PRelu": self.prelu, "Relu": self.relu, "Gemm": self.read_gemm,
+                   "Dropout": self.skip, "Flatten": self.skip, "Identity": self.skip}.get(op)
+        if handler is None:
+            raise self.fail(f"op {op} ({node.name or node.output[0]}) is not supported by the teacher-derived "
+                            f"student (supported: {self.SUPPORTED})")
+        handler(node, _attributes(node))
+
+    def skip(self, node, attrs: dict) -> None:
+        """Dropout, Flatten, Identity: nothing to compute at inference."""
+
+    def scalar(self, node, attrs: dict) -> None:
+        """The input scaling at the graph's head: (x − shift) · scale."""
+        if self.layers:
+            raise self.fail(f"op {node.op_type} ({node.name or node.output[0]}) is only supported at the graph's input")
+        if node.input[1] not in self.weights or np.asarray(self.weights[node.input[1]]).size != 1:
+            raise self.fail(f"input {node.op_type} must be by a constant scalar")
+        value = float(np.asarray(self.weights[node.input[1]]).reshape(-1)[0])
+        if node.op_type == "Sub":
+            self.shift += value / self.scale  # (x·s − v) = s·(x − v/s)
+        else:
+            self.scale *= value
+
+    def conv(self, node, attrs: dict) -> None:
+        w = self.weights[node.input[1]]
+        pads = attrs.get("pads", [0] * 4)
+        if w.shape[2] != w.shape[3] or len(set(pads)) != 1 or len(set(attrs.get("strides", [1, 1]))) != 1:
+            raise self.fail(f"conv {node.name or node.output[0]} is not square/symmetric")
+        tensors = {"weight": w}
+        if len(node.input) > 2:
+            tensors["bias"] = self.weights[node.input[2]]
+        spec = {"op": "conv", "cin": self.channels, "cout": int(w.shape[0]), "kernel": int(w.shape[2]),
+                "stride": int(attrs.get("strides", [1])[0]), "padding": int(pads[0]),
+                "groups": int(attrs.get("group", 1)), "bias": len(node.input) > 2}
+        if not self.layers and (self.shift or self.scale != 1.0):
+            self.add({"op": "scale", "shift": self.shift, "scale": self.scale}, {})
+        self.add(spec, tensors)
+        self.channels = int(w.shape[0])
+        self.spatial = [(side + 2 * spec["padding"] - spec["kernel"]) // spec["stride"] + 1 for side in self.spatial]
+
+    def batch_norm(self, node, attrs: dict) -> None:
+        gamma, beta, mean, var = (self.weights[name] for name in node.input[1:5])
+        bn = {"weight": gamma, "bias": beta, "running_mean": mean, "running_var": var}
+        if self.gemm is not None:
+            self.out_bn = (bn, float(attrs.get("epsilon", 1e-5)))
+        else:
+            self.add({"op": "bn", "channels": self.channels, "eps": float(attrs.get("epsilon", 1e-5))}, bn)
+
+    def prelu(self, node, attrs: dict) -> None:
+        self.add({"op": "prelu", "channels": self.channels}, {"weight": self.weights[node.input[1]].reshape(-1)})
+
+    def relu(self, node, attrs: dict) -> None:
+        self.add({"op": "relu"}, {})
+
+    def read_gemm(self, node, attrs: dict) -> None:
+        w = self.weights[node.input[1]]
+        if not attrs.get("transB", 0):
+            w = w.T
+        bias = self.weights[node.input[2]] if len(node.input) > 2 else np.zeros(w.shape[0], np.float32)
+        self.gemm = (w, bias)
+
+    def head(self, head_rank: int) -> tuple[np.ndarray, np.ndarray]:
+        """Append the rank-``head_rank`` GDC head fitted to the Gemm (and its BatchNorm); returns the Gemm as [O, C, H, W]."""
+        if self.gemm is None:
+            raise self.fail("no Gemm embedding head found")
+        w, bias = self.gemm
+        embedding = int(w.shape[0])
+        height, width = self.spatial if len(self.spatial) == 2 and all(self.spatial) else (7, 7)
+        if w.shape[1] != self.channels * height * width:
+            raise self.fail(f"Gemm reads {w.shape[1]} values, expected {self.channels}×{height}×{width}")
+        head_weight = w.reshape(embedding, self.channels, height, width)
+        for spec, tensors in _head_layers(head_weight, bias, head_rank):
+            self.add(spec, tensors)
+        if self.out_bn is not None:
+            bn, eps = self.out_bn
+            self.add({"op": "bn", "channels": embedding, "eps": eps}, bn)
+        return head_weight, bias
+
+
+def _graph_constants(model) -> tuple[dict[str, np.ndarray], set[int]]:
+    """Initializers, Constant outputs and Identity aliases of weights; and the numbers of the nodes that made them."""
     from onnx import numpy_helper
 
-    from facekd.training.onnx_graph import fold_dequantized_weights
-
-    model = onnx.load(str(path))
-    if fold_dequantized_weights(model):
-        logger.info("%s: int8 weights dequantised to float for the derived student", Path(path).name)
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     constant_nodes = set()
     for number, node in enumerate(model.graph.node):
@@ -166,97 +264,36 @@ def convert_teacher(path: str | Path, head_rank: int = 1) -> tuple[DerivedStuden
         elif node.op_type == "Identity" and node.input[0] in weights:  # exporters alias shared weights
             weights[node.output[0]] = weights[node.input[0]]
             constant_nodes.add(number)
-    layers: list[dict] = []
-    state: dict[str, np.ndarray] = {}
-    gemm: tuple[np.ndarray, np.ndarray] | None = None
-    out_bn: tuple | None = None
-    channels, shift, scale = 3, 0.0, 1.0
+    return weights, constant_nodes
+
+
+def convert_teacher(path: str | Path, head_rank: int = 1) -> tuple[DerivedStudent, dict]:
+    """ONNX teacher -> (DerivedStudent with a rank-``head_rank`` GDC head, {name: value} of what was read)."""
+    import onnx
+
+    from facekd.training.onnx_graph import fold_dequantized_weights
+
+    model = onnx.load(str(path))
+    if fold_dequantized_weights(model):
+        logger.info("%s: int8 weights dequantised to float for the derived student", Path(path).name)
+    weights, constant_nodes = _graph_constants(model)
     inputs = [i for i in model.graph.input if i.name not in weights]
     if len(inputs) != 1:
         raise ConversionError(f"{path}: expected one image input, found {[i.name for i in inputs]}")
-    spatial = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim][2:]
-
-    def add(spec: dict, tensors: dict[str, np.ndarray]) -> None:
-        index = len(layers)
-        layers.append(spec)
-        state.update({f"features.{index}.{k}": v for k, v in tensors.items()})
-
+    reader = _ChainReader(path, weights, [d.dim_value for d in inputs[0].type.tensor_type.shape.dim][2:])
     for number, node in enumerate(model.graph.node):
-        op, attrs = node.op_type, _attributes(node)
-        if number in constant_nodes:
-            continue
-        if gemm is not None and op != "BatchNormalization":
-            raise ConversionError(f"{path}: op {op} after the embedding Gemm is not supported")
-        if op in ("Sub", "Mul") and not layers:
-            if node.input[1] not in weights or np.asarray(weights[node.input[1]]).size != 1:
-                raise ConversionError(f"{path}: input {op} must be by a constant scalar")
-            value = float(np.asarray(weights[node.input[1]]).reshape(-1)[0])
-            if op == "Sub":
-                shift += value / scale  # (x·s − v) = s·(x − v/s)
-            else:
-                scale *= value
-        elif op == "Conv":
-            w = weights[node.input[1]]
-            kernel = w.shape[2]
-            pads = attrs.get("pads", [0] * 4)
-            if w.shape[2] != w.shape[3] or len(set(pads)) != 1 or len(set(attrs.get("strides", [1, 1]))) != 1:
-                raise ConversionError(f"{path}: conv {node.name or node.output[0]} is not square/symmetric")
-            tensors = {"weight": w}
-            if len(node.input) > 2:
-                tensors["bias"] = weights[node.input[2]]
-            spec = {"op": "conv", "cin": channels, "cout": int(w.shape[0]), "kernel": int(kernel),
-                    "stride": int(attrs.get("strides", [1])[0]), "padding": int(pads[0]),
-                    "groups": int(attrs.get("group", 1)), "bias": len(node.input) > 2}
-            if not layers and (shift or scale != 1.0):
-                add({"op": "scale", "shift": shift, "scale": scale}, {})
-            add(spec, tensors)
-            channels = int(w.shape[0])
-            spatial = [(side + 2 * spec["padding"] - spec["kernel"]) // spec["stride"] + 1 for side in spatial]
-        elif op == "BatchNormalization":
-            gamma, beta, mean, var = (weights[name] for name in node.input[1:5])
-            bn = {"weight": gamma, "bias": beta, "running_mean": mean, "running_var": var}
-            if gemm is not None:
-                out_bn = (bn, float(attrs.get("epsilon", 1e-5)))
-            else:
-                add({"op": "bn", "channels": channels, "eps": float(attrs.get("epsilon", 1e-5))}, bn)
-        elif op == "PRelu":
-            add({"op": "prelu", "channels": channels}, {"weight": weights[node.input[1]].reshape(-1)})
-        elif op == "Relu":
-            add({"op": "relu"}, {})
-        elif op in ("Dropout", "Flatten", "Identity"):
-            continue
-        elif op == "Gemm":
-            w = weights[node.input[1]]
-            if not attrs.get("transB", 0):
-                w = w.T
-            bias = weights[node.input[2]] if len(node.input) > 2 else np.zeros(w.shape[0], np.float32)
-            gemm = (w, bias)
-        else:
-            raise ConversionError(f"{path}: op {op} ({node.name or node.output[0]}) is not supported by the "
-                                  "teacher-derived student (supported: Sub/Mul, Conv, BatchNormalization, PRelu, "
-                                  "Relu, Dropout, Flatten, Gemm)")
-    if gemm is None:
-        raise ConversionError(f"{path}: no Gemm embedding head found")
-    w, bias = gemm
-    embedding = int(w.shape[0])
-    height, width = spatial if len(spatial) == 2 and all(spatial) else (7, 7)
-    if w.shape[1] != channels * height * width:
-        raise ConversionError(f"{path}: Gemm reads {w.shape[1]} values, expected {channels}×{height}×{width}")
-    head_weight = w.reshape(embedding, channels, height, width)
-    for spec, tensors in _head_layers(head_weight, bias, head_rank):
-        add(spec, tensors)
-    if out_bn is not None:
-        bn, eps = out_bn
-        add({"op": "bn", "channels": embedding, "eps": eps}, bn)
-    student = DerivedStudent(DerivedArch(embedding_size=embedding, layers=tuple(layers)))
+        if number not in constant_nodes:
+            reader.read(node)
+    head_weight, bias = reader.head(head_rank)
+    student = DerivedStudent(DerivedArch(embedding_size=int(head_weight.shape[0]), layers=tuple(reader.layers)))
     expected = student.state_dict()
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    missing = [k for k in expected if k not in reader.state and not k.endswith("num_batches_tracked")]
     if missing:
         raise ConversionError(f"{path}: no weights read for {missing[:3]}")
     student.load_state_dict({k: torch.tensor(np.asarray(v, dtype=np.float32)).reshape(expected[k].shape)
-                             for k, v in state.items()}, strict=False)
-    return student, {"input_shift": shift, "input_scale": scale, "head_hw": (height, width),
-                     "head_weight": head_weight, "head_bias": bias}
+                             for k, v in reader.state.items()}, strict=False)
+    return student, {"input_shift": reader.shift, "input_scale": reader.scale,
+                     "head_hw": tuple(head_weight.shape[2:]), "head_weight": head_weight, "head_bias": bias}
 
 
 def _head_layers(w: np.ndarray, bias: np.ndarray, rank: int) -> list[tuple[dict, dict]]:
