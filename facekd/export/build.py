@@ -283,59 +283,90 @@ def _check_source(run: _Run, row: FormatRow, precision: str, folder: Path) -> _S
     return _SourceCheck(path, io, checks[0][1], verdict, facts)
 
 
+@dataclass
+class _Job:
+    """One format × precision being made: where it goes and what its conversion left."""
+
+    row: FormatRow
+    precision: str
+    folder: Path
+    artifact: Path
+    source: _SourceCheck | None = None
+    not_built: str | None = None  # why the converter cannot run here (its source is still validated)
+    seconds: float | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.row.name}-{self.precision}"
+
+
 def _export_one(run: _Run, row: FormatRow, precision: str) -> ExportRecord:
-    job = f"{row.name}-{precision}"
-    folder, rejected = run.out_dir / job, run.out_dir / REJECTED / job
-    for stale in (folder, rejected):
+    folder = run.out_dir / f"{row.name}-{precision}"
+    for stale in (folder, run.out_dir / REJECTED / folder.name):
         if stale.exists():
             shutil.rmtree(stale)
     folder.mkdir(parents=True)
-    artifact = folder / f"model{row.suffix}"
-    started = time.perf_counter()
-    source, not_built = None, None
+    job = _Job(row, precision, folder, folder / f"model{row.suffix}")
+    failure = _convert(run, job)
+    if failure is not None:
+        return failure
+    return _record(run, job, *_validate(run, job))
+
+
+def _convert(run: _Run, job: _Job) -> ExportRecord | None:
+    """Make the artifact (and the source it is built from); the record of a job that ends here, else None."""
+    row, started = job.row, time.perf_counter()
     try:
         if row.source is not None:
-            source = _check_source(run, row, precision, folder)
-        if source is None or source.verdict.passed:
+            job.source = _check_source(run, row, job.precision, job.folder)
+        if job.source is None or job.source.verdict.passed:
             with library_output():
-                row.convert(run.model_for(precision), precision, run.calibration, artifact, preprocess=run.preprocess,
-                            max_batch=run.config.max_batch, int8_target_worst_cos=run.int8_search_target,
-                            progress=run.progress)
+                row.convert(run.model_for(job.precision), job.precision, run.calibration, job.artifact,
+                            preprocess=run.preprocess, max_batch=run.config.max_batch,
+                            int8_target_worst_cos=run.int8_search_target, progress=run.progress)
     except FormatUnavailable as exc:
-        if source is None:
-            shutil.rmtree(folder)
-            return ExportRecord(row.name, precision, "unavailable", str(exc))
-        not_built = str(exc)  # the converter cannot run here; the source it would build from is kept, validated
+        if job.source is None:
+            shutil.rmtree(job.folder)
+            return ExportRecord(row.name, job.precision, "unavailable", str(exc))
+        job.not_built = str(exc)  # the converter cannot run here; the source it would build from is kept, validated
     except Exception as exc:  # one format failing must not stop the others
-        logger.warning("%s: conversion failed", job, exc_info=True)
-        shutil.rmtree(folder)
-        return ExportRecord(row.name, precision, "failed", one_line(exc), seconds=time.perf_counter() - started)
-    seconds = time.perf_counter() - started
+        logger.warning("%s: conversion failed", job.name, exc_info=True)
+        shutil.rmtree(job.folder)
+        return ExportRecord(row.name, job.precision, "failed", one_line(exc), seconds=time.perf_counter() - started)
+    job.seconds = time.perf_counter() - started
+    return None
 
-    io, parity = None, None
-    layout_spec = run.preprocess.with_layout(row.layout)
+
+def _validate(run: _Run, job: _Job) -> tuple[Path, ArtifactIO | None, Parity | None, str, str]:
+    """(the file the manifest describes, its I/O, parity with PyTorch, status, reason)."""
+    source, artifact, row = job.source, job.artifact, job.row
     if source is not None and not artifact.exists():  # the manifest describes the source: rejected, or nothing built from it here
         missing = f"{artifact.name} not built"
-        artifact, io, parity = source.path, source.io, source.parity
         status = "unavailable" if source.verdict.passed else "rejected"
-        reason = f"{not_built}: {missing}; {source.statement()}" if not_built else f"{missing}: {source.statement()}"
-    else:
-        try:
-            io = row.inspect(artifact)
-            _check_io(io, layout_spec.input_shape(None), run.model.embedding_size)
-            reason = row.validate_only()
-            if reason:
-                status = "validated-structure-only"
-            else:
-                with library_output():
-                    parity = _parity(run, row.runner(), artifact, row.layout)
-                verdict = gate(precision, parity, run.config.bars)
-                status, reason = ("ok" if verdict.passed else "rejected"), verdict.statement
-        except Exception as exc:  # an artifact that cannot be read back or run is not presented as good
-            logger.warning("%s: validation failed", job, exc_info=True)
-            status, reason = "failed", one_line(exc)
+        reason = f"{job.not_built}: {missing}; {source.statement()}" if job.not_built else f"{missing}: {source.statement()}"
+        return source.path, source.io, source.parity, status, reason
+    io = parity = None
+    try:
+        io = row.inspect(artifact)
+        _check_io(io, run.preprocess.with_layout(row.layout).input_shape(None), run.model.embedding_size)
+        reason = row.validate_only()
+        if reason:
+            return artifact, io, None, "validated-structure-only", reason
+        with library_output():
+            parity = _parity(run, row.runner(), artifact, row.layout)
+        verdict = gate(job.precision, parity, run.config.bars)
+        return artifact, io, parity, ("ok" if verdict.passed else "rejected"), verdict.statement
+    except Exception as exc:  # an artifact that cannot be read back or run is not presented as good
+        logger.warning("%s: validation failed", job.name, exc_info=True)
+        return artifact, io, parity, "failed", one_line(exc)
 
+
+def _record(run: _Run, job: _Job, artifact: Path, io: ArtifactIO | None, parity: Parity | None, status: str,
+            reason: str) -> ExportRecord:
+    """Write the manifest (a rejected or failed job moves under ``rejected/`` first) and return the record."""
+    row, precision, folder, source = job.row, job.precision, job.folder, job.source
     if status in ("rejected", "failed"):
+        rejected = run.out_dir / REJECTED / folder.name
         rejected.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(folder), str(rejected))
         folder, artifact = rejected, rejected / artifact.name
@@ -344,7 +375,7 @@ def _export_one(run: _Run, row: FormatRow, precision: str) -> ExportRecord:
         sha256=sha256_artifact(artifact), size_bytes=artifact_size(artifact),
         input={} if io is None else {"name": io.input_name, "shape": io.input_shape, "layout": row.layout, "dtype": io.input_dtype},
         output={} if io is None else {"name": io.output_name, "shape": io.output_shape, "dtype": io.output_dtype},
-        preprocess=layout_spec.to_dict(), embedding_size=run.model.embedding_size,
+        preprocess=run.preprocess.with_layout(row.layout).to_dict(), embedding_size=run.model.embedding_size,
         threshold=run.reference.threshold, threshold_source=run.threshold_source,
         operating_points=run.operating_points, calibration=run.calibration.describe() if precision in row.calibrated else None,
         parity=None if parity is None else parity.to_dict(), converter_versions=row.versions(),
@@ -356,10 +387,8 @@ def _export_one(run: _Run, row: FormatRow, precision: str) -> ExportRecord:
         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     manifest.save(folder / MANIFEST)
-    return ExportRecord(
-        row.name, precision, status, reason, path=artifact.relative_to(run.out_dir).as_posix(),
-        size_bytes=manifest.size_bytes, parity=manifest.parity, seconds=seconds,
-    )
+    return ExportRecord(row.name, precision, status, reason, path=artifact.relative_to(run.out_dir).as_posix(),
+                        size_bytes=manifest.size_bytes, parity=manifest.parity, seconds=job.seconds)
 
 
 def _export_in_child(run: _Run, row: FormatRow, precision: str) -> ExportRecord:
@@ -423,21 +452,10 @@ def export_checkpoint(
     model, preprocess, state = load_student(checkpoint_path)
     calibration = (calibration_images if isinstance(calibration_images, FaceSet)
                    else FaceSet.from_paths(calibration_images, config.calib_count, "calibration"))
-    parity_faces = FaceSet((), ())
-    if parity_images:
-        parity_faces = FaceSet.from_paths(parity_images, config.parity_count, "parity")
-    left = right = np.zeros(0, dtype=np.int64)
-    if pairs is not None and len(pairs):
-        pair_faces, left, right = _pair_faces(pairs, config.parity_pairs)
-        left, right = left + len(parity_faces), right + len(parity_faces)
-        parity_faces = parity_faces + pair_faces
-    if not len(parity_faces):
-        raise ExportError("no parity faces: pass parity images and/or verification pairs of real aligned faces")
-
+    parity_faces, left, right = _parity_faces(parity_images, pairs, config)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(out_dir)
     golden_candidates = [image for image in (pairs.images if pairs is not None else []) if not isinstance(image, np.ndarray)]
-    records = []
     with _torch_threads(config.threads):
         threshold, threshold_source = _threshold(model, preprocess, state, pairs, progress)
         reference_inputs = parity_faces.inputs(preprocess.with_layout("NCHW"))
@@ -454,27 +472,54 @@ def export_checkpoint(
         if any(precision == "int8" and not unavailable for _, precision, unavailable in jobs):
             _prepare_int8(run, finetune_images, progress)
         if config.golden:
-            try:
-                write_golden(out_dir / GOLDEN, model, preprocess, golden_candidates + list(parity_images), threshold)
-                if points is not None:
-                    write_identification_fixture(out_dir / GOLDEN / "identification.json", identity_embeddings,
-                                                 identities.labels, identities.classes, points)
-            except (ExportError, BadImageError) as exc:
-                raise ExportError(f"golden vectors for the app tests cannot be written: {exc} "
-                                  "(or set export.golden=false to export without them)") from None
-        bar = tqdm(jobs, desc="export", unit="artifact", disable=not progress)
-        for row, precision, unavailable in bar:
-            bar.set_postfix_str(f"{row.name}-{precision}")
-            if unavailable:
-                record = ExportRecord(row.name, precision, "unavailable", unavailable)
-            else:
-                record = (_export_in_child if row.own_process else _export_one)(run, row, precision)
-            logger.info("%s-%s: %s %s", row.name, precision, record.status, record.reason)
-            records.append(record)
-            atomic_write_json(out_dir / SUMMARY, [r.to_dict() for r in records])  # progress survives an interruption
+            _write_golden(run, golden_candidates + list(parity_images), threshold, identities, identity_embeddings, points)
+        records = _export_jobs(run, jobs)
     if teacher is not None and config.teacher:
         records.append(export_teacher(*teacher, out_dir))
     atomic_write_json(out_dir / SUMMARY, [r.to_dict() for r in records])
+    return records
+
+
+def _parity_faces(parity_images: Sequence[str | os.PathLike], pairs: VerificationPairs | None,
+                  config: ExportConfig) -> tuple[FaceSet, np.ndarray, np.ndarray]:
+    """The faces every artifact is compared with PyTorch on, and the pairs among them (left, right) for flips."""
+    faces = FaceSet.from_paths(parity_images, config.parity_count, "parity") if parity_images else FaceSet((), ())
+    left = right = np.zeros(0, dtype=np.int64)
+    if pairs is not None and len(pairs):
+        pair_faces, left, right = _pair_faces(pairs, config.parity_pairs)
+        left, right = left + len(faces), right + len(faces)
+        faces = faces + pair_faces
+    if not len(faces):
+        raise ExportError("no parity faces: pass parity images and/or verification pairs of real aligned faces")
+    return faces, left, right
+
+
+def _write_golden(run: _Run, candidates: list, threshold: float | None, identities: FaceFolder | None,
+                  identity_embeddings: np.ndarray | None, points) -> None:
+    """The apps' golden vectors and, with operating points, their open-set identification fixture."""
+    try:
+        write_golden(run.out_dir / GOLDEN, run.model, run.preprocess, candidates, threshold)
+        if points is not None:
+            write_identification_fixture(run.out_dir / GOLDEN / "identification.json", identity_embeddings,
+                                         identities.labels, identities.classes, points)
+    except (ExportError, BadImageError) as exc:
+        raise ExportError(f"golden vectors for the app tests cannot be written: {exc} "
+                          "(or set export.golden=false to export without them)") from None
+
+
+def _export_jobs(run: _Run, jobs: list) -> list[ExportRecord]:
+    """Every job, one after the other; the summary is rewritten after each, so progress survives an interruption."""
+    records = []
+    bar = tqdm(jobs, desc="export", unit="artifact", disable=not run.progress)
+    for row, precision, unavailable in bar:
+        bar.set_postfix_str(f"{row.name}-{precision}")
+        if unavailable:
+            record = ExportRecord(row.name, precision, "unavailable", unavailable)
+        else:
+            record = (_export_in_child if row.own_process else _export_one)(run, row, precision)
+        logger.info("%s-%s: %s %s", row.name, precision, record.status, record.reason)
+        records.append(record)
+        atomic_write_json(run.out_dir / SUMMARY, [r.to_dict() for r in records])
     return records
 
 
