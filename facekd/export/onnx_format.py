@@ -164,25 +164,9 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration_inputs: np.ndarra
     measured on the QDQ arithmetic (independent of this CPU).
     """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from tqdm import tqdm
 
-    reference = _embed(fp32_path, calibration_inputs)
     with tempfile.TemporaryDirectory(dir=out_path.parent) as scratch:
-
-        def quantise(method: str, path: Path, *, exclude: Sequence[str] = (), only: Sequence[str] | None = None) -> float:
-            """Quantise into ``path`` (ranges calibrated once per method) and return its worst cosine to fp32."""
-            ranges = Path(scratch) / f"{method}.ranges.json"
-            quantize_static(
-                str(fp32_path), str(path), None if ranges.is_file() else _FaceBatches(calibration_inputs),
-                quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
-                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod[method],
-                nodes_to_quantize=list(only) if only is not None else None, nodes_to_exclude=list(exclude),
-                calibration_cache_path=str(ranges),
-                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
-            )
-            return worst_cosine(_embed(path, calibration_inputs, optimize=reduce_range), reference)
-
+        quantise = _Quantiser(fp32_path, calibration_inputs, reduce_range, Path(scratch))
         worst_by_method = {method: quantise(method, Path(scratch) / f"{method}.onnx") for method in CALIBRATION_METHODS}
         method = max(worst_by_method, key=worst_by_method.get)
         chosen, worst = Path(scratch) / f"{method}.onnx", worst_by_method[method]
@@ -191,29 +175,64 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration_inputs: np.ndarra
                  "target_worst_cos_on_calibration": target_worst_cos}
         if target_worst_cos is not None and worst < target_worst_cos and weights_only_fallback:
             weights_only = weights_only_int8(fp32_path, Path(scratch) / "weights_only.onnx")
-            facts["worst_cos_on_calibration_weights_only"] = weights_only_worst = worst_cosine(
-                _embed(weights_only, calibration_inputs), reference)
+            facts["worst_cos_on_calibration_weights_only"] = weights_only_worst = quantise.worst(weights_only)
             if weights_only_worst >= target_worst_cos:
                 chosen, worst = weights_only, weights_only_worst
                 facts.update(activations=WEIGHTS_ONLY, worst_cos_on_calibration=worst)
         if target_worst_cos is not None and worst < target_worst_cos:
-            layers = _weighted_nodes(fp32_path)
-            probe = Path(scratch) / "one_layer.onnx"
-            alone = {name: quantise(method, probe, only=[name])
-                     for name in tqdm(layers, desc="int8 sensitivity", unit="layer", disable=not progress, leave=False)}
-            kept_float = []
-            for name in sorted(alone, key=alone.get)[: len(layers) // 2]:
-                if worst >= target_worst_cos:
-                    break
-                kept_float.append(name)
-                chosen = Path(scratch) / f"float{len(kept_float)}.onnx"
-                worst = quantise(method, chosen, exclude=kept_float)
-            facts.update(sensitivity_worst_cos_alone=alone, kept_float=kept_float, worst_cos_on_calibration=worst)
+            chosen, worst, search = _keep_sensitive_layers_float(quantise, method, worst, target_worst_cos, progress)
+            facts.update(search, worst_cos_on_calibration=worst)
         quantised = onnx.load(str(chosen))
         onnx.helper.set_model_props(quantised, {INT8_METADATA: json.dumps(facts)})
         with atomic_path(out_path) as tmp:
             onnx.save(quantised, str(tmp))
     return out_path
+
+
+class _Quantiser:
+    """Static QDQ int8 of one fp32 ONNX with a calibration method (ranges calibrated once per method and
+    cached in ``scratch``), scored by the worst cosine to fp32 on the calibration faces."""
+
+    def __init__(self, fp32_path: Path, inputs: np.ndarray, reduce_range: bool, scratch: Path):
+        self.fp32_path, self.inputs, self.reduce_range, self.scratch = fp32_path, inputs, reduce_range, scratch
+        self.reference = _embed(fp32_path, inputs)
+
+    def worst(self, path: Path, optimize: bool = True) -> float:
+        return worst_cosine(_embed(path, self.inputs, optimize=optimize), self.reference)
+
+    def __call__(self, method: str, path: Path, *, exclude: Sequence[str] = (), only: Sequence[str] | None = None) -> float:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        ranges = self.scratch / f"{method}.ranges.json"
+        quantize_static(
+            str(self.fp32_path), str(path), None if ranges.is_file() else _FaceBatches(self.inputs),
+            quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=self.reduce_range,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod[method],
+            nodes_to_quantize=list(only) if only is not None else None, nodes_to_exclude=list(exclude),
+            calibration_cache_path=str(ranges),
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+        )
+        return self.worst(path, optimize=self.reduce_range)
+
+
+def _keep_sensitive_layers_float(quantise: _Quantiser, method: str, worst: float, target: float,
+                                 progress: bool) -> tuple[Path, float, dict]:
+    """Each weighted layer quantised alone, ranked by the worst cosine that gives; the most sensitive kept
+    float one at a time until ``target`` is met (at most half the layers). (model, its worst, what was measured)."""
+    from tqdm import tqdm
+
+    layers = _weighted_nodes(quantise.fp32_path)
+    probe = quantise.scratch / "one_layer.onnx"
+    alone = {name: quantise(method, probe, only=[name])
+             for name in tqdm(layers, desc="int8 sensitivity", unit="layer", disable=not progress, leave=False)}
+    kept_float, chosen = [], quantise.scratch / f"{method}.onnx"
+    for name in sorted(alone, key=alone.get)[: len(layers) // 2]:
+        if worst >= target:
+            break
+        kept_float.append(name)
+        chosen = quantise.scratch / f"float{len(kept_float)}.onnx"
+        worst = quantise(method, chosen, exclude=kept_float)
+    return chosen, worst, {"sensitivity_worst_cos_alone": alone, "kept_float": kept_float}
 
 
 def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
