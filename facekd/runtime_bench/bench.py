@@ -416,10 +416,22 @@ class _Bench:
                         self.accelerators = worker.request("probe")["accelerators"]
                     except WorkerError as exc:
                         logger.warning("accelerator probe failed, measuring without accelerators: %s", exc)
+                if probe:
+                    host = {**host, "measured_gmacs": self.measure_ceilings(worker)}
         self.cores, self.system = host.get("cores"), host.get("system")
         return {"name": host.get("name") or self.target.name, "cpu": host.get("cpu"), "cores": host.get("cores"),
-                "isa": host.get("isa"), "peak_gmacs": host.get("peak_gmacs"), "os": host.get("os"),
+                "isa": host.get("isa"), "peak_gmacs": host.get("peak_gmacs"),
+                "measured_gmacs": host.get("measured_gmacs"), "os": host.get("os"),
                 "python": host.get("python"), "load_before": host.get("load"), "load_after": None}
+
+    @staticmethod
+    def measure_ceilings(worker: WorkerClient) -> dict | None:
+        """The host's achieved GEMM ceilings (None where the worker cannot measure them)."""
+        try:
+            return worker.request("ceilings")["ceilings"]
+        except (WorkerError, KeyError) as exc:
+            logger.warning("GEMM ceilings not measured: %s", exc)
+            return None
 
     def runtimes_for(self, artifact: Artifact) -> list[RuntimeSpec]:
         """The format table's runner, the accelerated variants the target has, then configured extras."""

@@ -21,11 +21,12 @@ from typing import Iterable, Sequence
 from facekd.core.io import atomic_write_bytes, atomic_write_text
 
 from .latency import LOAD_PER_CORE_LIMIT, OTHER_CORES_LIMIT, TAIL_RATIO_LIMIT
+from .ceilings import ceiling_for
 from .results import DeviceRuns, Row, merge_results
 from .verdict import is_teacher, per_image_ms, summary_lines
 
 STATUS_MARKS = {"ok": "✅", "unavailable": "❎", "rejected": "❎", "failed": "❌"}
-GMACS_COLUMN = "GMAC/s (% peak)"
+GMACS_COLUMN = "GMAC/s (% of ceiling)"
 IDENTITY_COLUMNS = ("TAR@1e-4 all pairs", "rank-1", "strangers matched")
 COLUMNS = ("artifact", "runtime", "threads", "batch", "status", "size", "params", "MMACs", "accuracy", "AUC",
            "TAR@FAR", "flips", "worst cos", "p50 ms", "p90 ms", "p99 ms", GMACS_COLUMN, "peak RSS", "notes")
@@ -193,22 +194,25 @@ def identity_cells(identities: dict | None) -> list[str]:
              f"{100 * policy['target_fpir']:g} %)") if policy else "–"]
 
 
-def _gmacs_cell(row: Row, peak: dict | None) -> str:
-    """Achieved GMAC/s, and its share of the host's estimated peak for the threads used (int8 rows
-    against the int8 peak, the others against fp32)."""
+def _gmacs_cell(row: Row, device: dict | None) -> str:
+    """Achieved GMAC/s and its share of what the host achieves for the threads used — the measured GEMM
+    ceiling, and beside it the formula peak (int8 rows against the int8 figures, the others fp32)."""
     if not row.model or not row.latency:
         return "–"
     achieved = row.model["macs"] / per_image_ms(row) / 1e6
-    if not peak or not row.threads:
-        return _number(achieved, 1)
-    share = achieved / (peak["int8" if row.precision == "int8" else "fp32"] * row.threads)
-    return f"{achieved:.1f} ({100 * share:.0f} %)"
+    device = device or {}
+    measured = ceiling_for(device.get("measured_gmacs"), row.precision or "", row.threads or 0)
+    peak = device.get("peak_gmacs")
+    formula = peak["int8" if row.precision == "int8" else "fp32"] * row.threads if peak and row.threads else None
+    shares = ([f"{100 * achieved / measured:.0f} % measured"] if measured else []) + (
+        [f"{100 * achieved / formula:.0f} % formula"] if formula else [])
+    return f"{achieved:.1f} ({', '.join(shares)})" if shares else _number(achieved, 1)
 
 
-def row_cells(row: Row, suites: dict[str, bool | None] | None = None, peak: dict | None = None,
+def row_cells(row: Row, suites: dict[str, bool | None] | None = None, device: dict | None = None,
               identities: bool = False) -> list[str]:
     """One table row as display strings, in :func:`table_columns` order (COLUMNS without suites
-    and identities); ``peak``: the device's ``peak_gmacs``."""
+    and identities); ``device``: the result's device block (for the ceilings)."""
     accuracy, parity, latency, memory, model = row.accuracy, row.parity, row.latency or {}, row.memory or {}, row.model
     notes = [row.reason] if row.reason else []
     if row.int8_scheme:
@@ -235,7 +239,7 @@ def row_cells(row: Row, suites: dict[str, bool | None] | None = None, peak: dict
         _number(latency.get("p50")),
         _number(latency.get("p90")),
         _number(latency.get("p99")),
-        _gmacs_cell(row, peak),
+        _gmacs_cell(row, device),
         _number(memory.get("peak_rss_mb"), 0, " MB"),
         "; ".join(notes),
     ]
@@ -247,6 +251,12 @@ def _device_line(device: dict) -> str:
     peak = device.get("peak_gmacs")
     peak_text = (f"; estimated peak per core {peak['fp32']} GMAC/s fp32, {peak['int8']} int8 ({peak['basis']})"
                  if peak else "")
+    measured = device.get("measured_gmacs")
+    if measured:
+        int8 = measured.get("int8") or {}
+        peak_text += (f"; measured GEMM ceiling {measured['fp32']['1']} GMAC/s fp32 at 1 thread, "
+                      f"{measured['fp32']['all']} at {measured.get('cores')}; int8 {int8.get('1', '–')} / "
+                      f"{int8.get('all', '–')} ({measured.get('how')}{', disturbed' if measured.get('disturbed') else ''})")
     return (f"{device.get('cpu') or '?'}{features}, {device.get('cores') or '?'} cores, {device.get('os') or '?'}, "
             f"Python {device.get('python') or '–'}, load average {_number(device.get('load_before'))} before / "
             f"{_number(device.get('load_after'))} after{peak_text}")
@@ -262,7 +272,8 @@ METHOD_NOTE = (
     "strangers matched: faces of people not enrolled that the manifest's operating-point rule (FPIR target for a "
     "gallery of that size) matches to someone — measured on the val identities the operating points were "
     "calibrated on. MMACs: multiply-accumulates per image (export.cost); GMAC/s: MMACs / p50 per image "
-    "(in brackets: its share of the host's estimated peak for the threads used, int8 rows against the int8 peak). "
+    "(in brackets: its share of what the host achieves for the threads used — the measured GEMM ceiling, and the "
+    "formula peak of FMA pipes × lanes × clock — int8 rows against the int8 figures). "
     f"⚠ disturbed: other processes used more than {OTHER_CORES_LIMIT} core on average "
     f"while the runs were timed (where that cannot be measured: load average above cores × "
     f"{LOAD_PER_CORE_LIMIT}), or p99/p50 > {TAIL_RATIO_LIMIT}."
@@ -295,9 +306,8 @@ def _markdown(devices: list[DeviceRuns], images: dict[str, str]) -> str:
         columns = table_columns(suites, identities)
         lines.append("| " + " | ".join(columns) + " |")
         lines.append("|" + "---|" * len(columns))
-        peak = runs.device.get("peak_gmacs")
         for row in runs.rows:
-            cells = row_cells(row, suites, peak, identities)
+            cells = row_cells(row, suites, runs.device, identities)
             lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
         lines.append("")
         if runs.label in images:
@@ -336,7 +346,7 @@ def _html(devices: list[DeviceRuns], pngs: dict[str, bytes]) -> str:
         columns = table_columns(suites, identities)
         parts.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>")
         for row in runs.rows:
-            cells = row_cells(row, suites, runs.device.get("peak_gmacs"), identities)
+            cells = row_cells(row, suites, runs.device, identities)
             parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells[:-1])
                          + f'<td class="notes">{html.escape(cells[-1])}</td></tr>')
         parts.append("</table>")

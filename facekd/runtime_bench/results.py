@@ -7,6 +7,8 @@ Schema (``schema_version`` 1)::
      "export_dir": str, "pairs": {"name", "count", "images"} | null, "config": {...},
      "device": {"name", "cpu", "cores", "isa": [kernel-deciding CPU features] | null,
                 "peak_gmacs": {"fp32", "int8", "clock_ghz", "basis"} | null (export.host.peak_gmacs),
+                "measured_gmacs": {"fp32": {"1", "all"}, "int8": {"1", "all"} | null, "cores", "how", "disturbed"}
+                                  | null (runtime_bench.ceilings; absent in results written before),
                 "os", "python", "load_before", "load_after"},
      "rows": [{"artifact", "format", "precision", "runtime", "manifest_sha256",
                "status": "ok" | "unavailable" | "failed" | "rejected", "reason",

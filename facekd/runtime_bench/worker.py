@@ -20,6 +20,8 @@ Protocol (one JSON object per line; every reply has ``ok``; failures add ``kind`
   input in chunks of ``batch`` and writes float32 [N, D] raw embeddings -> ``{"output", "shape"}``.
 - ``{"op": "probe"}`` -> ``{"accelerators": [...]}``: which of "torch-cuda", "onnxruntime-cuda",
   "onnxruntime-tensorrt" this environment can run (imports torch/onnxruntime if installed).
+- ``{"op": "ceilings"}`` -> ``{"ceilings": {...}}``: the fp32 and int8 GEMM throughput this host
+  achieves at one thread and at every core (measured once per host, ``ceilings.measured_ceilings``).
 - ``{"op": "bye"}`` -> ``{}``, then the worker exits.
 
 The protocol stream is a private duplicate of the original stdout; file descriptor 1 is pointed
@@ -32,6 +34,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from typing import Callable, TextIO
@@ -154,7 +157,7 @@ ACCELERATED_ORT_PROVIDERS = {"CUDAExecutionProvider": "onnxruntime-cuda", "Tenso
 def _probe(state: WorkerState, request: dict) -> dict:
     """Accelerated runtimes usable in this environment: torch on CUDA, onnxruntime CUDA/TensorRT."""
     accelerators = []
-    if importlib.util.find_spec("torch") is not None:
+    if _nvidia_gpu() and importlib.util.find_spec("torch") is not None:  # torch is imported only where it can help
         import torch
 
         if torch.cuda.is_available():
@@ -167,9 +170,21 @@ def _probe(state: WorkerState, request: dict) -> dict:
     return {"accelerators": accelerators}
 
 
+def _nvidia_gpu() -> bool:
+    return os.path.exists("/dev/nvidiactl") or shutil.which("nvidia-smi") is not None
+
+
+def _ceilings(state: WorkerState, request: dict) -> dict:
+    """The GEMM throughput this host achieves (see facekd.runtime_bench.ceilings)."""
+    from .ceilings import measured_ceilings
+
+    return {"ceilings": measured_ceilings()}
+
+
 HANDLERS: dict[str, Callable[[WorkerState, dict], dict]] = {
     "load": _load,
     "probe": _probe,
+    "ceilings": _ceilings,
     "time": _time,
     "embed": _embed,
     "bye": lambda state, request: {},
