@@ -46,7 +46,7 @@ def _open_or_build(directory: Path, open_cache, build_cache):
         try:
             return open_cache()  # another run may have finished it while this one waited
         except StaleCacheError as exc:
-            log.info("building teacher cache in %s (%s)", directory, exc)
+            log.info("embedding the training faces with the teacher, once: %s", exc)
         return build_cache()
 
 

@@ -258,6 +258,6 @@ def test_a_second_run_waits_for_the_first_builder_and_reuses_its_cache(tiny_face
     out, _ = second.communicate(timeout=120)
     reader.join(timeout=5)
     assert second.returncode == 0, lines
-    assert "teacher cache ready" in out and not any("building teacher cache" in line for line in lines)
+    assert "teacher cache ready" in out and not any("embedding the training faces with the teacher" in line for line in lines)
     assert (cache / "index.json").stat().st_mtime_ns == index_written  # opened, not rewritten
     assert len(built.embeddings) == len(FaceFolder(tiny_faces))

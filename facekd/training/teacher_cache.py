@@ -93,7 +93,7 @@ class TeacherCache:
         cache_dir = Path(cache_dir)
         index = _read_index(cache_dir)
         if index is None:
-            raise StaleCacheError(f"no teacher cache in {cache_dir}: build it first (build_teacher_cache)")
+            raise StaleCacheError(f"no teacher cache in {cache_dir} yet: `facekd cache-teacher` or a training run builds it")
         expected = _as_json(expected_key)
         if index["key"] != expected:
             differing = sorted(name for name in expected.keys() | index["key"].keys() if index["key"].get(name) != expected.get(name))
@@ -123,7 +123,7 @@ class TeacherCache:
         rows = np.array(self.embeddings[indices])
         if flipped is not None and np.any(flipped):
             if self.flipped is None:
-                raise StaleCacheError(f"teacher cache in {self.cache_dir} has no mirrored embeddings: rebuild it with_flip")
+                raise StaleCacheError(f"teacher cache in {self.cache_dir} has no mirrored embeddings: rebuild it with teacher.with_flip=true")
             mask = np.asarray(flipped, dtype=bool)
             rows[mask] = self.flipped[indices[mask]]
         return rows
