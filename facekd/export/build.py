@@ -553,11 +553,16 @@ def export_teacher(teacher_path: str | os.PathLike, preprocess: PreprocessSpec, 
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     artifact = folder / "model.onnx"
-    try:
-        os.link(teacher_path, artifact)
-    except OSError:  # another file system, or links not allowed
+    cleaned = _without_unused_inputs(teacher_path)
+    if cleaned is not None:  # e.g. OpenCV zoo's int8bq files: onnxruntime demands values for unused weight inputs
         with atomic_path(artifact) as tmp:
-            shutil.copyfile(teacher_path, tmp)
+            tmp.write_bytes(cleaned)
+    else:
+        try:
+            os.link(teacher_path, artifact)
+        except OSError:  # another file system, or links not allowed
+            with atomic_path(artifact) as tmp:
+                shutil.copyfile(teacher_path, tmp)
     row = FORMATS["onnx"]
     io = row.inspect(artifact)
     spec = preprocess.with_layout("NCHW")
@@ -569,7 +574,8 @@ def export_teacher(teacher_path: str | os.PathLike, preprocess: PreprocessSpec, 
         output={"name": io.output_name, "shape": io.output_shape, "dtype": io.output_dtype},
         preprocess=spec.to_dict(), embedding_size=int(embedding_size), threshold=None,
         threshold_source="none: the bench picks the teacher's best threshold on the pairs", calibration=None,
-        parity=None, converter_versions={}, quantization="the teacher's own file, unchanged",
+        parity=None, converter_versions={}, quantization="the teacher's own file" + (
+            ", its unused graph inputs dropped" if cleaned is not None else ", unchanged"),
         source={"teacher": teacher_path.name, "sha256": sha256_file(teacher_path)},
         details={**io.details, "model": {**onnx_cost(artifact), "role": "teacher"}},
         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -577,3 +583,16 @@ def export_teacher(teacher_path: str | os.PathLike, preprocess: PreprocessSpec, 
     manifest.save(folder / MANIFEST)
     return ExportRecord("teacher-onnx", "fp32", "ok", manifest.reason, path=artifact.relative_to(out_dir).as_posix(),
                         size_bytes=manifest.size_bytes)
+
+
+def _without_unused_inputs(path: Path) -> bytes | None:
+    """The ONNX file without graph inputs that are initializers or unused (as onnxruntime needs it to run
+    alone), or None when it has none to drop."""
+    import onnx
+
+    from facekd.training.onnx_graph import clean_graph
+
+    model = onnx.load(str(path))
+    inputs = len(model.graph.input)
+    clean_graph(model)
+    return model.SerializeToString() if len(model.graph.input) != inputs else None
