@@ -130,8 +130,9 @@ def check_teacher(cfg: RunConfig, run_dir: Path, progress: bool = True) -> dict:
     if pairs is not None:
         result = evaluate(teacher.embed, pairs, progress=progress)
         checked["val"] = {"pairs": cfg.data.val_pairs, "accuracy": result.accuracy, "accuracy_std": result.accuracy_std}
-        log.info("the teacher itself on %s: %.2f %% ± %.2f (far below what it is known to reach: teacher.preprocess "
-                 "does not match it)", Path(cfg.data.val_pairs).name, 100 * result.accuracy, 100 * result.accuracy_std)
+        log.info("the teacher itself on %s: %.2f %% ± %.2f (were it far below what this teacher is known to reach, "
+                 "teacher.preprocess would not match it)", Path(cfg.data.val_pairs).name, 100 * result.accuracy,
+                 100 * result.accuracy_std)
     atomic_write_json(record, checked)
     return checked
 
