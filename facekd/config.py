@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from facekd.export.config import ExportConfig
-from facekd.runtime_bench.bench import BenchConfig
+from facekd.runtime_bench.config import BenchConfig
 from facekd.training.config import TrainingSection
 from facekd.core.io import atomic_write_text
 from facekd.core.preprocess import PreprocessSpec
