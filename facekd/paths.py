@@ -27,6 +27,7 @@ from typing import Mapping
 
 from facekd.training.recordio import is_recordio_root
 from facekd.core.errors import FacekdError
+from facekd.core.io import cache_dir
 
 LFW_DIR = Path("data") / "lfw"
 ALIGNED_DIR = LFW_DIR / "aligned_112"
@@ -64,16 +65,6 @@ class Resources:
     detector: Path | None
     source: str
     profile_pairs: Path | None = None  # data/cfp/val/cfp_fp*.bin beside data/lfw: frontal-vs-profile pairs
-
-def cache_dir(env: Mapping[str, str] = os.environ) -> Path:
-    """The user cache ``facekd fetch`` fills: FACEKD_CACHE, else $XDG_CACHE_HOME/facekd, else ~/.cache/facekd."""
-    if env.get("FACEKD_CACHE"):
-        return Path(env["FACEKD_CACHE"]).expanduser()
-    if env.get("XDG_CACHE_HOME"):
-        return Path(env["XDG_CACHE_HOME"]).expanduser() / "facekd"
-    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
-    return home / ".cache" / "facekd"
-
 
 def is_aligned_root(path: Path) -> bool:
     """A folder with at least one ``<identity>/`` subfolder."""

@@ -8,7 +8,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 from .errors import FacekdError
 
 
@@ -91,3 +91,13 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def cache_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """The user cache ``facekd fetch`` fills: FACEKD_CACHE, else $XDG_CACHE_HOME/facekd, else ~/.cache/facekd."""
+    if env.get("FACEKD_CACHE"):
+        return Path(env["FACEKD_CACHE"]).expanduser()
+    if env.get("XDG_CACHE_HOME"):
+        return Path(env["XDG_CACHE_HOME"]).expanduser() / "facekd"
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    return home / ".cache" / "facekd"

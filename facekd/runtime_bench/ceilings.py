@@ -17,9 +17,10 @@ import json
 import os
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
+
+from facekd.core.io import atomic_write_json, cache_dir
 
 SIZE = 512  # n of the n×n GEMMs: n³ = 134 M multiply-accumulates per product
 REPEATS = 12
@@ -74,26 +75,22 @@ def int8_gmacs(threads: int, size: int = SIZE) -> float | None:
 def _host_key() -> str:
     from facekd.export.host import cpu_features
 
+    from .latency import cpu_model
+
     versions = {}
     for name in ("numpy", "onnxruntime"):
         try:
             versions[name] = __import__(name).__version__
         except ImportError:
             versions[name] = None
-    facts = {"cpu": platform.processor(), "machine": platform.machine(), "cores": os.cpu_count(),
+    facts = {"cpu": cpu_model(), "machine": platform.machine(), "cores": os.cpu_count(),
              "isa": cpu_features(), "versions": versions, "size": SIZE, "version": CACHE_VERSION}
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _cache_file() -> Path:
-    root = os.environ.get("FACEKD_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "facekd")
-    return Path(root) / "ceilings" / f"{_host_key()}.json"
-
-
 def measured_ceilings(use_cache: bool = True) -> dict:
     """{"fp32": {"1": GMAC/s, "all": GMAC/s}, "int8": {...} or None, "cores", "how"}, measured once per host."""
-    cache = _cache_file()
+    cache = cache_dir() / "ceilings" / f"{_host_key()}.json"
     if use_cache and cache.is_file():
         try:
             return json.loads(cache.read_text())
@@ -112,11 +109,9 @@ def measured_ceilings(use_cache: bool = True) -> dict:
     if ceilings["disturbed"]:
         return ceilings
     try:
-        from facekd.core.io import atomic_write_json
-
         atomic_write_json(cache, ceilings)
-    except (ImportError, OSError):
-        pass  # a remote worker without facekd.core, or an unwritable cache: measured again next time
+    except OSError:
+        pass  # an unwritable cache: measured again next time
     return ceilings
 
 
