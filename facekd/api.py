@@ -93,13 +93,12 @@ class FaceModel:
     def calibrate(self, identities: str | os.PathLike) -> OperatingPoints:
         """Operating points from all pairs of ``identities`` (``ROOT/<identity>/<image>`` or ``LIST.txt=ROOT``)."""
         from facekd.core.data import read_identity_set
-        from facekd.core.verification import all_pairs_scores, check_identity_set, operating_points
+        from facekd.core.verification import all_pairs_scores, check_identity_set, embed_folder, operating_points
 
         folder = read_identity_set(str(identities))
         labels = np.asarray(folder.labels)
         check_identity_set(labels)
-        embeddings = np.concatenate([self.embed(np.stack([folder.load_rgb(i) for i in range(s, min(s + 64, len(folder)))]))
-                                     for s in range(0, len(folder), 64)])
+        embeddings = embed_folder(self.embed_batch, folder)
         self.operating_points = operating_points(all_pairs_scores(embeddings, labels), str(identities),
                                                  len(set(labels.tolist())), len(labels))
         return self.operating_points

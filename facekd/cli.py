@@ -212,7 +212,7 @@ def demo_config(args) -> RunConfig:
     from .paths import ResourcesNotFound, cache_dir
 
     try:
-        return with_profile_pairs(run_config(args), args)
+        return with_profile_pairs(run_config(args))
     except ResourcesNotFound:
         if args.data or args.teacher or any(os.environ.get(name) for name in LOCAL_COPY_VARS):
             raise  # the user pointed at a copy that is not there: say so, do not download instead
@@ -224,16 +224,16 @@ def demo_config(args) -> RunConfig:
         raise FetchError(f"the demo found no data or teacher here and could not download them ({exc}); "
                          "set FACEKD_HOME to a local copy (data/lfw/aligned_112, models/sface) or FACEKD_MIRROR "
                          "to a reachable LFW mirror") from None
-    return with_profile_pairs(run_config(args), args)
+    return with_profile_pairs(run_config(args))
 
 
-def with_profile_pairs(cfg: RunConfig, args) -> RunConfig:
+def with_profile_pairs(cfg: RunConfig) -> RunConfig:
     """The demo benches profile faces too: with no bench.suites given, the CFP frontal-vs-profile pairs found
     beside the faces (``data/cfp/val/cfp_fp*.bin``), on the artifacts of bench.suite_artifacts."""
-    from .paths import resolve_resources
+    from .paths import profile_pairs_beside
 
     if not cfg.bench.suites:
-        found = resolve_resources(data=args.data or cfg.data.aligned_root, teacher=cfg.teacher.path).profile_pairs
+        found = profile_pairs_beside(cfg.data.aligned_root)
         cfg.bench.suites = [str(found)] if found else []
     return cfg
 

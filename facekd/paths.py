@@ -64,7 +64,6 @@ class Resources:
     teacher: Path
     detector: Path | None
     source: str
-    profile_pairs: Path | None = None  # data/cfp/val/cfp_fp*.bin beside data/lfw: frontal-vs-profile pairs
 
 def is_aligned_root(path: Path) -> bool:
     """A folder with at least one ``<identity>/`` subfolder."""
@@ -77,7 +76,6 @@ class _Data:
     train_identities: Path | None
     val_pairs: Path | None
     val_identities: Path | None = None
-    profile_pairs: Path | None = None
 
 
 def _data_at(path: Path, origin: str) -> _Data:
@@ -99,8 +97,13 @@ def _data_at(path: Path, origin: str) -> _Data:
         )
     splits = aligned.parent / SPLITS_DIR.name
     found = [splits / name for name in ("train_identities.txt", "val_pairs.txt", "val_identities.txt")]
-    profile = sorted(aligned.parent.parent.glob(PROFILE_PAIRS))
-    return _Data(aligned, *(path if path.is_file() else None for path in found), profile[0] if profile else None)
+    return _Data(aligned, *(path if path.is_file() else None for path in found))
+
+
+def profile_pairs_beside(aligned_root: str | os.PathLike) -> Path | None:
+    """CFP frontal-vs-profile pairs in the data folder beside ``<data>/lfw/aligned_112`` (optional), or None."""
+    found = sorted(Path(aligned_root).parent.parent.glob(PROFILE_PAIRS))
+    return found[0] if found else None
 
 
 def home_problem(home: Path) -> str | None:
@@ -190,7 +193,6 @@ def resolve_resources(
         val_pairs=found.val_pairs,
         val_images_root=found.aligned_root,
         val_identities=found.val_identities,
-        profile_pairs=found.profile_pairs,
         teacher=teacher_path,
         detector=_home_detector(homes),
         source=source,
