@@ -153,23 +153,17 @@ def train_student(cfg: RunConfig, run_dir: Path, resume: bool = False, progress:
     return trainer.run()
 
 
-def calibration_faces(cfg: RunConfig, *counts: int) -> list:
-    """Seeded, identity-spread samples of real training faces, one per count (each the start of one
-    permutation, so a smaller sample lies inside a larger one): file paths of a folder dataset,
-    decoded faces of a RecordIO one. The training set is opened once for all of them."""
+def calibration_faces(cfg: RunConfig, count: int):
+    """A seeded, identity-spread sample of ``count`` real training faces: file paths of a folder
+    dataset, decoded faces of a RecordIO one."""
     import numpy as np
     from facekd.export.faces import FaceSet
 
     folder = open_training_data(cfg)
-    permutation = np.random.default_rng(cfg.train.seed).permutation(len(folder))
-
-    def sample(count: int):
-        order = sorted(int(i) for i in permutation[:count])
-        if isinstance(folder, FaceFolder):
-            return [folder.path(i) for i in order]
-        return FaceSet(tuple(folder.path(i).name for i in order), tuple(folder.load_rgb(i) for i in order))
-
-    return [sample(count) for count in counts]
+    order = sorted(int(i) for i in np.random.default_rng(cfg.train.seed).permutation(len(folder))[:count])
+    if isinstance(folder, FaceFolder):
+        return [folder.path(i) for i in order]
+    return FaceSet(tuple(folder.path(i).name for i in order), tuple(folder.load_rgb(i) for i in order))
 
 
 def export_student(cfg: RunConfig, checkpoint: Path, out_dir: Path, progress: bool = True):
@@ -182,10 +176,9 @@ def export_student(cfg: RunConfig, checkpoint: Path, out_dir: Path, progress: bo
         raise TrainingError("data.val_pairs is not set: export gates every artifact on verification pairs of "
                             "faces never trained on and takes the threshold from them; pass --set data.val_pairs=FILE")
     parity = list(dict.fromkeys(pairs.images))[: cfg.export.parity_count]
-    finetuned = [cfg.export.int8_finetune_faces] if cfg.export.int8_finetune_steps else []
-    calibration, *finetune = calibration_faces(cfg, cfg.export.calib_count, *finetuned)
+    calibration = calibration_faces(cfg, cfg.export.calib_count)
     records = export_checkpoint(checkpoint, out_dir, cfg.export, calibration_images=calibration,
                                 parity_images=parity, pairs=pairs, progress=progress, teacher=onnx_teacher(cfg),
-                                finetune_images=finetune[0] if finetune else (), identities=load_val_identities(cfg))
+                                identities=load_val_identities(cfg))
     save_config(cfg, out_dir / "config.yaml")
     return records

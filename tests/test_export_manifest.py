@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from facekd.core.errors import InputError
+from facekd.export.int8 import Int8Plan, Int8Record, int8_record
 from facekd.export.manifest import SCHEMA_VERSION, Manifest, ManifestError, artifact_size, sha256_artifact, verify_artifact
 
 
@@ -78,24 +80,35 @@ def test_manifest_refuses_other_schema_versions_and_bad_files(tmp_path):
         Manifest.load(tmp_path / "absent.json")
 
 
-@pytest.mark.parametrize("precision, details, scheme", [
-    ("fp32", {"int8_calibration": {"activations": "static"}}, None),
-    ("int8", {"int8_calibration": {"activations": "static", "reduce_range": True}, "float_layers": []},
-     "static activations, 7-bit weights"),  # onnx-int8 for x86 without VNNI
-    ("int8", {"int8_calibration": {"activations": "static", "reduce_range": False}, "float_layers": ["a", "b"]},
-     "static activations, 8-bit weights, 2 weighted layers float"),  # the TensorRT source after a search
-    ("int8", {"int8_calibration": {"activations": "dynamic", "kept_float": [], "boundary_float": []}},
-     "dynamic activations, 8-bit weights"),
-    ("int8", {"int8_calibration": {"activations": "static", "kept_float": ["c"], "boundary_float": ["a", "z"]}},
-     "static activations, 8-bit weights, 3 weighted layers float"),  # tflite: first/last conv float by the converter
-    ("int8", {"int8_calibration": {"activations": "float (int8 weights only)", "reduce_range": True}, "float_layers": []},
-     "float (int8 weights only) activations, 8-bit weights"),  # onnx fallback: static was 7-bit, these are not
-    ("int8", {"int8_scheme": "NNCF static int8, symmetric per-channel weights in 7 bits (...)", "float_layers": ["c"]},
-     "static activations, 7-bit weights, 1 weighted layers float"),  # openvino, overflow fix
-    ("int8", {"int8_scheme": "NNCF int8 weights only", "int8_weight_constants": 29}, "float (int8 weights only) activations, 8-bit weights"),
-    ("int8", {"op_census": {"constexpr_affine_dequantize": 29, "conv": 29}}, "float (int8 weights only) activations, 8-bit weights"),
+@pytest.mark.parametrize("details, plan, scheme, bits, floats", [
+    ({"int8_calibration": {"activations": "static", "reduce_range": True}, "float_layers": []},
+     Int8Plan(), "static-full-integer", 7, 0),  # onnx-int8 for x86 without VNNI
+    ({"int8_calibration": {"activations": "static", "reduce_range": False}, "float_layers": ["a", "b"]},
+     Int8Plan(), "static", 8, 2),  # the TensorRT source after a search
+    ({"int8_calibration": {"activations": "dynamic", "kept_float": [], "boundary_float": []}}, Int8Plan(), "dynamic", 8, 0),
+    ({"int8_calibration": {"activations": "static", "kept_float": ["c"], "boundary_float": ["a", "z"]}},
+     Int8Plan(), "static", 8, 3),  # tflite: first/last conv float by the converter
+    ({"int8_calibration": {"activations": "static", "kept_float": [], "boundary_float": []}},
+     Int8Plan(full_integer=True, int8_aware={"epochs": 2}), "static-full-integer", 8, 0),
+    ({"int8_calibration": {"activations": "float (int8 weights only)", "reduce_range": True}, "float_layers": []},
+     Int8Plan(), "weights-only", 8, 0),  # onnx fallback: static was 7-bit, these are not
+    ({"int8_reduce_range": True, "fake_quantize_nodes": 40, "float_layers": ["c"]}, Int8Plan(), "static", 7, 1),  # openvino
+    ({"int8_weight_constants": 29}, Int8Plan(), "weights-only", 8, 0),  # openvino weights only
+    ({"op_census": {"constexpr_affine_dequantize": 29, "conv": 29}}, Int8Plan(), "weights-only", 8, 0),  # core ml
 ])
-def test_int8_scheme_says_which_int8_an_artifact_is(precision, details, scheme):
+def test_the_int8_record_says_which_int8_an_artifact_is(details, plan, scheme, bits, floats):
+    record = int8_record(details, plan)
+    assert (record.scheme, record.weight_bits, len(record.float_layers)) == (scheme, bits, floats)
+    assert record.int8_aware == plan.int8_aware
     manifest = _manifest("model.onnx", "ab" * 32, 1)
-    manifest.precision, manifest.details = precision, details
-    assert manifest.int8_scheme() == scheme
+    manifest.precision, manifest.int8 = "int8", record.to_dict()
+    loaded = Manifest.from_dict(json.loads(json.dumps(manifest.to_dict())))
+    assert loaded.int8_scheme() == record.summary() and loaded.int8_scheme().startswith(scheme)
+    assert ("int8-aware training (2 epochs)" in loaded.int8_scheme()) == (plan.int8_aware is not None)
+    manifest.precision = "fp32"
+    assert manifest.int8_scheme() is None
+
+
+def test_an_int8_record_with_an_unknown_scheme_is_refused():
+    with pytest.raises(InputError, match="scheme"):
+        Int8Record(scheme="mostly-int8", weight_bits=8)

@@ -13,6 +13,7 @@ from torch import nn
 
 from facekd.export.faces import FaceSet
 from facekd.export.formats import FORMATS
+from facekd.export.int8 import Int8Plan
 from facekd.export.int8_search import float_run, keep_sensitive_float
 from facekd.export.parity import worst_cosine
 from facekd.core.preprocess import STUDENT_DEFAULT
@@ -102,7 +103,7 @@ def test_executorch_int8_searches_and_its_program_is_the_one_measured(faces, tmp
 
     model = Tiny(OUTLIER)
     path = tmp_path / "model.pte"
-    executorch_format.convert(model, "int8", faces, path, preprocess=STUDENT_DEFAULT, max_batch=1, int8_target_worst_cos=1.0)
+    executorch_format.convert(model, "int8", faces, path, preprocess=STUDENT_DEFAULT, max_batch=1, int8=Int8Plan(search_target=1.0))
     search = executorch_format.inspect(path).details["int8_calibration"]
     assert len(search["worst_cos_by_float_count"]) == 2  # 5 convolutions: 1, then 2 (half) kept float
     assert set(search["kept_float"]) <= set(search["simulated_worst_cos_alone"])

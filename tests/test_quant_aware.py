@@ -1,26 +1,30 @@
-"""Quantisation-aware distillation: simulated int8 leaves the float model as it was, the fine-tune
-moves the copy (not the original) towards the float embeddings under int8, and export hands
-the copy to the int8 converters only, gating them against the original student.
+"""Simulated int8 and int8-aware training: the simulation leaves the float model as it was; the
+PT2E fake-int8 student trains the student's own weights, in int8-aware epochs that write a
+second student and resume inside themselves; export makes full-integer int8 of that student,
+gated on its simulated-int8 twin.
 
-The network is tiny and int8-sensitive on purpose (one activation channel 300× the others, so
-one per-tensor int8 scale rounds the rest coarsely); faces are generated.
+The network of the simulation tests is tiny and int8-sensitive on purpose (one activation
+channel 300× the others, so one per-tensor int8 scale rounds the rest coarsely); faces are generated.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from facekd.export import build, formats
-from facekd.export.build import ExportConfig, ExportError, export_checkpoint
-from facekd.training.checkpoint import save_checkpoint, student_state
+from facekd.export import formats
+from facekd.export.build import ExportConfig, export_checkpoint
+from facekd.export.parity import DEFAULT_BARS, INT8_CONVERSION_BAR, ParityBar
+from facekd.config import ConfigError
+from facekd.stages import train_student
+from facekd.training.checkpoint import INT8_STUDENT, load_checkpoint, save_checkpoint, student_state
+from facekd.training.trainer import Trainer, TrainingError
+from tests.test_trainer import tiny_config, tiny_pairs, tiny_teacher  # noqa: F401 (fixtures)
 from facekd.training.models.mobilefacenet import MobileFaceNet
 from facekd.core.preprocess import STUDENT_DEFAULT
-from facekd.training.quant_aware import QuantAwareConfig, SimulatedInt8, quant_aware_finetune
+from facekd.training.quant_aware import FakeInt8Student, SimulatedInt8
 
 OUTLIER = 300.0
 
@@ -68,54 +72,114 @@ def test_simulation_changes_outputs_and_leaves_the_float_model_as_it_was(faces):
     assert all(torch.equal(model.state_dict()[name], value) for name, value in before.items())
 
 
-def test_fine_tune_moves_the_copy_towards_the_float_embeddings_under_int8(faces):
+def test_the_fake_int8_student_trains_the_students_own_weights_and_freezes_ranges_in_eval(faces):
     torch.manual_seed(0)
-    model, inputs = TinyEmbedder().eval(), _inputs(faces[32:])  # held-out faces
-    original = {name: value.clone() for name, value in model.state_dict().items()}
+    model, inputs = TinyEmbedder().eval(), _inputs(faces[:8])
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    fake = FakeInt8Student(model, inputs[:2]).train()
     with torch.no_grad():
-        reference = model(inputs)
-    before = _worst_cos_to(model, reference, inputs)
+        floating = model(inputs)
+        assert float(nn.functional.cosine_similarity(fake(inputs), floating).min()) < 0.999  # int8 rounding shows
+    ranges = {key: value.clone() for key, value in fake.ranges().items()}
+    assert ranges and not any(key in model.state_dict() for key in ranges)
+    fake.eval()
+    with torch.no_grad():
+        fake(inputs * 3)  # validation-like inputs of another range
+    assert all(torch.equal(fake.ranges()[key], value) for key, value in ranges.items() if not key.endswith("_enabled"))
 
-    tuned, facts = quant_aware_finetune(model, faces[:32], STUDENT_DEFAULT, QuantAwareConfig(steps=40, batch_size=16, lr=3e-4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    fake.train()
+    loss = (fake(inputs) - floating).pow(2).sum()
+    loss.backward()
+    optimizer.step()
+    assert any(not torch.equal(model.state_dict()[name], value) for name, value in before.items())
+    twin = FakeInt8Student(model, inputs[:2]).eval()
+    twin.load_ranges(fake.ranges())
+    with torch.no_grad():
+        torch.testing.assert_close(twin(inputs), fake(inputs))  # weights shared, ranges carried
 
-    assert all(torch.equal(model.state_dict()[name], value) for name, value in original.items())  # original untouched
-    assert any(not torch.equal(tuned.state_dict()[name], value) for name, value in original.items())
-    assert not any(hasattr(layer, "parametrizations") for layer in tuned.modules())  # a plain float model again
-    assert facts["steps"] == 40 and facts["faces"] == 32 and facts["loss_last_10"] < facts["loss_first"]
-    assert _worst_cos_to(tuned, reference, inputs) > before
+
+def test_int8_aware_epochs_write_both_students_and_resume_inside_them(tiny_faces, tiny_teacher, tiny_pairs, tmp_path,
+                                                                      monkeypatch):
+    cfg = tiny_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, "train.epochs=1", "train.int8_aware_epochs=1",
+                      "train.checkpoint_every_steps=1", "loss.exclusivity=0.1")
+    straight = train_student(cfg, tmp_path / "straight", progress=False)
+    float_state = load_checkpoint(tmp_path / "straight" / "student.pt")
+    aware_state = load_checkpoint(tmp_path / "straight" / INT8_STUDENT)
+    assert straight.student_path.name == "student.pt" and float_state["epoch"] == 1 and aware_state["epoch"] == 2
+    assert aware_state["int8_aware"]["epochs"] == 1 and "int8_aware" not in float_state
+    assert any(not torch.equal(aware_state["model"][k], v) for k, v in float_state["model"].items())
+    assert straight.metrics["val"] == straight.metrics["history"][0]["val"]  # the float student's
+    assert straight.metrics["int8_aware"]["val"] == straight.metrics["history"][1]["val"]
+
+    real_step, calls = Trainer._step, {"n": 0}
+
+    def crashing_step(self, indices, images=None):
+        calls["n"] += 1
+        if calls["n"] == 6:  # 4 steps per epoch: inside the int8-aware epoch
+            raise RuntimeError("simulated kill")
+        return real_step(self, indices, images)
+
+    monkeypatch.setattr(Trainer, "_step", crashing_step)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        train_student(cfg, tmp_path / "crashed", progress=False)
+    monkeypatch.setattr(Trainer, "_step", real_step)
+    train_student(cfg, tmp_path / "crashed", resume=True, progress=False)
+    resumed = load_checkpoint(tmp_path / "crashed" / INT8_STUDENT)["model"]
+    for name, value in aware_state["model"].items():
+        torch.testing.assert_close(resumed[name], value, msg=name)
+
+
+def test_int8_aware_epochs_alone_start_from_a_trained_student(tiny_faces, tiny_teacher, tiny_pairs, tmp_path):
+    with pytest.raises(ConfigError, match="init_from"):
+        tiny_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, "train.epochs=0", "train.int8_aware_epochs=1")
+    first = train_student(tiny_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, "train.epochs=1"),
+                          tmp_path / "float", progress=False)
+    cfg = tiny_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, "train.epochs=0", "train.int8_aware_epochs=1",
+                      f"train.init_from={first.student_path}")
+    result = train_student(cfg, tmp_path / "aware", progress=False)
+    started = load_checkpoint(result.student_path)
+    for name, value in load_checkpoint(first.student_path)["model"].items():
+        torch.testing.assert_close(started["model"][name], value, msg=name)
+    assert started["metrics"]["val"] is not None  # measured before the int8-aware epoch
+    assert (tmp_path / "aware" / INT8_STUDENT).is_file()
+    other = tiny_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, "train.epochs=0", "train.int8_aware_epochs=1",
+                        f"train.init_from={first.student_path}", "student.width=0.5")
+    with pytest.raises(TrainingError, match="another student"):
+        train_student(other, tmp_path / "mismatch", progress=False)
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     model = MobileFaceNet(width=0.25).eval()
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "student.pt", student_state(model, STUDENT_DEFAULT, threshold=0.3))
+    folder = tmp_path_factory.mktemp("ckpt")
+    aware = MobileFaceNet(width=0.25).train()
+    with torch.no_grad():  # BatchNorm statistics of a used network: a fresh one's embeddings round to zero in int8
+        for _ in range(3):
+            aware(torch.randn(16, 3, 112, 112))
+    save_checkpoint(folder / INT8_STUDENT, student_state(aware.eval(), STUDENT_DEFAULT, threshold=0.3,
+                                                         int8_aware={"epochs": 1, "quantizer": "test"}))
+    return save_checkpoint(folder / "student.pt", student_state(model, STUDENT_DEFAULT, threshold=0.3))
 
 
-def test_export_hands_the_fine_tuned_copy_to_int8_only(checkpoint, tiny_faces, tmp_path, monkeypatch):
+@pytest.mark.skipif(formats.FORMATS["executorch"].unavailable_reason() is not None, reason="executorch is not installed")
+def test_export_makes_full_integer_int8_of_the_int8_aware_student_gated_on_its_twin(checkpoint, tiny_faces, tmp_path):
     images = sorted(tiny_faces.glob("*/*.jpg"))
-    handed = {}
-
-    def record_model(model, precision, *args, **kwargs):
-        handed[precision] = model
-        return original_convert(model, precision, *args, **kwargs)
-    original_convert = formats.FORMATS["torch"].convert
-    torch_int8 = replace(formats.FORMATS["torch"], convert=record_model,
-                         precisions={**formats.FORMATS["torch"].precisions, "int8": "the fine-tuned copy, float"})
-    monkeypatch.setattr(build, "FORMATS", {"torch": torch_int8})
-    config = ExportConfig(formats=["torch"], precisions={"torch": ["fp32", "int8"]}, calib_count=4, parity_count=8,
-                          threads=1, int8_finetune_steps=3, int8_finetune_faces=6, golden=False)
-
-    with pytest.raises(ExportError, match="int8 fine-tune"):
-        export_checkpoint(checkpoint, tmp_path / "none", config, images[:8], images, None, progress=False)
-
+    bars = {**DEFAULT_BARS, INT8_CONVERSION_BAR: ParityBar(worst_cos=0.999)}  # no pairs here: no flip rate to bound
+    config = ExportConfig(formats=["executorch"], calib_count=8, parity_count=8, threads=1, golden=False, bars=bars)
     records = {r.precision: r for r in export_checkpoint(checkpoint, tmp_path / "out", config, images[:8], images, None,
-                                                         progress=False, finetune_images=images)}
-    assert handed["int8"] is not handed["fp32"]
-    assert any(not torch.equal(a, b) for a, b in zip(handed["int8"].state_dict().values(), handed["fp32"].state_dict().values()))
-    assert records["fp32"].parity["worst_cos"] > 0.9999  # gated against the original student
-    assert records["int8"].parity["worst_cos"] < records["fp32"].parity["worst_cos"]
-    int8 = json.loads((tmp_path / "out" / records["int8"].path).parent.joinpath("manifest.json").read_text())
-    fp32 = json.loads((tmp_path / "out" / "torch-fp32" / "manifest.json").read_text())
-    assert int8["details"]["quant_aware_finetune"]["steps"] == 3 and int8["details"]["quant_aware_finetune"]["faces"] == 6
-    assert "quant_aware_finetune" not in fp32["details"]
+                                                         progress=False)}
+    int8 = json.loads((tmp_path / "out" / "executorch-int8" / "manifest.json").read_text()) if records["int8"].status == "ok" \
+        else json.loads((tmp_path / "out" / "rejected" / "executorch-int8" / "manifest.json").read_text())
+    fp32 = json.loads((tmp_path / "out" / "executorch-fp32" / "manifest.json").read_text())
+    record = int8["int8"]
+    assert record["scheme"] == "static-full-integer" and record["float_layers"] == []
+    assert record["int8_aware"] == {"epochs": 1, "quantizer": "test"}
+    assert int8["details"]["int8_student"]["checkpoint"] == INT8_STUDENT
+    assert record["conversion"]["worst_cos"] > 0.99  # the artifact computes what its twin simulates
+    assert "against its simulated-int8 twin" in records["int8"].reason
+    assert (records["int8"].status == "ok") == (record["conversion"]["worst_cos"] >= 0.999)
+    assert int8["parity"]["worst_cos"] < 0.9  # measured against the float student, another network here
+    assert records["int8"].status == "ok"
+    assert fp32["int8"] is None and fp32["parity"]["worst_cos"] > 0.9999

@@ -16,6 +16,7 @@ from torch import nn
 
 from facekd.export.faces import FaceSet
 from facekd.export.formats import FORMATS
+from facekd.export.int8 import Int8Plan
 from facekd.export.parity import worst_cosine
 from facekd.core.preprocess import STUDENT_DEFAULT
 
@@ -48,7 +49,7 @@ def faces() -> FaceSet:
 def _convert(model: nn.Module, faces: FaceSet, path, target: float | None = TARGET):
     from facekd.export import litert_format
 
-    litert_format.convert(model, "int8", faces, path, preprocess=STUDENT_DEFAULT, max_batch=1, int8_target_worst_cos=target)
+    litert_format.convert(model, "int8", faces, path, preprocess=STUDENT_DEFAULT, max_batch=1, int8=Int8Plan(search_target=target))
     runner = litert_format.LiteRTRunner()
     runner.load(path, threads=1)
     embeddings = runner.run(faces.inputs(STUDENT_DEFAULT.with_layout("NHWC")))

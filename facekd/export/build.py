@@ -30,13 +30,12 @@ import numpy as np
 from tqdm import tqdm
 
 from facekd.core.chatter import library_output
-from facekd.training.checkpoint import load_student
 from facekd.core.data import BadImageError, FaceFolder
 from facekd.training.evaluate import student_embed_fn
 from facekd.core.io import atomic_path, atomic_write_json, remove_stale_temp_files, sha256_file
 from facekd.core.pairs import VerificationPairs
 from facekd.core.preprocess import PreprocessSpec
-from facekd.training.quant_aware import QuantAwareConfig, quant_aware_finetune
+from facekd.training.checkpoint import INT8_STUDENT, load_student
 from facekd.core.verification import (IdentitySetError, all_pairs_scores, best_threshold, check_identity_set,
                                       embed_folder, embed_pairs, l2_normalise, operating_points, pair_scores)
 
@@ -46,10 +45,11 @@ from .equalise import equalise_for_int8
 from .errors import ExportError, FormatUnavailable
 from .faces import FaceSet, evenly_spaced, image_name
 from .formats import FORMATS, FormatRow, source_here, unknown_format
+from .int8 import Int8Plan, int8_record, plan_int8
 from .golden import write_golden, write_identification_fixture
 from .host import cpu_features
 from .manifest import Manifest, artifact_size, sha256_artifact
-from .parity import RUN_BATCH, GateResult, Parity, ParityReference, embed, gate, measure_parity
+from .parity import INT8_CONVERSION_BAR, RUN_BATCH, GateResult, Parity, ParityReference, embed, gate, measure_parity
 from .config import ExportConfig
 from facekd.core.errors import one_line
 
@@ -121,9 +121,6 @@ def plan_jobs(config: ExportConfig) -> list[tuple[FormatRow, str, str | None]]:
     for setting in ("calib_count", "parity_count", "parity_pairs", "max_batch"):
         if getattr(config, setting) < 1:
             raise ExportError(f"export {setting} must be at least 1, got {getattr(config, setting)}")
-    if config.int8_finetune_steps < 0 or config.int8_finetune_faces < 2:
-        raise ExportError(f"export int8_finetune_steps must be >= 0 and int8_finetune_faces >= 2, got "
-                          f"{config.int8_finetune_steps} and {config.int8_finetune_faces}")
     jobs = []
     for name in dict.fromkeys(names):
         row = FORMATS[name]
@@ -223,16 +220,18 @@ class _Run:
     source: dict
     cost: dict  # {params, macs} of the model (export.cost), the same for every artifact
     operating_points: dict | None = None  # OperatingPoints.to_dict() of the PyTorch model, for every manifest
-    int8_model: "nn.Module | None" = None  # what int8 converters quantise (equalised and/or fine-tuned copy; None: model)
+    int8_model: "nn.Module | None" = None  # what int8 converters quantise (int8-aware student or equalised copy; None: model)
     int8_preparation: dict = field(default_factory=dict)  # how that copy was made (manifest details of int8 artifacts)
+    int8_plan: Int8Plan = field(default_factory=Int8Plan)  # what the int8 converters are asked for (export.int8)
+    int8_twin: ParityReference | None = None  # the int8-aware student's simulated-int8 view of the parity faces
     parity_inputs: dict[str, np.ndarray] = field(default_factory=dict)  # layout -> inputs
     progress: bool = False  # progress bars of long conversions (the int8 layer searches)
 
     @property
     def int8_search_target(self) -> float | None:
-        """Worst cosine the int8 converters' layer searches aim at on the calibration faces: the
-        int8 bar's ``worst_cos`` plus ``INT8_SEARCH_MARGIN`` (other faces are gated); None when
-        the bar does not bound the worst case — every layer stays int8, the fastest artifact."""
+        """Worst cosine the int8 converters' fallbacks aim at on the calibration faces: the int8
+        bar's ``worst_cos`` plus ``INT8_SEARCH_MARGIN`` (other faces are gated); None when the bar
+        does not bound the worst case — every layer stays int8, the fastest artifact."""
         bar = self.config.bars.get("int8")
         return None if bar is None or bar.worst_cos is None else min(1.0, bar.worst_cos + INT8_SEARCH_MARGIN)
 
@@ -245,11 +244,14 @@ class _Run:
         return self.parity_inputs[layout]
 
 
-def _parity(run: _Run, runner, path: Path, layout: str) -> Parity:
-    """Parity with PyTorch of ``path`` run by ``runner`` on the parity faces."""
+def _parity(run: _Run, runner, path: Path, layout: str, twin: bool = False) -> Parity | tuple[Parity, Parity]:
+    """Parity with PyTorch of ``path`` run by ``runner`` on the parity faces; with ``twin``, also
+    (first) with the int8-aware student's simulated-int8 twin: (conversion, price)."""
     runner.load(path, run.config.threads)
     batch_size = min(RUN_BATCH, run.config.max_batch)  # bounded-batch formats accept up to max_batch
-    return measure_parity(embed(runner, run.inputs(layout), batch_size), run.reference)
+    embeddings = embed(runner, run.inputs(layout), batch_size)
+    price = measure_parity(embeddings, run.reference)
+    return (measure_parity(embeddings, run.int8_twin), price) if twin else price
 
 
 @dataclass
@@ -272,7 +274,7 @@ def _check_source(run: _Run, row: FormatRow, precision: str, folder: Path) -> _S
     format lists; the first gates it on the bar of ``precision``, the others are recorded."""
     source = row.source
     path = source.make(run.model_for(precision), precision, run.calibration, folder / source.file,
-                       preprocess=run.preprocess, max_batch=run.config.max_batch, int8_target_worst_cos=run.int8_search_target,
+                       preprocess=run.preprocess, max_batch=run.config.max_batch, int8=run.int8_plan,
                        progress=run.progress)
     io = source.inspect(path)
     _check_io(io, run.preprocess.with_layout(row.layout).input_shape(None), run.model.embedding_size)
@@ -293,6 +295,7 @@ class _Job:
     artifact: Path
     source: _SourceCheck | None = None
     not_built: str | None = None  # why the converter cannot run here (its source is still validated)
+    int8_conversion: dict | None = None  # int8 of an int8-aware student: parity with its simulated-int8 twin
     seconds: float | None = None
 
     @property
@@ -323,7 +326,7 @@ def _convert(run: _Run, job: _Job) -> ExportRecord | None:
             with library_output():
                 row.convert(run.model_for(job.precision), job.precision, run.calibration, job.artifact,
                             preprocess=run.preprocess, max_batch=run.config.max_batch,
-                            int8_target_worst_cos=run.int8_search_target, progress=run.progress)
+                            int8=run.int8_plan, progress=run.progress)
     except FormatUnavailable as exc:
         if job.source is None:
             shutil.rmtree(job.folder)
@@ -352,6 +355,8 @@ def _validate(run: _Run, job: _Job) -> tuple[Path, ArtifactIO | None, Parity | N
         reason = row.validate_only()
         if reason:
             return artifact, io, None, "validated-structure-only", reason
+        if job.precision == "int8" and run.int8_twin is not None:
+            return _validate_int8_aware(run, job, io)
         with library_output():
             parity = _parity(run, row.runner(), artifact, row.layout)
         verdict = gate(job.precision, parity, run.config.bars)
@@ -359,6 +364,19 @@ def _validate(run: _Run, job: _Job) -> tuple[Path, ArtifactIO | None, Parity | N
     except Exception as exc:  # an artifact that cannot be read back or run is not presented as good
         logger.warning("%s: validation failed", job.name, exc_info=True)
         return artifact, io, parity, "failed", one_line(exc)
+
+
+def _validate_int8_aware(run: _Run, job: _Job, io: ArtifactIO) -> tuple[Path, ArtifactIO, Parity, str, str]:
+    """An int8 artifact of the int8-aware student: gated on conversion fidelity (against its
+    simulated-int8 twin, bar ``int8_conversion``); its parity with the float student (what int8
+    costs) is recorded, not gated here: accuracy is what the bench measures."""
+    with library_output():
+        conversion, price = _parity(run, job.row.runner(), job.artifact, job.row.layout, twin=True)
+    job.int8_conversion = conversion.to_dict()
+    verdict = gate(INT8_CONVERSION_BAR, conversion, run.config.bars)
+    statement = (f"{verdict.statement} (against its simulated-int8 twin); against the float student worst_cos "
+                 f"{price.worst_cos:.4f}, flip_rate {price.flip_rate if price.flip_rate is not None else 'n/a'}")
+    return job.artifact, io, price, ("ok" if verdict.passed else "rejected"), statement
 
 
 def _record(run: _Run, job: _Job, artifact: Path, io: ArtifactIO | None, parity: Parity | None, status: str,
@@ -370,6 +388,10 @@ def _record(run: _Run, job: _Job, artifact: Path, io: ArtifactIO | None, parity:
         rejected.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(folder), str(rejected))
         folder, artifact = rejected, rejected / artifact.name
+    details = {**({} if io is None else io.details), "model": {**run.cost, "role": "student"},
+               **(run.int8_preparation if precision == "int8" else {}),
+               **({} if source is None else {"source": source.facts if artifact.name == source.path.name
+                                             else {**source.facts, "details": source.io.details}})}
     manifest = Manifest(
         format=row.name, precision=precision, status=status, reason=reason, file=artifact.name,
         sha256=sha256_artifact(artifact), size_bytes=artifact_size(artifact),
@@ -380,10 +402,8 @@ def _record(run: _Run, job: _Job, artifact: Path, io: ArtifactIO | None, parity:
         operating_points=run.operating_points, calibration=run.calibration.describe() if precision in row.calibrated else None,
         parity=None if parity is None else parity.to_dict(), converter_versions=row.versions(),
         quantization=row.precisions[precision], source=run.source,
-        details={**({} if io is None else io.details), "model": {**run.cost, "role": "student"},
-                 **(run.int8_preparation if precision == "int8" else {}),
-                 **({} if source is None else {"source": source.facts if artifact.name == source.path.name
-                                               else {**source.facts, "details": source.io.details}})},
+        int8=int8_record(details, run.int8_plan, job.int8_conversion).to_dict() if precision == "int8" else None,
+        details=details,
         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     manifest.save(folder / MANIFEST)
@@ -435,13 +455,11 @@ def export_checkpoint(
     pairs: VerificationPairs | None = None,
     progress: bool = True,
     teacher: tuple[str | os.PathLike, PreprocessSpec] | None = None,
-    finetune_images: Sequence[str | os.PathLike] | FaceSet = (),
     identities: FaceFolder | None = None,
 ) -> list[ExportRecord]:
     """Export ``checkpoint_path`` into ``out_dir``; returns one record per format × precision.
 
-    Calibration faces (and ``finetune_images``, for ``config.int8_finetune_steps``) should come
-    from training identities, parity faces, ``pairs`` and ``identities`` (all their faces: the
+    Calibration faces should come from training identities, parity faces, ``pairs`` and ``identities`` (all their faces: the
     manifests' operating points) from validation identities. ``teacher``
     (ONNX path, preprocessing) is put beside the artifacts when ``config.teacher`` is on. Raises
     ExportError (or CheckpointError) for requests that cannot work.
@@ -470,7 +488,7 @@ def export_checkpoint(
             model, preprocess, identities, progress)
         run.operating_points = None if points is None else points.to_dict()
         if any(precision == "int8" and not unavailable for _, precision, unavailable in jobs):
-            _prepare_int8(run, finetune_images, progress)
+            _prepare_int8(run, checkpoint_path)
         if config.golden:
             _write_golden(run, golden_candidates + list(parity_images), threshold, identities, identity_embeddings, points)
         records = _export_jobs(run, jobs)
@@ -523,21 +541,37 @@ def _export_jobs(run: _Run, jobs: list) -> list[ExportRecord]:
     return records
 
 
-def _prepare_int8(run: _Run, finetune_images: Sequence[str | os.PathLike] | FaceSet, progress: bool) -> None:
-    """The copy of the student every int8 converter quantises: channel ranges equalised on the
-    calibration faces (``export.int8_equalise``), then fine-tuned under simulated int8 (7-bit
-    weights: robust for every int8 row) when ``export.int8_finetune_steps`` asks; parity is still
-    measured against the student itself."""
-    config, model = run.config, run.model
-    if config.int8_equalise:
-        model, facts = equalise_for_int8(model, run.calibration.inputs(run.preprocess.with_layout("NCHW")))
-        run.int8_preparation["int8_equalisation"] = facts
-    if config.int8_finetune_steps:
-        faces = finetune_images if isinstance(finetune_images, FaceSet) else FaceSet.from_paths(
-            finetune_images, config.int8_finetune_faces, "int8 fine-tune (export.int8_finetune_steps)")
-        schedule = QuantAwareConfig(steps=config.int8_finetune_steps, reduce_range=True)
-        model, run.int8_preparation["quant_aware_finetune"] = quant_aware_finetune(model, faces.images, run.preprocess, schedule, progress)
-    run.int8_model = None if model is run.model else model
+def _prepare_int8(run: _Run, checkpoint_path: Path) -> None:
+    """What every int8 converter quantises and is asked for (``export.int8.plan_int8``): the
+    int8-aware student beside the checkpoint (``student_int8.pt``), full-integer, with its
+    simulated-int8 twin's view of the parity faces to gate conversion on; else the student itself,
+    its channel ranges equalised on the calibration faces (``export.int8_equalise``)."""
+    aware_path = checkpoint_path.with_name(INT8_STUDENT)
+    if checkpoint_path.name != INT8_STUDENT and aware_path.is_file():
+        model, _, state = load_student(aware_path)
+        if asdict(model.arch) != asdict(run.model.arch):
+            raise ExportError(f"{aware_path} holds another student than {checkpoint_path.name}: retrain both in one run")
+        run.int8_model, run.int8_plan = model, plan_int8(None, state.get("int8_aware") or {"epochs": None})
+        run.int8_preparation["int8_student"] = {"checkpoint": aware_path.name, "sha256": sha256_file(aware_path)}
+        run.int8_twin = _twin_reference(run, model)
+        return
+    run.int8_plan = plan_int8(run.int8_search_target, None)
+    if run.config.int8_equalise:
+        model, run.int8_preparation["int8_equalisation"] = equalise_for_int8(
+            run.model, run.calibration.inputs(run.preprocess.with_layout("NCHW")))
+        run.int8_model = model
+
+
+def _twin_reference(run: _Run, model: "nn.Module") -> ParityReference:
+    """The parity faces through ``model`` under simulated int8 (``training.quant_aware.int8_twin``)."""
+    import torch
+
+    from facekd.training.quant_aware import int8_twin
+
+    twin = int8_twin(model, torch.from_numpy(run.calibration.inputs(run.preprocess.with_layout("NCHW"))))
+    reference = run.reference
+    return ParityReference(l2_normalise(_torch_embeddings(twin, run.inputs("NCHW"))), reference.left, reference.right,
+                           reference.threshold)
 
 
 TEACHER_ARTIFACT = "teacher-onnx-fp32"

@@ -21,6 +21,4 @@ class ExportConfig:
     max_batch: int = 64  # largest batch of formats with a bounded dynamic batch (Core ML, TensorRT)
     golden: bool = True  # write golden vectors for the app tests (failing to is an error)
     teacher: bool = True  # put the teacher's ONNX beside the artifacts, so the bench measures it too
-    int8_finetune_steps: int = 0  # quantisation-aware distillation before int8 conversion (training.quant_aware); 0: off
-    int8_finetune_faces: int = 512  # training faces whose augmented views that fine-tune sees
     int8_equalise: bool = True  # equalise channel ranges before int8 conversion (export.equalise); chain students only

@@ -25,6 +25,7 @@ import numpy as np
 
 from .artifact import ArtifactIO, Runner
 from .errors import ExportError, FormatUnavailable
+from .int8 import NO_PLAN, Int8Plan
 
 if TYPE_CHECKING:
     from torch import nn
@@ -56,7 +57,7 @@ def _save_package(mlmodel, out_path: Path) -> Path:
 
 
 def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
-            preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None,
+            preprocess: "PreprocessSpec", max_batch: int, int8: Int8Plan = NO_PLAN,
             progress: bool = False) -> Path:
     import coremltools as ct
     import torch

@@ -32,6 +32,7 @@ from facekd.core.io import atomic_write_bytes, atomic_write_json
 
 from .artifact import ArtifactIO, Runner, package_versions, run_one_by_one
 from .errors import ExportError
+from .int8 import NO_PLAN, Int8Plan
 from .int8_search import keep_sensitive_float
 from .onnx_format import INT8_METADATA, METADATA_DETAILS
 
@@ -78,7 +79,7 @@ def _quantized(model: "nn.Module", example: tuple, calibration_inputs: np.ndarra
 
 
 def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
-            preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None,
+            preprocess: "PreprocessSpec", max_batch: int, int8: Int8Plan = NO_PLAN,
             progress: bool = False) -> Path:
     import torch
 
@@ -98,7 +99,7 @@ def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path
         method = _method(program)
         return np.concatenate([method.execute([torch.from_numpy(faces[i : i + 1])])[0].numpy() for i in range(len(faces))])
 
-    program, facts = keep_sensitive_float(model, torch.from_numpy(faces), int8_target_worst_cos, build, embed,
+    program, facts = keep_sensitive_float(model, torch.from_numpy(faces), int8.search_target, build, embed,
                                           dynamic_range=lambda: _dynamic_range_program(model, example))
     atomic_write_json(_facts_path(out_path), facts)
     return atomic_write_bytes(out_path, program)

@@ -47,7 +47,7 @@ class SourceModel:
     (TensorRT engines are built from an ONNX written here). Kept beside the artifact as ``file``."""
 
     file: str
-    make: Callable[..., Path]  # (model, precision, calibration, out_path, *, preprocess, max_batch, int8_target_worst_cos, progress) -> path
+    make: Callable[..., Path]  # (model, precision, calibration, out_path, *, preprocess, max_batch, int8, progress) -> path
     checks: Callable[[str], list[tuple[str, Callable[[], Runner]]]]  # precision -> [(how, runner)]; the first gates
     inspect: Callable[[Path], ArtifactIO]
     requires: tuple[str, ...]
@@ -70,7 +70,7 @@ class FormatRow:
     layout: str  # input layout of the artifact: "NCHW" | "NHWC"
     distributions: tuple[str, ...]  # packages whose versions go into the manifest
     calibrated: tuple[str, ...]  # precisions whose converter is calibrated on real faces
-    convert: Callable[..., Path]  # (model, precision, calibration, out_path, *, preprocess, max_batch, int8_target_worst_cos, progress) -> path
+    convert: Callable[..., Path]  # (model, precision, calibration, out_path, *, preprocess, max_batch, int8, progress) -> path
     runner: Callable[[], Runner]
     inspect: Callable[[Path], ArtifactIO]
     validate_only: Callable[[], str | None] = _always_runnable  # reason this host cannot run it, else None

@@ -40,6 +40,7 @@ from facekd.core.io import atomic_path
 
 from .artifact import ArtifactIO, Runner, package_versions, run_one_by_one
 from .errors import ExportError
+from .int8 import NO_PLAN, Int8Plan
 from .int8_search import keep_sensitive_float
 from .onnx_format import INT8_METADATA, METADATA_DETAILS
 
@@ -62,9 +63,9 @@ def _quiet_litert_progress():
         litert_torch.config.show_progress = shown
 
 
-def _float_boundary_quantizer(float_convolutions: frozenset[int] = frozenset()):
-    """PT2E quantiser that leaves the graph's first and last convolution unquantised (float I/O),
-    and the convolutions at positions ``float_convolutions`` (in execution order)."""
+def _float_boundary_quantizer(float_convolutions: frozenset[int] = frozenset(), boundary: bool = True):
+    """PT2E quantiser that leaves the convolutions at positions ``float_convolutions`` (in execution
+    order) unquantised, and with ``boundary`` the graph's first and last too (float compute at the I/O)."""
     import torch
     from litert_torch.quantize import pt2e_quantizer
     from litert_torch.quantize.pt2e_quantizer_utils import OP_TO_ANNOTATOR, propagate_annotation
@@ -72,7 +73,7 @@ def _float_boundary_quantizer(float_convolutions: frozenset[int] = frozenset()):
     class FloatBoundaryQuantizer(pt2e_quantizer.PT2EQuantizer):
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
             convolutions = [n for n in model.graph.nodes if n.target == torch.ops.aten.conv2d.default]
-            kept = {0, len(convolutions) - 1, *float_convolutions} if convolutions else set()
+            kept = {*float_convolutions, *((0, len(convolutions) - 1) if boundary and convolutions else ())}
             float_nodes = {convolutions[i] for i in kept}
             for pattern in self.STATIC_OPS:
                 OP_TO_ANNOTATOR[pattern](model, self.global_config, lambda node: node not in float_nodes)
@@ -84,14 +85,14 @@ def _float_boundary_quantizer(float_convolutions: frozenset[int] = frozenset()):
 
 
 def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
-            preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None,
+            preprocess: "PreprocessSpec", max_batch: int, int8: Int8Plan = NO_PLAN,
             progress: bool = False) -> Path:
     import litert_torch
     import torch
 
     from .prelu import prelu_as_maximum
 
-    if precision != "int8" or int8_target_worst_cos is None:
+    if precision != "int8" or int8.search_target is None:
         # not under a layer search: convolutions it keeps float then fed int8 MUL/MAXIMUMs and measured
         # worse than all-int8 (zoo reference, 13 float: worst 0.975 on the calibration faces vs 0.994)
         model = prelu_as_maximum(model)
@@ -106,7 +107,7 @@ def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path
 
             edge_model = litert_torch.convert(wrapped, example, quant_config=quant_recipes.full_fp16_recipe())
         elif precision == "int8":
-            edge_model, facts = _int8_by_measurement(model, wrapped, example, calibration, preprocess, int8_target_worst_cos)
+            edge_model, facts = _int8_by_measurement(model, wrapped, example, calibration, preprocess, int8)
         else:
             raise ExportError(f"tflite has no precision {precision!r}")
         with atomic_path(out_path) as tmp:
@@ -116,14 +117,14 @@ def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path
     return out_path
 
 
-def _int8_edge_model(wrapped, example, faces: np.ndarray, float_convolutions: frozenset[int]):
+def _int8_edge_model(wrapped, example, faces: np.ndarray, float_convolutions: frozenset[int], boundary: bool):
     """PT2E int8 of ``wrapped`` calibrated on NHWC ``faces``, converted by litert-torch."""
     import litert_torch
     import torch
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import quantize_pt2e
 
-    quantizer = _float_boundary_quantizer(float_convolutions)
+    quantizer = _float_boundary_quantizer(float_convolutions, boundary)
     observed = quantize_pt2e.prepare_pt2e(torch.export.export(wrapped, example).module(), quantizer)
     with torch.no_grad():
         for face in faces:
@@ -133,22 +134,23 @@ def _int8_edge_model(wrapped, example, faces: np.ndarray, float_convolutions: fr
 
 
 def _int8_by_measurement(model: "nn.Module", wrapped, example, calibration: "FaceSet", preprocess: "PreprocessSpec",
-                         target: float | None):
-    """(int8 edge model, what was measured): boundary convolutions float, then the most sensitive
-    inner ones too until the worst cosine to float on the calibration faces reaches ``target``
-    (None: no search; ``export.int8_search``)."""
+                         plan: Int8Plan):
+    """(int8 edge model, what was measured): boundary convolutions float (none for a full-integer
+    ``plan``), then the most sensitive inner ones too until the worst cosine to float on the
+    calibration faces reaches the plan's target (None: no search; ``export.int8_search``)."""
     import torch
 
     faces = calibration.inputs(preprocess.with_layout("NHWC"))
     batch = torch.from_numpy(calibration.inputs(preprocess.with_layout("NCHW")))
 
     def build(kept: list[str], order: list[str]):
-        return _int8_edge_model(wrapped, example, faces, frozenset(order.index(name) for name in kept))
+        return _int8_edge_model(wrapped, example, faces, frozenset(order.index(name) for name in kept), boundary)
 
     def embed(edge_model) -> np.ndarray:
         return np.concatenate([edge_model(face[None]) for face in faces])
 
-    return keep_sensitive_float(model, batch, target, build, embed, boundary_float=True,
+    boundary = not plan.full_integer
+    return keep_sensitive_float(model, batch, plan.search_target, build, embed, boundary_float=boundary,
                                 dynamic_range=lambda: _dynamic_range_int8(model, example))
 
 

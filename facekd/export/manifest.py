@@ -17,6 +17,8 @@ from facekd.core.io import atomic_write_json, sha256_file
 from facekd.core.operating_points import OperatingPoints
 from facekd.core.errors import FacekdError
 
+from .int8 import Int8Record
+
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -72,6 +74,7 @@ class Manifest:
     source: dict  # {checkpoint, sha256, arch}
     details: dict = field(default_factory=dict)  # op census, notes read back from the artifact
     operating_points: dict | None = None  # OperatingPoints.to_dict(): thresholds at target FARs (to deploy)
+    int8: dict | None = None  # int8 artifacts: export.int8.Int8Record.to_dict() (scheme, weight bits, float layers, ...)
     created_utc: str = ""
     schema_version: int = SCHEMA_VERSION
 
@@ -90,7 +93,7 @@ class Manifest:
                 f"manifest schema_version {version!r} is not {SCHEMA_VERSION}: re-export with this facekd version"
             )
         known = {f.name for f in fields(cls)}
-        missing = sorted(name for name in known - set(data) if name not in ("details", "created_utc", "operating_points"))
+        missing = sorted(name for name in known - set(data) if name not in ("details", "created_utc", "operating_points", "int8"))
         if missing:
             raise ManifestError(f"manifest lacks {', '.join(missing)}: re-export the artifact")
         return cls(**{k: v for k, v in data.items() if k in known})
@@ -125,21 +128,9 @@ class Manifest:
         return Path(manifest_path).parent / self.file
 
     def int8_scheme(self) -> str | None:
-        """How an int8 artifact quantises, in short, from what its converter recorded in ``details``
-        (None for other precisions): activations static (ranges calibrated), dynamic (per inference)
-        or float (int8 weights only); weights in 7 bits (reduce_range/overflow fix: x86 without VNNI)
-        or 8 (weights-only int8 is stored in 8: no int8 products to saturate); how many weighted
-        layers were kept float."""
-        if self.precision != "int8":
-            return None
-        details = self.details
-        facts = details.get("int8_calibration") or {}
-        weights_only = bool(details.get("int8_weight_constants") or "constexpr_affine_dequantize" in details.get("op_census", {}))
-        activations = facts.get("activations") or ("float (int8 weights only)" if weights_only else "static")
-        seven_bits = not activations.startswith("float") and (facts.get("reduce_range") or "7 bits" in details.get("int8_scheme", ""))
-        floats = len(details.get("float_layers") or facts.get("kept_float") or []) + len(facts.get("boundary_float") or [])
-        return (f"{activations} activations, {7 if seven_bits else 8}-bit weights"
-                + (f", {floats} weighted layers float" if floats else ""))
+        """How an int8 artifact quantises, in one line (``export.int8.Int8Record.summary``); None
+        for other precisions and for manifests written before the record existed."""
+        return Int8Record.from_dict(self.int8).summary() if self.precision == "int8" and self.int8 else None
 
 
 def verify_artifact(manifest_path: str | os.PathLike) -> Path:

@@ -43,6 +43,7 @@ from facekd.core.io import atomic_path
 
 from .artifact import ArtifactIO, Runner
 from .errors import ExportError
+from .int8 import NO_PLAN, Int8Plan
 from .parity import worst_cosine
 
 if TYPE_CHECKING:
@@ -236,7 +237,7 @@ def _keep_sensitive_layers_float(quantise: _Quantiser, method: str, worst: float
 
 
 def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
-            preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None,
+            preprocess: "PreprocessSpec", max_batch: int, int8: Int8Plan = NO_PLAN,
             progress: bool = False) -> Path:
     if precision == "fp32":
         return export_fp32(model, out_path, preprocess)
@@ -244,7 +245,7 @@ def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path
         with tempfile.TemporaryDirectory(dir=out_path.parent) as scratch:
             fp32_path = export_fp32(model, Path(scratch) / "fp32.onnx", preprocess)
             return quantize_int8(fp32_path, out_path, calibration.inputs(preprocess.with_layout("NCHW")),
-                                 target_worst_cos=int8_target_worst_cos, weights_only_fallback=True, progress=progress)
+                                 target_worst_cos=int8.search_target, weights_only_fallback=True, progress=progress)
     raise ExportError(f"onnx has no precision {precision!r}")
 
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from .artifact import ArtifactIO, Runner
 from .errors import ExportError
+from .int8 import NO_PLAN, Int8Plan
 from .onnx_format import export_fp32
 from .parity import worst_cosine
 
@@ -98,7 +99,7 @@ def _compiled(ov_model):
 
 
 def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
-            preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None,
+            preprocess: "PreprocessSpec", max_batch: int, int8: Int8Plan = NO_PLAN,
             progress: bool = False) -> Path:
     import openvino as ov
 
@@ -110,7 +111,7 @@ def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path
         ov_model = ov.convert_model(str(onnx_path))
         if precision == "int8":
             ov_model = _quantize(ov_model, calibration.inputs(preprocess.with_layout("NCHW")),
-                                 int8_target_worst_cos or INT8_TARGET_WORST_COS, int8_target_worst_cos is not None)
+                                 int8.search_target or INT8_TARGET_WORST_COS, int8.search_target is not None)
         folder = scratch / out_path.name
         folder.mkdir()
         ov.save_model(ov_model, str(folder / GRAPH_FILE), compress_to_fp16=False)
@@ -150,7 +151,7 @@ def inspect(path: Path) -> ArtifactIO:
     int8_constants = sum(op.get_type_name() == "Constant" and op.get_output_element_type(0) == ov.Type.i8
                          for op in model.get_ops())
     if census.get("FakeQuantize"):
-        details.update(fake_quantize_nodes=census["FakeQuantize"], int8_scheme=INT8_SCHEME.format(target=_target(model)),
+        details.update(fake_quantize_nodes=census["FakeQuantize"], int8_reduce_range=True, int8_scheme=INT8_SCHEME.format(target=_target(model)),
                        float_layers=_float_convolutions(model))
     elif int8_constants:
         details.update(int8_weight_constants=int8_constants, int8_scheme=WEIGHTS_ONLY_SCHEME.format(target=_target(model)))

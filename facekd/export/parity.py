@@ -44,7 +44,11 @@ DEFAULT_BARS: dict[str, ParityBar] = {
     # int8 (TFLite, ExecuTorch) or int8 weights only (onnx, OpenVINO); TensorRT's int8 source has
     # neither (its kernels need quantised activations) and is rejected when its static Q/DQ misses it
     "int8": ParityBar(worst_cos=0.995, max_flip_rate=0.005),
+    # int8 of a student trained for it: the artifact against its own simulated-int8 twin (the
+    # converter's faithfulness); what int8 costs against the float student is measured, not gated here
+    "int8_conversion": ParityBar(worst_cos=0.999, max_flip_rate=0.005),
 }
+INT8_CONVERSION_BAR = "int8_conversion"
 
 
 @dataclass(frozen=True)

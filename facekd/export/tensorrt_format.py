@@ -43,6 +43,7 @@ from facekd.core.io import atomic_path, atomic_write_bytes
 from facekd.export import onnx_format
 from .artifact import ArtifactIO, Runner
 from .errors import ExportError, FormatUnavailable
+from .int8 import NO_PLAN, Int8Plan
 
 if TYPE_CHECKING:
     from torch import nn
@@ -115,7 +116,7 @@ def autocast_fp16(fp32_path: Path, out_path: Path, calibration_inputs: np.ndarra
 
 
 def make_source(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
-                preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None,
+                preprocess: "PreprocessSpec", max_batch: int, int8: Int8Plan = NO_PLAN,
                 progress: bool = False) -> Path:
     """The ONNX an engine of ``precision`` is built from (see module docstring), at ``out_path``."""
     if precision not in PRECISIONS:
@@ -125,7 +126,7 @@ def make_source(model: "nn.Module", precision: str, calibration: "FaceSet", out_
         fp32_path = onnx_format.export_fp32(model, Path(scratch) / "fp32.onnx", preprocess)
         if precision == "fp16":
             return autocast_fp16(fp32_path, out_path, inputs)
-        return onnx_format.quantize_int8(fp32_path, out_path, inputs, reduce_range=False, target_worst_cos=int8_target_worst_cos,
+        return onnx_format.quantize_int8(fp32_path, out_path, inputs, reduce_range=False, target_worst_cos=int8.search_target,
                                            progress=progress)
 
 
@@ -174,7 +175,7 @@ def build_engine(trt, onnx_model: bytes, max_batch: int) -> bytes:
 
 
 def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
-            preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None,
+            preprocess: "PreprocessSpec", max_batch: int, int8: Int8Plan = NO_PLAN,
             progress: bool = False) -> Path:
     """Build the engine from the source beside ``out_path`` (made first when missing; export
     writes and validates it before calling this). Raises FormatUnavailable without TensorRT."""
@@ -184,7 +185,7 @@ def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path
     source = out_path.with_name(SOURCE_ONNX)
     if not source.exists():
         make_source(model, precision, calibration, source, preprocess=preprocess, max_batch=max_batch,
-                    int8_target_worst_cos=int8_target_worst_cos, progress=progress)
+                    int8=int8, progress=progress)
     return atomic_write_bytes(out_path, build_engine(trt, source.read_bytes(), max_batch))
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .artifact import ArtifactIO, Runner
+from .int8 import NO_PLAN, Int8Plan
 
 if TYPE_CHECKING:
     from torch import nn
@@ -20,7 +21,7 @@ OUTPUT_NAME = "embedding"
 
 
 def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,
-            preprocess: "PreprocessSpec", max_batch: int, int8_target_worst_cos: float | None = None,
+            preprocess: "PreprocessSpec", max_batch: int, int8: Int8Plan = NO_PLAN,
             progress: bool = False) -> Path:
     """Save ``student_state`` (arch, preprocess, weights) — loadable by ``load_student``."""
     from facekd.training.checkpoint import save_checkpoint, student_state

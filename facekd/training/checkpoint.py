@@ -29,6 +29,9 @@ class CheckpointError(FacekdError, ValueError):
     """A checkpoint that cannot be used; the message says what to do."""
 
 
+INT8_STUDENT = "student_int8.pt"  # the int8-aware student (train.int8_aware_epochs), beside student.pt
+
+
 def content_digest(value, digest=None) -> str:
     """sha256 over a nest of dicts, lists, tensors and primitives (keys, dtypes, shapes and bytes)."""
     digest = digest or hashlib.sha256()

@@ -117,6 +117,21 @@ class TrainConfig:
     max_steps_per_epoch: int = 0      # 0 = full epoch (small values for smoke runs)
     threads: int = 0                  # torch CPU threads; 0 = torch default
     log_every: int = 20
+    init_from: str = ""               # a student.pt (same student config) whose weights start the run
+    # int8-aware epochs after `epochs`: the student trained under the int8 converters' simulated
+    # arithmetic (training.quant_aware), with the same terms; writes student_int8.pt beside
+    # student.pt, and export quantises it for every int8 artifact (static, full-integer)
+    int8_aware_epochs: int = 0
+    int8_aware_lr: float = 0.002      # their learning rate: cosine from this to zero
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0 or self.int8_aware_epochs < 0 or self.epochs + self.int8_aware_epochs < 1:
+            raise InputError(f"train.epochs and train.int8_aware_epochs must be >= 0 with at least one epoch, "
+                             f"got {self.epochs} and {self.int8_aware_epochs}")
+        if self.epochs == 0 and not self.init_from:
+            raise InputError("train.epochs=0 (int8-aware epochs only) needs train.init_from: the float student they start from")
+        if self.int8_aware_lr <= 0:
+            raise InputError(f"train.int8_aware_lr must be > 0, got {self.int8_aware_lr}")
 
 
 @dataclass

@@ -1,63 +1,30 @@
-"""Quantisation-aware distillation: fine-tune a copy of a student under simulated int8 so that the
-exporters' post-training quantisers (onnxruntime QDQ, PT2E for TFLite/ExecuTorch, NNCF) keep its
-embeddings, in the worst case and not only on average.
+"""Simulated int8 for training and for ranking layers: the student computes what an int8
+converter will make it compute, so that training learns weights int8 keeps.
 
-Simulated int8, what every int8 exporter of the project does to a Conv2d/Linear layer:
+Two simulations of the same arithmetic, per Conv2d/Linear layer:
 
     weights  (per output channel c, symmetric):  ŵ_c = s_c · clamp(round(w_c / s_c), −Q_w, Q_w),  s_c = max|w_c| / Q_w
-    input x  (per tensor, symmetric):            x̂   = s · clamp(round(x / s), −127, 127),        s   = m / 127
+    input x  (per tensor, affine):               x̂   = s · (clamp(round(x / s) + z, −128, 127) − z)
 
-with Q_w = 127 (63 for 7-bit ``reduce_range`` weights) and m a running maximum of |x| over the
-fine-tuning batches (momentum 0.1). Rounding passes gradients straight through. Per-channel
-symmetric weights are unchanged by folding the following BatchNorm into the conv (each channel's
-scale moves with its weights), so the simulation holds for the folded graphs the exporters make;
-BatchNorm statistics stay frozen.
-
-The copy is distilled from the float student itself on augmented training faces with the
-hardness-aware feature-consistency term (EC-KD), which weights the faces the quantised copy
-embeds worst the most:
-
-    L = (1/B) Σ_i w_i · ‖ĝ_i − f̂_i‖²,   w = B · softmax(s · ‖ĝ − f̂‖² / 2)  (no gradient)
-
-(ĝ: the quantised copy's normalised embedding, f̂: the float student's, same view). The result is
-a float model; the exporters quantise it as they quantise any student, and their parity gate
-measures the artifact against the original float student.
+- ``FakeInt8Student`` (int8-aware training, ``train.int8_aware_epochs``): the student exported by
+  ``torch.export`` and prepared by PT2E ``prepare_qat_pt2e`` with ExecuTorch's XNNPACK quantiser
+  (the rules the TFLite and ExecuTorch converters apply: Q_w = 127, per-tensor int8 activations
+  with moving-average min/max ranges, BatchNorm folded into the convolution before its weights are
+  rounded). BatchNorm statistics stay frozen; rounding passes gradients straight through; the
+  ranges follow the training batches only in train mode. The graph shares the student's
+  parameters, so training it trains the student.
+- ``SimulatedInt8`` (the export's layer ranking): symmetric inputs (z = 0) from a running max of
+  |x|, on any chosen subset of layers, in place.
 """
 from __future__ import annotations
 
-import copy
-from dataclasses import asdict, dataclass
 from typing import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
-from tqdm import tqdm
-
-from facekd.training.losses.fcd import HardnessAwareFeatureConsistency
-from facekd.training.losses.base import LossInputs
-from facekd.core.preprocess import PreprocessSpec
-from facekd.training.views import ViewSpec, make_view
-from facekd.core.errors import InputError
 
 ACTIVATION_LEVELS = 127
-
-
-@dataclass(frozen=True)
-class QuantAwareConfig:
-    """Schedule of the quantisation-aware fine-tune."""
-
-    steps: int = 150
-    batch_size: int = 32
-    lr: float = 2e-5  # Adam; the student is already converged, only its rounding is learnt around
-    hardness_scale: float = 8.0
-    reduce_range: bool = False  # simulate 7-bit weights (the int8 artifact for non-VNNI x86)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 2 or self.lr <= 0:
-            raise InputError(f"quantisation-aware fine-tune needs steps >= 1, batch_size >= 2 and lr > 0, got {self}")
 
 
 class _WeightFakeQuant(nn.Module):
@@ -127,37 +94,77 @@ class SimulatedInt8:
                 parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
 
 
-def _views(faces: Sequence[np.ndarray], indices: np.ndarray, view_ids: np.ndarray, spec: ViewSpec,
-           preprocess: PreprocessSpec) -> torch.Tensor:
-    return torch.from_numpy(np.concatenate([preprocess.apply(make_view(faces[i], spec, int(i), int(v)))
-                                            for i, v in zip(indices, view_ids)]))
+INT8_AWARE_QUANTIZER = "executorch XNNPACKQuantizer, symmetric, per-channel weights, QAT"  # what FakeInt8Student simulates
 
 
-def quant_aware_finetune(model: nn.Module, faces: Sequence[np.ndarray], preprocess: PreprocessSpec,
-                         config: QuantAwareConfig = QuantAwareConfig(), progress: bool = False) -> tuple[nn.Module, dict]:
-    """A copy of ``model`` fine-tuned under simulated int8 against ``model``'s own float embeddings
-    of augmented views of ``faces`` (uint8 RGB, aligned); returns it and what the fine-tune did."""
-    if len(faces) < 2:
-        raise InputError(f"quantisation-aware fine-tune needs at least 2 faces, got {len(faces)}")
-    rng = np.random.default_rng(config.seed)
-    spec = ViewSpec(seed=config.seed)
-    teacher = model.eval()
-    student = copy.deepcopy(model).eval()  # BatchNorm statistics frozen: the exporters fold them
-    loss_term = HardnessAwareFeatureConsistency(student.embedding_size, student.embedding_size, config.hardness_scale)
-    optimizer = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=config.lr)
-    losses = []
-    with SimulatedInt8(student, config.reduce_range):
-        for _ in tqdm(range(config.steps), desc="int8-aware fine-tune", unit="step", disable=not progress):
-            indices = rng.choice(len(faces), size=min(config.batch_size, len(faces)), replace=False)
-            inputs = _views(faces, indices, rng.integers(0, 1 << 30, size=len(indices)), spec, preprocess)
-            with torch.no_grad():
-                target = nn.functional.normalize(teacher(inputs), dim=1)
-            loss = loss_term(LossInputs(student=student(inputs), labels=torch.zeros(len(inputs), dtype=torch.int64), teacher=target))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-    optimizer.zero_grad(set_to_none=True)  # the copy leaves without gradients
-    facts = {**asdict(config), "faces": len(faces), "loss_first": losses[0],
-             "loss_last_10": float(np.mean(losses[-10:]))}
-    return student, facts
+def int8_quantizer(qat: bool = False):
+    """ExecuTorch's XNNPACK PT2E quantiser: per-channel symmetric int8 weights, int8 activations."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=qat))
+
+
+class FakeInt8Student(nn.Module):
+    """``student`` under PT2E simulated int8 (``int8_quantizer(qat=True)``), BatchNorm frozen.
+    ``train(False)`` freezes the activation ranges too (validation does not move them)."""
+
+    def __init__(self, student: nn.Module, example: torch.Tensor):
+        super().__init__()
+        from torchao.quantization.pt2e import move_exported_model_to_eval
+        from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+
+        batch = torch.export.Dim("batch", min=1, max=1 << 16)
+        was_training = student.training
+        exported = torch.export.export(student.eval(), (example,), dynamic_shapes=({0: batch},)).module()
+        student.train(was_training)
+        self.graph = move_exported_model_to_eval(prepare_qat_pt2e(exported, int8_quantizer(qat=True)))
+        self.embedding_size = student.embedding_size
+        self._float = [student]  # not a submodule: its parameters are the graph's
+
+    @property
+    def float_student(self) -> nn.Module:
+        """The student whose weights this simulation trains (the terms that read weights read them here)."""
+        return self._float[0]
+
+    def train(self, mode: bool = True) -> "FakeInt8Student":
+        from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
+
+        self.training = mode
+        for module in self.graph.modules():
+            if isinstance(module, FakeQuantizeBase):
+                module.enable_observer(mode)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.graph(x)
+
+    def ranges(self) -> dict[str, torch.Tensor]:
+        """The simulation's own state (activation ranges, scales), none of the student's weights."""
+        return {key: value for key, value in self.graph.state_dict().items()
+                if any(key.startswith(f"{name}.") for name in self._simulators())}
+
+    def load_ranges(self, ranges: dict[str, torch.Tensor]) -> None:
+        self.graph.load_state_dict(ranges, strict=False)
+
+    def _simulators(self) -> list[str]:
+        from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
+
+        return [name for name, module in self.graph.named_modules() if isinstance(module, FakeQuantizeBase)]
+
+
+def int8_twin(model: nn.Module, calibration: torch.Tensor) -> nn.Module:
+    """``model`` post-training quantised in torch by ``int8_quantizer()`` on the NCHW faces of
+    ``calibration`` (PT2E convert: the int8 arithmetic simulated): what a full-integer artifact
+    of it should compute."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    exported = torch.export.export(model.eval(), (calibration[:2],), dynamic_shapes=({0: batch},)).module()
+    observed = prepare_pt2e(exported, int8_quantizer())
+    with torch.no_grad():
+        for start in range(0, len(calibration), 32):
+            observed(calibration[start : start + 32])
+    return convert_pt2e(observed)

@@ -27,7 +27,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import load_checkpoint, save_checkpoint, student_state
+from .checkpoint import INT8_STUDENT, load_checkpoint, load_student, save_checkpoint, student_state
 from facekd.training import distributed
 from .config import READING_ONLY_DATA_KEYS, TrainingSection, load_val_pairs
 from facekd.core.data import UNLABELLED, FaceFolder, read_identity_list
@@ -43,6 +43,7 @@ from .recordio import RecordIOFaces
 from facekd.core.preprocess import PreprocessSpec
 from .sampler import IdentityBalancedSampler
 from .online import OnlineTeacher
+from .quant_aware import INT8_AWARE_QUANTIZER, FakeInt8Student
 from .teacher import load_teacher
 from .teacher_cache import TeacherCache, ViewCache
 from .views import make_view
@@ -77,7 +78,8 @@ class DistillNet(nn.Module):
         else:
             embeddings = self.student(images)
         inputs = LossInputs(student=embeddings, labels=labels, teacher=teacher, queue=queue,
-                            queue_labels=queue_labels, model=self.student, student_maps=student_maps,
+                            queue_labels=queue_labels, model=getattr(self.student, "float_student", self.student),
+                            student_maps=student_maps,
                             teacher_maps=teacher_maps)
         return self.suite(inputs)
 
@@ -252,6 +254,8 @@ class Trainer:
         if len(self.teacher) != len(folder):
             raise TrainingError("teacher cache and dataset differ in size: rebuild it with `facekd cache-teacher`")
         self.student, self.spec = make_student(cfg)
+        if cfg.train.init_from:
+            self._start_from(cfg.train.init_from)
         self.images = open_images(folder, self.spec, cfg.data.preload, cfg.data.loader_workers,
                                   self.progress and self.dist.main)
         self.val_pairs = load_val_pairs(cfg)
@@ -307,6 +311,7 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise TrainingError("an epoch has no batch: lower data.identities_per_batch or add identities")
         self.total_steps = self.steps_per_epoch * cfg.train.epochs
+        self.int8_steps = self.steps_per_epoch * cfg.train.int8_aware_epochs
         self.warmup_steps = int(cfg.optim.warmup_epochs * self.steps_per_epoch)
 
     def _set_up_run(self, cfg: TrainingSection, resume: bool) -> None:
@@ -316,6 +321,7 @@ class Trainer:
         self.best_accuracy, self.history = -1.0, []
         self.step_times: list[float] = []
         last = self.ckpt_dir / "last.pt"
+        self.int8_aware = False
         if resume:
             self._restore(last)
         elif last.exists():
@@ -347,6 +353,9 @@ class Trainer:
         if state.get("fingerprint") != self.fingerprint:
             raise TrainingError(f"--resume: {self.run_dir} was trained with another config; "
                                 "resume with the same config or choose another --out")
+        if state["epoch"] >= self.cfg.train.epochs and self.cfg.train.int8_aware_epochs:
+            self.student.load_state_dict(state["model"])  # what the int8 graph does not hold (BatchNorm counters)
+            self._enter_int8_aware()
         self.net.load_state_dict(state["trainer"]["net"])
         self.optimizer.load_state_dict(state["trainer"]["optimizer"])
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
@@ -372,6 +381,8 @@ class Trainer:
         taps, and (student, teacher) channels at each tap."""
         if cfg.loss.hint <= 0:
             return None, None, None
+        if cfg.train.int8_aware_epochs:
+            raise TrainingError("loss.hint cannot run in train.int8_aware_epochs: the simulated int8 graph has no taps")
         if cfg.student.family != DERIVED_NAME:
             raise TrainingError("loss.hint needs student.family=teacher_derived: the student must share the teacher's layers")
         try:
@@ -425,10 +436,9 @@ class Trainer:
 
     def _step(self, indices: list[int], images: torch.Tensor | None = None) -> dict[str, float]:
         cfg = self.cfg
-        factor = lr_factor(self.global_step, self.total_steps, self.warmup_steps, cfg.optim.schedule,
-                           cfg.optim.step_milestones, cfg.optim.step_gamma)
+        lr = self._learning_rate()
         for group in self.optimizer.param_groups:
-            group["lr"] = cfg.optim.lr * factor
+            group["lr"] = lr
         batch = self._batch(indices, images)
         use_amp = cfg.train.amp and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -441,19 +451,31 @@ class Trainer:
         if cfg.optim.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.net.parameters(), cfg.optim.grad_clip)
         self.optimizer.step()
-        return {"total": float(total.detach()), **terms, "lr": cfg.optim.lr * factor}
+        return {"total": float(total.detach()), **terms, "lr": lr}
+
+    def _learning_rate(self) -> float:
+        """The float epochs' schedule; in int8-aware epochs, cosine from train.int8_aware_lr to zero."""
+        cfg = self.cfg
+        if self.int8_aware:
+            done = (self.global_step - self.total_steps) / max(1, self.int8_steps)
+            return cfg.train.int8_aware_lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
+        return cfg.optim.lr * lr_factor(self.global_step, self.total_steps, self.warmup_steps, cfg.optim.schedule,
+                                        cfg.optim.step_milestones, cfg.optim.step_gamma)
 
     # -- loop ----------------------------------------------------------------------------------
     def validate(self) -> dict | None:
         if self.val_pairs is None:
             return None
-        embed = student_embed_fn(self.student, self.spec, self.device)
+        embed = student_embed_fn(self.net.student, self.spec, self.device)
         return evaluate(embed, self.val_pairs, flip_test=self.cfg.train.flip_test).to_dict()
 
     def run(self) -> TrainResult:
         cfg = self.cfg
         try:
-            while self.epoch < cfg.train.epochs:
+            while self.epoch < cfg.train.epochs + cfg.train.int8_aware_epochs:
+                if self.epoch >= cfg.train.epochs and not self.int8_aware:
+                    self._write_float_student()
+                    self._enter_int8_aware()
                 self._run_epoch()
         except KeyboardInterrupt:
             self._save("last.pt")
@@ -473,7 +495,7 @@ class Trainer:
         self.sampler.set_epoch(self.epoch)
         batches = self._epoch_batches()
         bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, unit="step",
-                   desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}", disable=not (self.progress and self.dist.main))
+                   desc=self._epoch_name(), disable=not (self.progress and self.dist.main))
         self.net.train()
         # this rank's faces of the rest of the epoch, one batch held ahead for the online teacher
         faces = self.images.batches(batches[self.step_in_epoch:])
@@ -499,7 +521,7 @@ class Trainer:
         self.epoch += 1
         self.step_in_epoch = 0
         record = {"epoch": self.epoch, "step": self.global_step}
-        if self.epoch % cfg.train.eval_every == 0 or self.epoch == cfg.train.epochs:
+        if self.epoch % cfg.train.eval_every == 0 or self.epoch in (cfg.train.epochs, self._last_epoch()):
             metrics = self.validate() if self.dist.main else None
             if metrics:
                 record["val"] = metrics
@@ -518,10 +540,57 @@ class Trainer:
                    "step_ms_median": 1000 * float(np.median(steady)) if steady else None,
                    "history": self.history}
         student = self.run_dir / "student.pt"
+        if self.cfg.train.int8_aware_epochs:
+            record = {"quantizer": INT8_AWARE_QUANTIZER, "epochs": self.cfg.train.int8_aware_epochs,
+                      "lr": self.cfg.train.int8_aware_lr, "val": final}
+            metrics.update(val=self._float_val(), int8_aware=record)
+            self._write_student(INT8_STUDENT, final, int8_aware=record)
+        else:
+            self._write_student(student.name, final)
         if self.dist.main:
-            save_checkpoint(student, student_state(
-                self.student, self.spec, epoch=self.epoch, threshold=(final or {}).get("threshold"),
-                metrics={"val": final}))
             atomic_write_json(self.run_dir / "metrics.json", metrics)
         self.dist.barrier()
         return TrainResult(student, metrics)
+
+    def _write_student(self, name: str, val: dict | None, **extra) -> None:
+        if self.dist.main:
+            save_checkpoint(self.run_dir / name, student_state(
+                self.student, self.spec, epoch=self.epoch, threshold=(val or {}).get("threshold"),
+                metrics={"val": val}, **extra))
+
+    # -- int8-aware epochs -------------------------------------------------------------------
+    def _start_from(self, path: str) -> None:
+        """The student's weights from the float student at ``path`` (train.init_from)."""
+        source, _, _ = load_student(path)
+        if asdict(source.arch) != asdict(self.student.arch):
+            raise TrainingError(f"train.init_from: {path} holds another student than this config builds "
+                                f"({source.arch} vs {self.student.arch})")
+        self.student.load_state_dict(source.state_dict())
+
+    def _float_val(self) -> dict | None:
+        return next((r["val"] for r in self.history if r["epoch"] == self.cfg.train.epochs and "val" in r), None)
+
+    def _write_float_student(self) -> None:
+        """student.pt from the float epochs, before the int8-aware ones change the weights."""
+        if self._float_val() is None and self.dist.main and self.val_pairs is not None:
+            self.history.append({"epoch": self.epoch, "step": self.global_step, "val": self.validate()})
+        self._write_student("student.pt", self._float_val())
+
+    def _enter_int8_aware(self) -> None:
+        """From here on the network trains as the int8 converters will compute it."""
+        example = torch.zeros(2, 3, self.spec.size, self.spec.size, device=self.device)
+        self.net.student = FakeInt8Student(self.student, example)
+        if self.dist.world > 1:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.int8_aware = True
+        if self.dist.main:
+            log.info("int8-aware epochs: the student trains under simulated int8 (%s)", INT8_AWARE_QUANTIZER)
+
+    def _last_epoch(self) -> int:
+        return self.cfg.train.epochs + self.cfg.train.int8_aware_epochs
+
+    def _epoch_name(self) -> str:
+        if self.int8_aware:
+            return f"int8-aware epoch {self.epoch - self.cfg.train.epochs + 1}/{self.cfg.train.int8_aware_epochs}"
+        return f"epoch {self.epoch + 1}/{self.cfg.train.epochs}"
