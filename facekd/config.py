@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ from facekd.core.io import atomic_write_text
 from facekd.core.preprocess import PreprocessSpec
 from facekd.training.views import ViewSpec
 from facekd.core.errors import FacekdError
+
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(FacekdError, ValueError):
@@ -89,6 +92,19 @@ def _coerce(value, hint, key: str):
     if isinstance(hint, type) and isinstance(value, hint):
         return value
     raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+# keys of earlier versions that configs saved beside older runs still hold: read, warned about, ignored
+RETIRED_KEYS = {
+    "export.int8_finetune_steps": "int8-aware training is train.int8_aware_epochs now",
+    "export.int8_finetune_faces": "int8-aware training is train.int8_aware_epochs now",
+}
+
+
+def _without_retired(data: dict, prefix: str) -> dict:
+    for key in [key for key in data if f"{prefix}{key}" in RETIRED_KEYS]:
+        logger.warning("config key %s%s is retired (%s): ignored", prefix, key, RETIRED_KEYS[f"{prefix}{key}"])
+    return {key: value for key, value in data.items() if f"{prefix}{key}" not in RETIRED_KEYS}
 
 
 def _from_dict(cls, data: dict, prefix: str = ""):
@@ -199,7 +215,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 
 def _merge(base: dict, update: dict, prefix: str) -> None:
-    for key, value in update.items():
+    for key, value in _without_retired(update, prefix).items():
         if key not in base:
             if prefix.rstrip(".") in FREE_FORM_MAPS:
                 base[key] = value

@@ -175,3 +175,40 @@ def test_probe_reports_only_known_accelerators(target):
         accelerators = worker.request("probe")["accelerators"]
     assert set(accelerators) <= set(ACCELERATED_RUNTIMES)
     assert ("torch-cuda" in accelerators) == torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino", "executorch"])
+def test_profile_names_each_op_of_the_runtimes_own_profiler_slowest_first(target, tmp_path, fmt):
+    from facekd.core.preprocess import STUDENT_DEFAULT
+    from facekd.export.faces import FaceSet
+    from facekd.export.formats import FORMATS
+
+    row = FORMATS[fmt]
+    if row.unavailable_reason():
+        pytest.skip(row.unavailable_reason())
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.Conv2d(8, 16, 3, stride=2),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    net.embedding_size = 16
+    rng = np.random.default_rng(0)
+    faces = FaceSet(tuple(f"f{i}" for i in range(4)), tuple(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8) for _ in range(4)))
+    path = row.convert(net, "fp32", faces, tmp_path / f"model{row.suffix}", preprocess=STUDENT_DEFAULT, max_batch=1)
+    np.save(tmp_path / "batch.npy", rng.normal(size=(1, 3, 112, 112)).astype(np.float32))
+    with target.start_worker(timeout_s=120) as worker:
+        worker.request("load", format=fmt, precision="fp32", path=str(path), threads=1, layout="NCHW")
+        reply = worker.request("profile", input=str(tmp_path / "batch.npy"), batch=1, runs=3)
+    ops = reply["ops"]
+    assert reply["runs"] == 3 and len(ops) >= 2
+    assert all(op["ms"] >= 0 and op["name"] and op["type"] and op["kernel"] for op in ops)
+    assert [op["ms"] for op in ops] == sorted((op["ms"] for op in ops), reverse=True)
+    assert any("onv" in op["type"] for op in ops)  # Conv / Convolution, as each runtime names it
+
+
+def test_a_runner_without_a_profiler_says_so(target, tmp_path):
+    np.save(tmp_path / "weights.npy", np.ones((12, 4), np.float32))
+    np.save(tmp_path / "batch.npy", np.ones((1, 3, 2, 2), np.float32))
+    with target.start_worker(timeout_s=60) as worker:
+        worker.request("load", format="numpy", precision="fp32", path=str(tmp_path / "weights.npy"), threads=1,
+                       layout="NCHW", runner="bench_test_runners:MatrixRunner")
+        reply = worker.request("profile", input=str(tmp_path / "batch.npy"), batch=1, runs=2)
+    assert reply["unavailable"] == "MatrixRunner has no profile_ops"

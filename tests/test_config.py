@@ -76,3 +76,12 @@ def test_map_fields_take_new_keys_from_files_and_overrides_but_sections_do_not(t
 def test_a_mistyped_key_names_the_nearest_one(override, suggestion):
     with pytest.raises(ConfigError, match=f"did you mean {suggestion}[?]"):
         load_config(None, [override])
+
+
+def test_a_config_saved_by_an_earlier_version_loads_with_its_retired_keys_named(tmp_path, caplog):
+    saved = tmp_path / "config.yaml"
+    saved.write_text("export:\n  int8_finetune_steps: 150\n  calib_count: 32\n")
+    with caplog.at_level("WARNING", logger="facekd.config"):
+        cfg = load_config(saved)
+    assert cfg.export.calib_count == 32
+    assert "export.int8_finetune_steps is retired" in caplog.text and "train.int8_aware_epochs" in caplog.text

@@ -44,6 +44,21 @@ class Runner(ABC):
     def info(self) -> dict:
         """Runtime name and version, delegate or execution provider, threads."""
 
+    def profile_ops(self, batch: np.ndarray, runs: int) -> list[dict]:
+        """Per-op time of ``runs`` inferences of ``batch`` by the runtime's own profiler, after
+        ``load``: [{name, type, kernel (what ran it: precision, ISA), ms (per inference)}]."""
+        raise OpProfileUnavailable(f"{type(self).__name__}: its runtime offers no per-op profiler through this runner")
+
+
+class OpProfileUnavailable(RuntimeError):
+    """The runtime cannot profile per op here; the message says why."""
+
+
+def slowest_ops(times: dict[tuple[str, str, str], float], runs: int) -> list[dict]:
+    """{(name, type, kernel): total ms over ``runs``} -> op records per inference, slowest first."""
+    ops = [{"name": name, "type": kind, "kernel": kernel, "ms": total / runs} for (name, kind, kernel), total in times.items()]
+    return sorted(ops, key=lambda op: -op["ms"])
+
 
 def package_versions(distributions: tuple[str, ...]) -> dict[str, str]:
     """Installed versions of the given distributions (absent ones are skipped)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,7 +31,7 @@ import numpy as np
 
 from facekd.core.io import atomic_write_bytes, atomic_write_json
 
-from .artifact import ArtifactIO, Runner, package_versions, run_one_by_one
+from .artifact import ArtifactIO, Runner, package_versions, run_one_by_one, slowest_ops
 from .errors import ExportError
 from .int8 import NO_PLAN, Int8Plan
 from .int8_search import keep_sensitive_float
@@ -198,11 +199,12 @@ class ExecuTorchRunner(Runner):
     def __init__(self) -> None:
         self._method = None
         self._threads: int | None = None
+        self._path = ""
 
     def load(self, path: str | Path, threads: int | None = None) -> None:
         if threads:
             _size_thread_pool(threads)
-        self._threads = threads
+        self._threads, self._path = threads, str(path)
         self._method = _method(path)
 
     def _run_single(self, batch: np.ndarray) -> np.ndarray:
@@ -212,6 +214,29 @@ class ExecuTorchRunner(Runner):
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return run_one_by_one(self._run_single, batch)
+
+    def profile_ops(self, batch: np.ndarray, runs: int) -> list[dict]:
+        """ExecuTorch's ETDump of a second load with ``enable_etdump``, read by its Inspector:
+        XNNPACK reports each of its own ops (kernel XNNPACK), the rest run on portable kernels."""
+        import torch
+        from executorch.devtools import Inspector
+        from executorch.runtime import Runtime
+
+        program = Runtime.get().load_program(Path(self._path), enable_etdump=True)
+        method, first = program.load_method("forward"), torch.from_numpy(np.ascontiguousarray(batch[:1], dtype=np.float32))
+        for _ in range(runs):
+            method.execute([first])
+        with tempfile.TemporaryDirectory() as scratch:
+            dump = Path(scratch) / "run.etdp"
+            program.write_etdump_result_to_file(str(dump), str(Path(scratch) / "debug.bin"))
+            blocks = Inspector(etdump_path=str(dump)).event_blocks
+        times: dict[tuple[str, str, str], float] = {}
+        for event in (event for block in blocks if block.name == "Execute" for event in block.events):
+            # not ops: Method::execute and the like, and DELEGATE_CALL, whose time is its XNNPACK ops'
+            if event.perf_data is not None and "::" not in event.name and event.name != "DELEGATE_CALL":
+                key = (event.name, event.name.split(" #")[0], "XNNPACK" if event.is_delegated_op else "portable")
+                times[key] = times.get(key, 0.0) + float(event.perf_data.avg) * runs
+        return slowest_ops(times, runs)
 
     def info(self) -> dict:
         from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count

@@ -38,7 +38,7 @@ import numpy as np
 
 from facekd.core.io import atomic_path
 
-from .artifact import ArtifactIO, Runner, package_versions, run_one_by_one
+from .artifact import ArtifactIO, OpProfileUnavailable, Runner, package_versions, run_one_by_one
 from .errors import ExportError
 from .int8 import NO_PLAN, Int8Plan
 from .int8_search import keep_sensitive_float
@@ -263,6 +263,10 @@ class LiteRTRunner(Runner):
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return run_one_by_one(self._run_single, batch)
+
+    def profile_ops(self, batch: np.ndarray, runs: int) -> list[dict]:
+        raise OpProfileUnavailable("the LiteRT Python interpreter exposes no op profiler (TFLite's benchmark_model "
+                                   "binary has one: --enable_op_profiling=true)")
 
     def info(self) -> dict:
         package = _interpreter_class().__module__.split(".")[0]

@@ -41,7 +41,7 @@ import numpy as np
 
 from facekd.core.io import atomic_path
 
-from .artifact import ArtifactIO, Runner
+from .artifact import ArtifactIO, Runner, slowest_ops
 from .errors import ExportError
 from .int8 import NO_PLAN, Int8Plan
 from .parity import worst_cosine
@@ -327,6 +327,7 @@ class OnnxRuntimeRunner(Runner):
         self._threads: int | None = None
         self._optimize = optimize
         self._folds_weights = False
+        self._path = ""
 
     def providers(self) -> list:
         """Execution providers to ask for, in order of preference (accelerated runners add theirs)."""
@@ -341,7 +342,7 @@ class OnnxRuntimeRunner(Runner):
             options.inter_op_num_threads = 1
         if not self._optimize:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        self._threads = threads
+        self._threads, self._path = threads, str(path)
         self._session = ort.InferenceSession(str(path), options, providers=self.providers())
         self._folds_weights = self._optimize and _weights_only(self._session)
         if self._folds_weights:  # again, folding the int8 weights to float at load
@@ -351,6 +352,26 @@ class OnnxRuntimeRunner(Runner):
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self._session.run(None, {self._input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+    def profile_ops(self, batch: np.ndarray, runs: int) -> list[dict]:
+        """onnxruntime's own profiler (a second session with ``enable_profiling``; its trace's node
+        kernel times, kernel = the execution provider)."""
+        import onnxruntime as ort
+
+        with tempfile.TemporaryDirectory() as scratch:
+            options = self._session.get_session_options()
+            options.enable_profiling, options.profile_file_prefix = True, str(Path(scratch) / "profile")
+            session = ort.InferenceSession(self._path, options, providers=self.providers())
+            feed = {self._input_name: np.ascontiguousarray(batch, dtype=np.float32)}
+            for _ in range(runs):
+                session.run(None, feed)
+            trace = json.loads(Path(session.end_profiling()).read_text())
+        times: dict[tuple[str, str, str], float] = {}
+        for event in trace:
+            if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+                key = (event["name"][: -len("_kernel_time")], event["args"].get("op_name", ""), event["args"].get("provider", ""))
+                times[key] = times.get(key, 0.0) + event["dur"] / 1000.0
+        return slowest_ops(times, runs)
 
     def info(self) -> dict:
         import onnxruntime as ort

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .artifact import ArtifactIO, Runner
+from .artifact import ArtifactIO, Runner, slowest_ops
 from .errors import ExportError
 from .int8 import NO_PLAN, Int8Plan
 from .onnx_format import export_fp32
@@ -170,6 +170,7 @@ class OpenVinoRunner(Runner):
     def __init__(self) -> None:
         self._request = None
         self._threads: int | None = None
+        self._graph, self._config = "", {}
 
     def load(self, path: str | Path, threads: int | None = None) -> None:
         import openvino as ov
@@ -177,13 +178,29 @@ class OpenVinoRunner(Runner):
         config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        self._threads = threads
-        compiled = ov.Core().compile_model(str(Path(path) / GRAPH_FILE), self.DEVICE, config)
+        self._threads, self._graph, self._config = threads, str(Path(path) / GRAPH_FILE), config
+        compiled = ov.Core().compile_model(self._graph, self.DEVICE, config)
         self._request = compiled.create_infer_request()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         self._request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
         return self._request.get_output_tensor(0).data.copy()
+
+    def profile_ops(self, batch: np.ndarray, runs: int) -> list[dict]:
+        """OpenVINO's performance counters (a second compilation with ``PERF_COUNT``; kernel = its
+        exec type, e.g. ``jit_avx512_I8`` or ``..._FP32``)."""
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(self._graph, self.DEVICE, {**self._config, "PERF_COUNT": True})
+        request = compiled.create_infer_request()
+        times: dict[tuple[str, str, str], float] = {}
+        for _ in range(runs):
+            request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+            for counter in request.get_profiling_info():
+                if counter.status == counter.Status.EXECUTED:
+                    key = (counter.node_name, counter.node_type, counter.exec_type)
+                    times[key] = times.get(key, 0.0) + counter.real_time.total_seconds() * 1000.0
+        return slowest_ops(times, runs)
 
     def info(self) -> dict:
         import openvino as ov

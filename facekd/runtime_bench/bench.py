@@ -62,6 +62,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_RUNTIME = "default"
 SUITE_CHUNK = 256  # images per worker request while embedding a benchmark set (~38 MB of float32 at 112²)
+PROFILED_OPS_KEPT = 10  # slowest ops kept per row from its runtime's profile
 
 
 def make_targets(config: BenchConfig) -> list[Target]:
@@ -395,6 +396,9 @@ class _Bench:
                     timing = worker.request("time", input=self.target.put(self.batch_input(artifact, batch)),
                                             batch=batch, **self.plan.to_dict())
                     self.fill_latency(row, loaded["init_ms"], timing, batch)
+                    if (threads, batch) == next(self.configurations()) and self.config.op_profile_runs:
+                        step = "profile"
+                        row.op_profile = self.profile_ops(worker, artifact, batch)
                     if quality is None and quality_failure is None:
                         step = "embed"
                         try:
@@ -415,6 +419,18 @@ class _Bench:
             elif row.status == "ok" and quality_failure:
                 self._status(row, "failed", quality_failure)
             yield row
+
+    def profile_ops(self, worker: WorkerClient, artifact: Artifact, batch: int) -> dict:
+        """The runtime's own per-op profile of this row: the slowest ops, or why there is none."""
+        try:
+            answer = worker.request("profile", input=self.target.put(self.batch_input(artifact, batch)), batch=batch,
+                                    runs=self.config.op_profile_runs)
+        except WorkerError as exc:
+            return {"unavailable": f"profiling failed: {exc}"}
+        if "unavailable" in answer:
+            return {"unavailable": answer["unavailable"]}
+        ops = answer["ops"]
+        return {"runs": answer["runs"], "total_ms": sum(op["ms"] for op in ops), "ops": ops[:PROFILED_OPS_KEPT]}
 
     def embed_and_score(self, worker: WorkerClient, artifact: Artifact, runtime: RuntimeSpec,
                         is_reference: bool) -> tuple[dict, dict | None, dict | None, dict | None]:

@@ -72,6 +72,7 @@ class BenchConfig:
     identities: str = ""  # ROOT or IDENTITIES.txt=ROOT; "" = the run's data.val_identities; "none" = skip
     gallery_size: int = 100
     fpir: float = 0.01
+    op_profile_runs: int = 20  # inferences profiled per op by the runtime's own profiler (first threads × batch); 0 = off
 
     def __post_init__(self) -> None:
         if not self.threads or any(t < 1 for t in self.threads):

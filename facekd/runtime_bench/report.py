@@ -285,6 +285,28 @@ SUITES_NOTE = ("Benchmark-set columns (bench.suites): 10-fold accuracy ± fold s
                "image. TAR@FAR, AUC and threshold per set are in the result JSON.")
 
 
+PROFILE_TOP = 5  # ops named per row in the report
+
+
+def profile_lines(rows: Iterable[Row]) -> list[str]:
+    """One line per profiled row: its runtime's slowest ops (name [type, kernel] ms per
+    inference), or why it has no profile."""
+    lines = []
+    for row in rows:
+        profile = row.op_profile
+        if not profile:
+            continue
+        where = f"{row.artifact} ({row.runtime}, {row.threads} thread{'s' if row.threads != 1 else ''}, batch {row.batch})"
+        if "unavailable" in profile:
+            lines.append(f"{where}: no per-op profile ({profile['unavailable']})")
+            continue
+        slowest = ", ".join(f"{op['name']} [{op['type']}, {op['kernel']}] {op['ms']:.3f} ms"
+                            for op in profile["ops"][:PROFILE_TOP])
+        lines.append(f"{where}: {profile['total_ms']:.2f} ms in ops per inference ({profile['runs']} profiled); "
+                     f"slowest: {slowest}")
+    return lines
+
+
 def _incomplete_note(runs: DeviceRuns) -> str:
     return f"interrupted run, rows may be missing: {', '.join(runs.incomplete)} (re-run `facekd bench` to resume)"
 
@@ -310,6 +332,9 @@ def _markdown(devices: list[DeviceRuns], images: dict[str, str]) -> str:
             cells = row_cells(row, suites, runs.device, identities)
             lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
         lines.append("")
+        profiles = profile_lines(runs.rows)
+        if profiles:
+            lines += ["Per-op profiles (each runtime's own profiler):", "", *[f"- {line}" for line in profiles], ""]
         if runs.label in images:
             lines += [f"![accuracy vs latency on {runs.label}]({images[runs.label]})", ""]
         lines += [f"Sources: {', '.join(runs.sources)}", ""]
@@ -350,6 +375,10 @@ def _html(devices: list[DeviceRuns], pngs: dict[str, bytes]) -> str:
             parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells[:-1])
                          + f'<td class="notes">{html.escape(cells[-1])}</td></tr>')
         parts.append("</table>")
+        profiles = profile_lines(runs.rows)
+        if profiles:
+            parts.append("<p>Per-op profiles (each runtime's own profiler):</p><ul>"
+                         + "".join(f"<li>{html.escape(line)}</li>" for line in profiles) + "</ul>")
         if runs.label in pngs:
             data = base64.b64encode(pngs[runs.label]).decode("ascii")
             parts.append(f'<img alt="accuracy vs latency on {html.escape(runs.label)}" src="data:image/png;base64,{data}">')

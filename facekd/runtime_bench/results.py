@@ -109,6 +109,7 @@ class Row:
     int8_scheme: str | None = None  # int8 artifacts: Manifest.int8_scheme()
     suites: dict | None = None  # {set name: accuracy section + pairs + flip_test} with bench.suites
     identities: dict | None = None  # all-pairs measures of bench.identities (IdentityResult.to_dict() + name)
+    op_profile: dict | None = None  # {runs, total_ms, ops: [{name, type, kernel, ms}] slowest first} or {unavailable}
     disturbed: bool = False
     disturbed_reason: str | None = None
 
@@ -133,6 +134,8 @@ class Row:
         for section, keys in SECTIONS.items():
             if data.get(section) is not None:
                 values[section] = _check_section(data[section], keys, f"{where}.{section}")
+        if data.get("op_profile") is not None:
+            _check(data["op_profile"], (dict,), f"{where}.op_profile")
         if data.get("suites") is not None:
             _check(data["suites"], (dict,), f"{where}.suites")
             values["suites"] = {name: _check_section(entry, SUITE_KEYS, f"{where}.suites.{name}")

@@ -18,6 +18,9 @@ Protocol (one JSON object per line; every reply has ``ok``; failures add ``kind`
   run after ``load`` (``null`` when an earlier request already ran the model).
 - ``{"op": "embed", "input": "<images.npy>", "output": "<embeddings.npy>", "batch"}`` runs the
   input in chunks of ``batch`` and writes float32 [N, D] raw embeddings -> ``{"output", "shape"}``.
+- ``{"op": "profile", "input": "<batch.npy>", "batch", "runs"}`` -> ``{"ops": [{name, type, kernel,
+  ms}], "runs"}`` slowest first, from the runtime's own profiler (``Runner.profile_ops``), or
+  ``{"unavailable": reason}`` where the runtime has none here.
 - ``{"op": "probe"}`` -> ``{"accelerators": [...]}``: which of "torch-cuda", "onnxruntime-cuda",
   "onnxruntime-tensorrt" this environment can run (imports torch/onnxruntime if installed).
 - ``{"op": "ceilings"}`` -> ``{"ceilings": {...}}``: the fp32 and int8 GEMM throughput this host
@@ -133,6 +136,21 @@ def _time(state: WorkerState, request: dict) -> dict:
     }
 
 
+def _profile(state: WorkerState, request: dict) -> dict:
+    state.require_runner()
+    batch = _read_batch(request["input"], int(request["batch"]), state.layout)
+    runs = max(1, int(request.get("runs") or 1))
+    if not hasattr(state.runner, "profile_ops"):
+        return {"unavailable": f"{type(state.runner).__name__} has no profile_ops"}
+    try:
+        return {"ops": state.runner.profile_ops(batch, runs), "runs": runs}
+    except Exception as exc:
+        artifact = sys.modules.get("facekd.export.artifact")  # loaded with the runner's module
+        if artifact is None or not isinstance(exc, artifact.OpProfileUnavailable):
+            raise
+        return {"unavailable": str(exc)}
+
+
 def _embed(state: WorkerState, request: dict) -> dict:
     import numpy as np
 
@@ -186,6 +204,7 @@ HANDLERS: dict[str, Callable[[WorkerState, dict], dict]] = {
     "probe": _probe,
     "ceilings": _ceilings,
     "time": _time,
+    "profile": _profile,
     "embed": _embed,
     "bye": lambda state, request: {},
 }
