@@ -1,15 +1,17 @@
-"""Paired comparison of students on the same pairs: is one really better, or is it fold noise?
+"""Paired comparison of students (checkpoints, or exported artifacts: what int8 costs) on the same
+pairs: is one really better, or is it fold noise?
 
 CFP-FP val has 1,436 pairs and a fold std of 2–3 points, so a 1-point difference of two means says
 little. Here every student decides the *same* pairs (10-fold protocol, threshold from the other folds)
 and an exact McNemar test counts the pairs only one of them gets right; on a set of identities, the
 genuine pairs each accepts at its own FAR=1e-4 threshold are compared the same way.
 
-    python benchmarks/compare_students.py BASE.pt OTHER.pt [...] \
+    python benchmarks/compare_students.py BASE.pt OTHER.pt|EXPORT/tflite-int8 [...] \
         --sets ../shared/data/cfp/val/cfp_fp_val.bin ../shared/data/lfw/splits/val_pairs_3000.txt=../shared/data/lfw/aligned_112 \
         --identities ../shared/data/lfw/splits/val_identities.txt=../shared/data/lfw/aligned_112 [--json out.json]
 
-The first checkpoint is the baseline every other one is compared with.
+The first model is the baseline every other one is compared with; a model is whatever ``facekd.load``
+opens (a ``.pt``, an artifact folder with its manifest, a zoo name).
 """
 from __future__ import annotations
 
@@ -19,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from facekd.training.checkpoint import load_student
+import facekd
 from facekd.core.data import read_identity_set
 from facekd.core.verification import embed_folder
-from facekd.training.evaluate import student_embed_fn
 from facekd.core.pairs import read_verification_set
 from facekd.core.verification import (all_pairs_scores, cross_validated_decisions, embed_pairs, far_threshold, mcnemar,
                                    pair_scores)
@@ -51,7 +52,7 @@ def accepted_genuine(embed, faces) -> tuple[np.ndarray, float]:
 
 
 def compare(checkpoints: list[Path], sets: list[str], identities: str | None) -> dict:
-    embeds = {path: student_embed_fn(*load_student(path)[:2]) for path in checkpoints}
+    embeds = {path: facekd.load(path, threads=1).embed for path in checkpoints}
     table = {}
     for spec in sets:
         verification_set = read_verification_set(spec)

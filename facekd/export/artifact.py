@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facekd.core.errors import FacekdError
+
 
 @dataclass(frozen=True)
 class ArtifactIO:
@@ -50,7 +52,7 @@ class Runner(ABC):
         raise OpProfileUnavailable(f"{type(self).__name__}: its runtime offers no per-op profiler through this runner")
 
 
-class OpProfileUnavailable(RuntimeError):
+class OpProfileUnavailable(FacekdError, RuntimeError):
     """The runtime cannot profile per op here; the message says why."""
 
 

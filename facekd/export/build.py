@@ -195,7 +195,8 @@ def _torch_embeddings(model: "nn.Module", inputs: np.ndarray) -> np.ndarray:
 def _check_io(io: ArtifactIO, expected_input: list, embedding_size: int) -> None:
     """Raise when an artifact's I/O differs from what its manifest will promise."""
     problems = []
-    if io.input_dtype != "float32" or io.output_dtype != "float32":
+    quantized_output = "output_quantization" in io.details  # a full-integer model's int8 embedding, with its scale
+    if io.input_dtype != "float32" or (io.output_dtype != "float32" and not quantized_output):
         problems.append(f"dtypes {io.input_dtype}->{io.output_dtype}, expected float32->float32")
     if len(io.input_shape) != len(expected_input) or io.input_shape[1:] != expected_input[1:]:
         problems.append(f"input shape {io.input_shape}, expected {expected_input}")
@@ -396,7 +397,9 @@ def _record(run: _Run, job: _Job, artifact: Path, io: ArtifactIO | None, parity:
         format=row.name, precision=precision, status=status, reason=reason, file=artifact.name,
         sha256=sha256_artifact(artifact), size_bytes=artifact_size(artifact),
         input={} if io is None else {"name": io.input_name, "shape": io.input_shape, "layout": row.layout, "dtype": io.input_dtype},
-        output={} if io is None else {"name": io.output_name, "shape": io.output_shape, "dtype": io.output_dtype},
+        output={} if io is None else {"name": io.output_name, "shape": io.output_shape, "dtype": io.output_dtype,
+                                      **({"quantization": io.details["output_quantization"]}
+                                         if "output_quantization" in io.details else {})},
         preprocess=run.preprocess.with_layout(row.layout).to_dict(), embedding_size=run.model.embedding_size,
         threshold=run.reference.threshold, threshold_source=run.threshold_source,
         operating_points=run.operating_points, calibration=run.calibration.describe() if precision in row.calibrated else None,

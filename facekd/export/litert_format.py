@@ -29,6 +29,7 @@ int8 under a layer search, which keeps litert-torch's PReLU.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -146,8 +147,13 @@ def _int8_by_measurement(model: "nn.Module", wrapped, example, calibration: "Fac
     def build(kept: list[str], order: list[str]):
         return _int8_edge_model(wrapped, example, faces, frozenset(order.index(name) for name in kept), boundary)
 
-    def embed(edge_model) -> np.ndarray:
-        return np.concatenate([edge_model(face[None]) for face in faces])
+    def embed(edge_model) -> np.ndarray:  # as the runner reads the file: an int8 output dequantised
+        with tempfile.TemporaryDirectory() as scratch:
+            path = Path(scratch) / "candidate.tflite"
+            path.write_bytes(edge_model.model_content())
+            runner = LiteRTRunner()
+            runner.load(path, threads=1)
+            return runner.run(faces)
 
     boundary = not plan.full_integer
     return keep_sensitive_float(model, batch, plan.search_target, build, embed, boundary_float=boundary,
@@ -237,8 +243,17 @@ def inspect(path: Path) -> ArtifactIO:
             "xnnpack_whole_graph": bool(whole_graph),
             "tensor_types": dict(tensor_types),
             **{name: json.loads(metadata[key]) for key, name in METADATA_DETAILS.items() if key in metadata},
+            **({"output_quantization": _quantization(outputs)} if _quantization(outputs) else {}),
         },
     )
+
+
+def _quantization(tensor: dict) -> dict | None:
+    """{scale, zero_point} of an integer tensor (float = scale · (q − zero_point)); None for a float one."""
+    if np.dtype(tensor["dtype"]).kind not in "iu":
+        return None
+    scale, zero_point = tensor["quantization"]
+    return {"scale": float(scale), "zero_point": int(zero_point)}
 
 
 class LiteRTRunner(Runner):
@@ -247,6 +262,7 @@ class LiteRTRunner(Runner):
     def __init__(self) -> None:
         self._interpreter = None
         self._input_index = self._output_index = 0
+        self._output_quantization: dict | None = None
         self._threads: int | None = None
 
     def load(self, path: str | Path, threads: int | None = None) -> None:
@@ -254,12 +270,17 @@ class LiteRTRunner(Runner):
         self._interpreter = _interpreter_class()(model_path=str(path), num_threads=threads)
         self._interpreter.allocate_tensors()
         self._input_index = self._interpreter.get_input_details()[0]["index"]
-        self._output_index = self._interpreter.get_output_details()[0]["index"]
+        output = self._interpreter.get_output_details()[0]
+        self._output_index, self._output_quantization = output["index"], _quantization(output)
 
     def _run_single(self, image: np.ndarray) -> np.ndarray:
         self._interpreter.set_tensor(self._input_index, np.ascontiguousarray(image, dtype=np.float32))
         self._interpreter.invoke()
-        return self._interpreter.get_tensor(self._output_index).copy()
+        output = self._interpreter.get_tensor(self._output_index)
+        if self._output_quantization is None:
+            return output.copy()
+        scale, zero_point = self._output_quantization["scale"], self._output_quantization["zero_point"]
+        return scale * (output.astype(np.float32) - zero_point)  # a full-integer model's int8 embedding
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return run_one_by_one(self._run_single, batch)

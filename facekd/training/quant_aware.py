@@ -157,14 +157,14 @@ class FakeInt8Student(nn.Module):
 
 def int8_twin(model: nn.Module, calibration: torch.Tensor) -> nn.Module:
     """``model`` post-training quantised in torch by ``int8_quantizer()`` on the NCHW faces of
-    ``calibration`` (PT2E convert: the int8 arithmetic simulated): what a full-integer artifact
-    of it should compute."""
+    ``calibration``, one at a time (PT2E convert: the int8 arithmetic simulated): what a
+    full-integer artifact of it should compute."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     exported = torch.export.export(model.eval(), (calibration[:2],), dynamic_shapes=({0: batch},)).module()
     observed = prepare_pt2e(exported, int8_quantizer())
     with torch.no_grad():
-        for start in range(0, len(calibration), 32):
-            observed(calibration[start : start + 32])
+        for face in calibration:  # one at a time, as the converters calibrate: histogram ranges depend on it
+            observed(face[None])
     return convert_pt2e(observed)

@@ -58,6 +58,12 @@ public final class ModelManifest {
                     + "\" is not supported: the demo feeds float32 (export with float I/O)");
         }
         Json.Obj output = json.object("output");
+        String outputDtype = output.optString("dtype", "float32");
+        if (!"float32".equals(outputDtype)) {
+            throw new ContractException("manifest: output dtype \"" + outputDtype
+                    + "\" is not supported: the demo reads float32 embeddings (a full-integer int8 artifact's"
+                    + " output is int8 with output.quantization; use a float-output artifact such as tflite-fp32)");
+        }
         outputName = output.optString("name", "");
         outputShape = output.ints("shape");
         preprocess = PreprocessSpec.fromJson(json.object("preprocess"));

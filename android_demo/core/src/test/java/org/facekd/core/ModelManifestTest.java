@@ -71,6 +71,8 @@ class ModelManifestTest {
                 .replace("\"embedding_size\": 128", "\"embedding_size\": 512"));
         assertMessage("input dtype \"int8\" is not supported", manifest("NCHW", "[1, 3, 112, 112]", SHA, "0.3")
                 .replace("\"dtype\": \"float32\"},", "\"dtype\": \"int8\"},"));
+        assertMessage("output dtype \"int8\" is not supported", manifest("NCHW", "[1, 3, 112, 112]", SHA, "0.3")
+                .replace("\"shape\": [1, 128]}", "\"shape\": [1, 128], \"dtype\": \"int8\"}"));
         assertMessage("unexpected end of input", "{\"format\": ");
     }
 
