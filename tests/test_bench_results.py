@@ -45,7 +45,8 @@ def make_result(name: str = "box", created: str = "2026-11-22T10:00:00+00:00") -
     rows[2].int8_scheme = "static-full-integer, 8-bit weights, int8-aware training (1 epochs)"
     rows[2].op_profile = {"runs": 20, "total_ms": 0.9, "ops": [
         {"name": "Conv_3", "type": "QLinearConv", "kernel": "CPUExecutionProvider", "ms": 0.5},
-        {"name": "prelu_1", "type": "PRelu", "kernel": "CPUExecutionProvider", "ms": 0.4}]}
+        {"name": "prelu_1", "type": "PRelu", "kernel": "CPUExecutionProvider", "ms": 0.4},
+        {"name": "PReLU (ND) #3", "type": "PReLU (ND)", "kernel": "XNNPACK", "ms": 0.0}]}
     rows[3].op_profile = {"unavailable": "the LiteRT Python interpreter exposes no op profiler"}
     device = {"name": name, "cpu": "Test CPU", "cores": 2, "os": "Linux", "python": "3.11.9",
               "load_before": 0.5, "load_after": 0.7}
@@ -141,7 +142,8 @@ def test_report_files_contain_rows_and_embedded_plot(tmp_path):
         assert "0.25 %" in text  # flip rate
         assert "int8: static-full-integer, 8-bit weights, int8-aware training (1 epochs)" in text  # which int8
         assert ("onnx-int8 (default, 1 thread, batch 1): 0.90 ms in ops per inference (20 profiled); slowest: "
-                "Conv_3 [QLinearConv, CPUExecutionProvider] 0.500 ms, prelu_1 [PRelu, CPUExecutionProvider] 0.400 ms") in text
+                "Conv_3 [QLinearConv, CPUExecutionProvider] 0.500 ms, prelu_1 [PRelu, CPUExecutionProvider] 0.400 ms, "
+                "PReLU (ND) #3 [XNNPACK] 0.000 ms") in text
         assert "tflite-fp16 (default, 1 thread, batch 1): no per-op profile (the LiteRT Python interpreter" in text
     assert markdown.count("✅ ok") == 4 and markdown.count("❎") == 2 and markdown.count("❌ failed") == 1
     assert re.search(r"\| onnx-int8 \| default \| 1 \| 1 \| ✅ ok \| 1\.43 MiB \|", markdown)

@@ -40,6 +40,10 @@ def _not_installed(missing: list[str], install_hint: str) -> str | None:
     return f"{' and '.join(DISPLAY_NAMES.get(module, module) for module in missing)} not installed ({install_hint})"
 
 
+# what every post-training int8 description above gives way to for an int8-aware student
+INT8_AWARE = ("; from an int8-aware student (student_int8.pt beside the checkpoint): static full-integer, "
+              "no fallback, gated on its simulated-int8 twin (manifest int8)")
+
 @dataclass(frozen=True)
 class SourceModel:
     """The portable model a format's converter builds from, made and parity-gated by export on
@@ -104,7 +108,7 @@ FORMATS: dict[str, FormatRow] = {
                 "fp32": "float32, dynamic batch",
                 "int8": "static QDQ: per-channel symmetric int8 weights (7-bit range), symmetric int8 activations; "
                         "under a worst-cosine target it misses: int8 weights only (activations float, fp32 speed) if "
-                        "that meets it, else sensitive layers float (details.int8_calibration)",
+                        "that meets it, else sensitive layers float (details.int8_calibration)" + INT8_AWARE,
             },
             requires=("onnx", "onnxscript", "onnxruntime"), install_hint="pip install onnx onnxscript onnxruntime",
             host="any", layout="NCHW", distributions=("torch", "onnx", "onnxscript", "onnxruntime"),
@@ -117,7 +121,8 @@ FORMATS: dict[str, FormatRow] = {
                 "fp16": "float16 weights, float32 compute, batch 1",
                 "int8": "PT2E static int8 (per-channel weights, int8 activations), float first/last conv, batch 1; "
                         "under a worst-cosine target it misses: dynamic-range int8 (int8 weights, activations "
-                        "quantised per inference) if that meets it, else sensitive convs float (details.int8_calibration)",
+                        "quantised per inference) if that meets it, else sensitive convs float (details.int8_calibration)"
+                        + INT8_AWARE + "; its output is then int8 (manifest output.quantization)",
             },
             requires=("litert_torch", "ai_edge_litert"), install_hint="pip install 'facekd[tflite]'",
             host="any", layout="NHWC", distributions=("torch", "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torchao"),
@@ -129,7 +134,7 @@ FORMATS: dict[str, FormatRow] = {
                 "fp32": "IR folder (model.xml + model.bin), float32 weights and compute, dynamic batch",
                 "int8": "NNCF static int8 (FakeQuantize), per-channel 7-bit weights (overflow fix), int8 activations; "
                         "under a worst-cosine target it misses: int8 weights only (activations float, fp32 speed) "
-                        "if that meets it (details.int8_scheme)",
+                        "if that meets it (details.int8_scheme)" + INT8_AWARE,
             },
             requires=("openvino", "nncf", "onnx", "onnxscript"), install_hint="pip install 'facekd[openvino]'",
             host="any", layout="NCHW", distributions=("torch", "onnx", "openvino", "nncf"),
@@ -142,7 +147,8 @@ FORMATS: dict[str, FormatRow] = {
                 "fp32": "XNNPACK-lowered program, float32, batch 1",
                 "int8": "PT2E static int8 (XNNPACK quantiser: per-channel weights, int8 activations), batch 1; "
                         "under a worst-cosine target it misses: dynamic-range int8 (int8 weights, activations "
-                        "quantised per inference) if that meets it, else sensitive convs float (details.int8_calibration)",
+                        "quantised per inference) if that meets it, else sensitive convs float (details.int8_calibration)"
+                        + INT8_AWARE,
             },
             requires=("executorch", "torchao"), install_hint="pip install 'facekd[executorch]'",
             host="any", layout="NCHW", distributions=("torch", "executorch", "torchao"),

@@ -300,11 +300,15 @@ def profile_lines(rows: Iterable[Row]) -> list[str]:
         if "unavailable" in profile:
             lines.append(f"{where}: no per-op profile ({profile['unavailable']})")
             continue
-        slowest = ", ".join(f"{op['name']} [{op['type']}, {op['kernel']}] {op['ms']:.3f} ms"
-                            for op in profile["ops"][:PROFILE_TOP])
+        slowest = ", ".join(f"{op['name']} [{_op_kind(op)}] {op['ms']:.3f} ms" for op in profile["ops"][:PROFILE_TOP])
         lines.append(f"{where}: {profile['total_ms']:.2f} ms in ops per inference ({profile['runs']} profiled); "
                      f"slowest: {slowest}")
     return lines
+
+
+def _op_kind(op: dict) -> str:
+    """"type, kernel", the type left out where the op's name already starts with it (ExecuTorch's)."""
+    return op["kernel"] if op["name"].startswith(op["type"]) else f"{op['type']}, {op['kernel']}"
 
 
 def _incomplete_note(runs: DeviceRuns) -> str:
