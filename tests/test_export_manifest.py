@@ -89,7 +89,7 @@ def test_manifest_refuses_other_schema_versions_and_bad_files(tmp_path):
     ({"int8_calibration": {"activations": "static", "kept_float": ["c"], "boundary_float": ["a", "z"]}},
      Int8Plan(), "static", 8, 3),  # tflite: first/last conv float by the converter
     ({"int8_calibration": {"activations": "static", "kept_float": [], "boundary_float": []}},
-     Int8Plan(full_integer=True, int8_aware={"epochs": 2}), "static-full-integer", 8, 0),
+     Int8Plan(int8_aware={"epochs": 2}), "static-full-integer", 8, 0),
     ({"int8_calibration": {"activations": "float (int8 weights only)", "reduce_range": True}, "float_layers": []},
      Int8Plan(), "weights-only", 8, 0),  # onnx fallback: static was 7-bit, these are not
     ({"int8_reduce_range": True, "fake_quantize_nodes": 40, "float_layers": ["c"]}, Int8Plan(), "static", 7, 1),  # openvino

@@ -9,6 +9,7 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -56,9 +57,13 @@ class OpProfileUnavailable(FacekdError, RuntimeError):
     """The runtime cannot profile per op here; the message says why."""
 
 
-def slowest_ops(times: dict[tuple[str, str, str], float], runs: int) -> list[dict]:
-    """{(name, type, kernel): total ms over ``runs``} -> op records per inference, slowest first."""
-    ops = [{"name": name, "type": kind, "kernel": kernel, "ms": total / runs} for (name, kind, kernel), total in times.items()]
+def slowest_ops(timings: Iterable[tuple[str, str, str, float]], runs: int) -> list[dict]:
+    """(name, type, kernel, ms) of each op execution over ``runs`` inferences -> one record per op
+    with its ms per inference, slowest first."""
+    totals: dict[tuple[str, str, str], float] = {}
+    for name, kind, kernel, ms in timings:
+        totals[name, kind, kernel] = totals.get((name, kind, kernel), 0.0) + ms
+    ops = [{"name": name, "type": kind, "kernel": kernel, "ms": total / runs} for (name, kind, kernel), total in totals.items()]
     return sorted(ops, key=lambda op: -op["ms"])
 
 

@@ -21,7 +21,7 @@ import shutil
 import signal
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -45,7 +45,7 @@ from .equalise import equalise_for_int8
 from .errors import ExportError, FormatUnavailable
 from .faces import FaceSet, evenly_spaced, image_name
 from .formats import FORMATS, FormatRow, source_here, unknown_format
-from .int8 import Int8Plan, int8_record, plan_int8
+from .int8 import Int8Plan, int8_record
 from .golden import write_golden, write_identification_fixture
 from .host import cpu_features
 from .manifest import Manifest, artifact_size, sha256_artifact
@@ -245,14 +245,16 @@ class _Run:
         return self.parity_inputs[layout]
 
 
-def _parity(run: _Run, runner, path: Path, layout: str, twin: bool = False) -> Parity | tuple[Parity, Parity]:
-    """Parity with PyTorch of ``path`` run by ``runner`` on the parity faces; with ``twin``, also
-    (first) with the int8-aware student's simulated-int8 twin: (conversion, price)."""
+def _artifact_embeddings(run: _Run, runner, path: Path, layout: str) -> np.ndarray:
+    """``path`` run by ``runner`` on the parity faces."""
     runner.load(path, run.config.threads)
     batch_size = min(RUN_BATCH, run.config.max_batch)  # bounded-batch formats accept up to max_batch
-    embeddings = embed(runner, run.inputs(layout), batch_size)
-    price = measure_parity(embeddings, run.reference)
-    return (measure_parity(embeddings, run.int8_twin), price) if twin else price
+    return embed(runner, run.inputs(layout), batch_size)
+
+
+def _parity(run: _Run, runner, path: Path, layout: str) -> Parity:
+    """Parity with PyTorch of ``path`` run by ``runner`` on the parity faces."""
+    return measure_parity(_artifact_embeddings(run, runner, path, layout), run.reference)
 
 
 @dataclass
@@ -372,7 +374,8 @@ def _validate_int8_aware(run: _Run, job: _Job, io: ArtifactIO) -> tuple[Path, Ar
     simulated-int8 twin, bar ``int8_conversion``); its parity with the float student (what int8
     costs) is recorded, not gated here: accuracy is what the bench measures."""
     with library_output():
-        conversion, price = _parity(run, job.row.runner(), job.artifact, job.row.layout, twin=True)
+        embeddings = _artifact_embeddings(run, job.row.runner(), job.artifact, job.row.layout)
+    conversion, price = measure_parity(embeddings, run.int8_twin), measure_parity(embeddings, run.reference)
     job.int8_conversion = conversion.to_dict()
     verdict = gate(INT8_CONVERSION_BAR, conversion, run.config.bars)
     statement = (f"{verdict.statement} (against its simulated-int8 twin); against the float student worst_cos "
@@ -545,7 +548,7 @@ def _export_jobs(run: _Run, jobs: list) -> list[ExportRecord]:
 
 
 def _prepare_int8(run: _Run, checkpoint_path: Path) -> None:
-    """What every int8 converter quantises and is asked for (``export.int8.plan_int8``): the
+    """What every int8 converter quantises and is asked for (``export.int8.Int8Plan``): the
     int8-aware student beside the checkpoint (``student_int8.pt``), full-integer, with its
     simulated-int8 twin's view of the parity faces to gate conversion on; else the student itself,
     its channel ranges equalised on the calibration faces (``export.int8_equalise``)."""
@@ -554,11 +557,11 @@ def _prepare_int8(run: _Run, checkpoint_path: Path) -> None:
         model, _, state = load_student(aware_path)
         if asdict(model.arch) != asdict(run.model.arch):
             raise ExportError(f"{aware_path} holds another student than {checkpoint_path.name}: retrain both in one run")
-        run.int8_model, run.int8_plan = model, plan_int8(None, state.get("int8_aware") or {"epochs": None})
+        run.int8_model, run.int8_plan = model, Int8Plan(int8_aware=state.get("int8_aware") or {"epochs": None})
         run.int8_preparation["int8_student"] = {"checkpoint": aware_path.name, "sha256": sha256_file(aware_path)}
         run.int8_twin = _twin_reference(run, model)
         return
-    run.int8_plan = plan_int8(run.int8_search_target, None)
+    run.int8_plan = Int8Plan(search_target=run.int8_search_target)
     if run.config.int8_equalise:
         model, run.int8_preparation["int8_equalisation"] = equalise_for_int8(
             run.model, run.calibration.inputs(run.preprocess.with_layout("NCHW")))
@@ -572,9 +575,7 @@ def _twin_reference(run: _Run, model: "nn.Module") -> ParityReference:
     from facekd.training.quant_aware import int8_twin
 
     twin = int8_twin(model, torch.from_numpy(run.calibration.inputs(run.preprocess.with_layout("NCHW"))))
-    reference = run.reference
-    return ParityReference(l2_normalise(_torch_embeddings(twin, run.inputs("NCHW"))), reference.left, reference.right,
-                           reference.threshold)
+    return replace(run.reference, embeddings=l2_normalise(_torch_embeddings(twin, run.inputs("NCHW"))))
 
 
 TEACHER_ARTIFACT = "teacher-onnx-fp32"

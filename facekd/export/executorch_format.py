@@ -230,13 +230,11 @@ class ExecuTorchRunner(Runner):
             dump = Path(scratch) / "run.etdp"
             program.write_etdump_result_to_file(str(dump), str(Path(scratch) / "debug.bin"))
             blocks = Inspector(etdump_path=str(dump)).event_blocks
-        times: dict[tuple[str, str, str], float] = {}
-        for event in (event for block in blocks if block.name == "Execute" for event in block.events):
-            # not ops: Method::execute and the like, and DELEGATE_CALL, whose time is its XNNPACK ops'
-            if event.perf_data is not None and "::" not in event.name and event.name != "DELEGATE_CALL":
-                key = (event.name, event.name.split(" #")[0], "XNNPACK" if event.is_delegated_op else "portable")
-                times[key] = times.get(key, 0.0) + float(event.perf_data.avg) * runs
-        return slowest_ops(times, runs)
+        events = [event for block in blocks if block.name == "Execute" for event in block.events
+                  # not ops: Method::execute and the like, and DELEGATE_CALL, whose time is its XNNPACK ops'
+                  if event.perf_data is not None and "::" not in event.name and event.name != "DELEGATE_CALL"]
+        return slowest_ops(((event.name, event.name.split(" #")[0], "XNNPACK" if event.is_delegated_op else "portable",
+                             float(event.perf_data.avg) * runs) for event in events), runs)
 
     def info(self) -> dict:
         from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count

@@ -29,21 +29,23 @@ WEIGHTS_ONLY_OPS = ("constexpr_affine_dequantize",)  # Core ML: weights stored i
 @dataclass(frozen=True)
 class Int8Plan:
     """What an int8 converter is asked for: ``search_target`` (worst cosine to float on the
-    calibration faces its fallbacks aim at; None: none), ``full_integer`` (no layer left float)."""
+    calibration faces its fallbacks aim at; None: none), or, for a student trained for int8
+    (``int8_aware``: its training record), full-integer with no search."""
 
     search_target: float | None = None
-    full_integer: bool = False
-    int8_aware: dict | None = None  # the training record (train.int8_aware_epochs) when the student was trained for int8
+    int8_aware: dict | None = None
+
+    def __post_init__(self) -> None:
+        if self.int8_aware is not None and self.search_target is not None:
+            raise InputError("an int8-aware student's int8 is full-integer: it has no search target")
+
+    @property
+    def full_integer(self) -> bool:
+        """No layer left float."""
+        return self.int8_aware is not None
 
 
 NO_PLAN = Int8Plan()
-
-
-def plan_int8(search_target: float | None, int8_aware: dict | None) -> Int8Plan:
-    """Full-integer with no search for a student trained for int8; else the converters' fallbacks."""
-    if int8_aware:
-        return Int8Plan(search_target=None, full_integer=True, int8_aware=int8_aware)
-    return Int8Plan(search_target=search_target)
 
 
 @dataclass(frozen=True)

@@ -232,6 +232,7 @@ def inspect(path: Path) -> ArtifactIO:
     whole_graph = len(delegates) == 1 and inputs["index"] in delegates[0]["inputs"] and outputs["index"] in delegates[0]["outputs"]
     tensor_types = Counter(t["dtype"].__name__ for t in interpreter.get_tensor_details())
     metadata = _read_metadata(Path(path))
+    output_quantization = _quantization(outputs)
     return ArtifactIO(
         input_name=inputs["name"], input_shape=[int(d) for d in inputs["shape_signature"]],
         input_dtype=np.dtype(inputs["dtype"]).name,
@@ -243,7 +244,7 @@ def inspect(path: Path) -> ArtifactIO:
             "xnnpack_whole_graph": bool(whole_graph),
             "tensor_types": dict(tensor_types),
             **{name: json.loads(metadata[key]) for key, name in METADATA_DETAILS.items() if key in metadata},
-            **({"output_quantization": _quantization(outputs)} if _quantization(outputs) else {}),
+            **({"output_quantization": output_quantization} if output_quantization else {}),
         },
     )
 

@@ -366,12 +366,10 @@ class OnnxRuntimeRunner(Runner):
             for _ in range(runs):
                 session.run(None, feed)
             trace = json.loads(Path(session.end_profiling()).read_text())
-        times: dict[tuple[str, str, str], float] = {}
-        for event in trace:
-            if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
-                key = (event["name"][: -len("_kernel_time")], event["args"].get("op_name", ""), event["args"].get("provider", ""))
-                times[key] = times.get(key, 0.0) + event["dur"] / 1000.0
-        return slowest_ops(times, runs)
+        return slowest_ops(((event["name"][: -len("_kernel_time")], event["args"].get("op_name", ""),
+                             event["args"].get("provider", ""), event["dur"] / 1000.0)
+                            for event in trace
+                            if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time")), runs)
 
     def info(self) -> dict:
         import onnxruntime as ort

@@ -193,14 +193,12 @@ class OpenVinoRunner(Runner):
 
         compiled = ov.Core().compile_model(self._graph, self.DEVICE, {**self._config, "PERF_COUNT": True})
         request = compiled.create_infer_request()
-        times: dict[tuple[str, str, str], float] = {}
+        timings = []
         for _ in range(runs):
             request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
-            for counter in request.get_profiling_info():
-                if counter.status == counter.Status.EXECUTED:
-                    key = (counter.node_name, counter.node_type, counter.exec_type)
-                    times[key] = times.get(key, 0.0) + counter.real_time.total_seconds() * 1000.0
-        return slowest_ops(times, runs)
+            timings += [(counter.node_name, counter.node_type, counter.exec_type, counter.real_time.total_seconds() * 1000.0)
+                        for counter in request.get_profiling_info() if counter.status == counter.Status.EXECUTED]
+        return slowest_ops(timings, runs)
 
     def info(self) -> dict:
         import openvino as ov

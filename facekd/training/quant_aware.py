@@ -107,6 +107,12 @@ def int8_quantizer(qat: bool = False):
     return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=qat))
 
 
+def _exported_any_batch(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """``model`` as a ``torch.export`` graph module taking any batch size (PT2E quantises those)."""
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    return torch.export.export(model, (example,), dynamic_shapes=({0: batch},)).module()
+
+
 class FakeInt8Student(nn.Module):
     """``student`` under PT2E simulated int8 (``int8_quantizer(qat=True)``), BatchNorm frozen.
     ``train(False)`` freezes the activation ranges too (validation does not move them)."""
@@ -116,9 +122,8 @@ class FakeInt8Student(nn.Module):
         from torchao.quantization.pt2e import move_exported_model_to_eval
         from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
-        batch = torch.export.Dim("batch", min=1, max=1 << 16)
         was_training = student.training
-        exported = torch.export.export(student.eval(), (example,), dynamic_shapes=({0: batch},)).module()
+        exported = _exported_any_batch(student.eval(), example)
         student.train(was_training)
         self.graph = move_exported_model_to_eval(prepare_qat_pt2e(exported, int8_quantizer(qat=True)))
         self.embedding_size = student.embedding_size
@@ -141,19 +146,6 @@ class FakeInt8Student(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.graph(x)
 
-    def ranges(self) -> dict[str, torch.Tensor]:
-        """The simulation's own state (activation ranges, scales), none of the student's weights."""
-        return {key: value for key, value in self.graph.state_dict().items()
-                if any(key.startswith(f"{name}.") for name in self._simulators())}
-
-    def load_ranges(self, ranges: dict[str, torch.Tensor]) -> None:
-        self.graph.load_state_dict(ranges, strict=False)
-
-    def _simulators(self) -> list[str]:
-        from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
-
-        return [name for name, module in self.graph.named_modules() if isinstance(module, FakeQuantizeBase)]
-
 
 def int8_twin(model: nn.Module, calibration: torch.Tensor) -> nn.Module:
     """``model`` post-training quantised in torch by ``int8_quantizer()`` on the NCHW faces of
@@ -161,9 +153,7 @@ def int8_twin(model: nn.Module, calibration: torch.Tensor) -> nn.Module:
     full-integer artifact of it should compute."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    batch = torch.export.Dim("batch", min=1, max=1 << 16)
-    exported = torch.export.export(model.eval(), (calibration[:2],), dynamic_shapes=({0: batch},)).module()
-    observed = prepare_pt2e(exported, int8_quantizer())
+    observed = prepare_pt2e(_exported_any_batch(model.eval(), calibration[:2]), int8_quantizer())
     with torch.no_grad():
         for face in calibration:  # one at a time, as the converters calibrate: histogram ranges depend on it
             observed(face[None])

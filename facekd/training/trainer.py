@@ -296,8 +296,7 @@ class Trainer:
         # channels_last: 1.4× faster training steps measured on a 2-core AVX2 CPU (depthwise convs)
         self.student.to(memory_format=torch.channels_last)
         self.net = DistillNet(self.student, self.suite, taps).to(self.device)
-        self.ddp = (nn.parallel.DistributedDataParallel(self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-                    if self.dist.world > 1 else self.net)
+        self._wrap_net()
         self.optimizer = make_optimizer(cfg.optim, self.net.parameters())
 
     def _set_up_schedule(self, cfg: TrainingSection) -> None:
@@ -321,7 +320,6 @@ class Trainer:
         self.best_accuracy, self.history = -1.0, []
         self.step_times: list[float] = []
         last = self.ckpt_dir / "last.pt"
-        self.int8_aware = False
         if resume:
             self._restore(last)
         elif last.exists():
@@ -457,8 +455,8 @@ class Trainer:
         """The float epochs' schedule; in int8-aware epochs, cosine from train.int8_aware_lr to zero."""
         cfg = self.cfg
         if self.int8_aware:
-            done = (self.global_step - self.total_steps) / max(1, self.int8_steps)
-            return cfg.train.int8_aware_lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
+            return cfg.train.int8_aware_lr * lr_factor(self.global_step - self.total_steps, self.int8_steps, 0, "cosine",
+                                                       [], 1.0)
         return cfg.optim.lr * lr_factor(self.global_step, self.total_steps, self.warmup_steps, cfg.optim.schedule,
                                         cfg.optim.step_milestones, cfg.optim.step_gamma)
 
@@ -472,7 +470,7 @@ class Trainer:
     def run(self) -> TrainResult:
         cfg = self.cfg
         try:
-            while self.epoch < cfg.train.epochs + cfg.train.int8_aware_epochs:
+            while self.epoch < self._last_epoch():
                 if self.epoch >= cfg.train.epochs and not self.int8_aware:
                     self._write_float_student()
                     self._enter_int8_aware()
@@ -580,12 +578,19 @@ class Trainer:
         """From here on the network trains as the int8 converters will compute it."""
         example = torch.zeros(2, 3, self.spec.size, self.spec.size, device=self.device)
         self.net.student = FakeInt8Student(self.student, example)
-        if self.dist.world > 1:
-            self.ddp = nn.parallel.DistributedDataParallel(
-                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.int8_aware = True
+        self._wrap_net()
         if self.dist.main:
             log.info("int8-aware epochs: the student trains under simulated int8 (%s)", INT8_AWARE_QUANTIZER)
+
+    @property
+    def int8_aware(self) -> bool:
+        """Whether the network now trains as the int8 converters will compute it."""
+        return isinstance(self.net.student, FakeInt8Student)
+
+    def _wrap_net(self) -> None:
+        """The network the steps run: DDP-wrapped across ranks (again after its student changed)."""
+        self.ddp = (nn.parallel.DistributedDataParallel(self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                    if self.dist.world > 1 else self.net)
 
     def _last_epoch(self) -> int:
         return self.cfg.train.epochs + self.cfg.train.int8_aware_epochs
