@@ -51,6 +51,10 @@ def test_auto_preloads_up_to_the_budget_and_the_setting_is_not_part_of_the_run()
     # a run started streaming may be resumed preloading (and the other way round)
     assert (_fingerprint(load_config(None, ["data.preload=false", "data.loader_workers=4"]))
             == _fingerprint(load_config(None, ["data.preload=true"])))
+    # a key at its default does not count, so runs started before a key existed still resume
+    assert (_fingerprint(load_config(None, ["train.int8_aware_epochs=0", "train.init_from=''"]))
+            == _fingerprint(load_config(None, [])))
+    assert _fingerprint(load_config(None, ["train.int8_aware_epochs=1"])) != _fingerprint(load_config(None, []))
 
 
 def test_streamed_folder_with_unlabelled_faces_resumed_mid_epoch_matches_preloaded(

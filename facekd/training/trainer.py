@@ -163,11 +163,17 @@ def pick_device(name: str) -> torch.device:
 
 
 def _fingerprint(cfg: TrainingSection) -> str:
-    parts = {k: asdict(getattr(cfg, k)) for k in ("data", "student", "loss", "optim")}
-    for key in READING_ONLY_DATA_KEYS:  # a run started streaming may resume preloading
-        parts["data"].pop(key)
-    parts["train"] = {k: v for k, v in asdict(cfg.train).items() if k not in ("log_every", "threads", "eval_every")}
-    return sha256_text(repr(sorted((k, repr(v)) for k, v in parts.items())))
+    """Hash of the settings that shape training. Only values that differ from their defaults count, so a
+    key added to the config later (with a default that keeps the old behaviour) does not break --resume."""
+    ignored = {"data": set(READING_ONLY_DATA_KEYS),  # a run started streaming may resume preloading
+               "train": {"log_every", "threads", "eval_every"}}
+    parts = {}
+    for name in ("data", "student", "loss", "optim", "train"):
+        section = getattr(cfg, name)
+        defaults = asdict(type(section)())
+        parts[name] = {k: v for k, v in asdict(section).items()
+                       if k not in ignored.get(name, ()) and v != defaults.get(k)}
+    return sha256_text(repr(sorted((k, repr(sorted(v.items()))) for k, v in parts.items())))
 
 
 def open_training_data(cfg: TrainingSection) -> FaceFolder | RecordIOFaces:
