@@ -99,12 +99,32 @@ RETIRED_KEYS = {
     "export.int8_finetune_steps": "int8-aware training is train.int8_aware_epochs now",
     "export.int8_finetune_faces": "int8-aware training is train.int8_aware_epochs now",
 }
+# keys of earlier versions that live elsewhere now: read into their new place, with a warning
+RENAMED_KEYS = {f"bench.{name}": f"bench.timing.{name}"
+                for name in ("warmup_count", "warmup_seconds", "min_runs", "min_seconds", "max_seconds")}
 
 
-def _without_retired(data: dict, prefix: str) -> dict:
-    for key in [key for key in data if f"{prefix}{key}" in RETIRED_KEYS]:
-        logger.warning("config key %s%s is retired (%s): ignored", prefix, key, RETIRED_KEYS[f"{prefix}{key}"])
-    return {key: value for key, value in data.items() if f"{prefix}{key}" not in RETIRED_KEYS}
+def current_key(dotted: str) -> str:
+    """``dotted`` as this version names it (a renamed key's new name, with a warning)."""
+    if dotted in RENAMED_KEYS:
+        logger.warning("config key %s is %s now: read as that", dotted, RENAMED_KEYS[dotted])
+    return RENAMED_KEYS.get(dotted, dotted)
+
+
+def _current_keys(data: dict, prefix: str) -> dict:
+    """``data`` (the mapping at ``prefix``) without retired keys and with renamed ones moved to their new place."""
+    current: dict = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if dotted in RETIRED_KEYS:
+            logger.warning("config key %s is retired (%s): ignored", dotted, RETIRED_KEYS[dotted])
+            continue
+        *parents, leaf = current_key(dotted)[len(prefix):].split(".")
+        node = current
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = {**value, **node[leaf]} if isinstance(value, dict) and isinstance(node.get(leaf), dict) else value
+    return current
 
 
 def _from_dict(cls, data: dict, prefix: str = ""):
@@ -210,12 +230,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         _merge(tree, loaded, "")
     for text in overrides:
         key, value = parse_override(text)
-        _set_path(tree, key, value)
+        _set_path(tree, current_key(key), value)
     return _from_dict(RunConfig, tree)
 
 
 def _merge(base: dict, update: dict, prefix: str) -> None:
-    for key, value in _without_retired(update, prefix).items():
+    for key, value in _current_keys(update, prefix).items():
         if key not in base:
             if prefix.rstrip(".") in FREE_FORM_MAPS:
                 base[key] = value

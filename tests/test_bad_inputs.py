@@ -107,8 +107,8 @@ def world(tiny_faces, tiny_teacher, tiny_pairs, tmp_path_factory):  # noqa: F811
     sets = [f"--set=data.aligned_root={faces}", f"--set=data.val_pairs={tiny_pairs}",
             f"--set=teacher.path={tiny_teacher}", f"--set=teacher.cache_dir={root / 'cache'}",
             "--set=student.family=mobilefacenet", "--set=teacher.batch_size=8", "--set=export.calib_count=8", "--set=export.parity_count=8",
-            "--set=export.golden=false", "--set=bench.threads=[1]", "--set=bench.min_runs=2",
-            "--set=bench.min_seconds=0.01", "--set=bench.warmup_count=1", "--set=bench.warmup_seconds=0.0"]
+            "--set=export.golden=false", "--set=bench.threads=[1]", "--set=bench.timing.min_runs=2",
+            "--set=bench.timing.min_seconds=0.01", "--set=bench.timing.warmup_count=1", "--set=bench.timing.warmup_seconds=0.0"]
     assert main(["--quiet", "cache-teacher", *sets]) == 0
     torch.manual_seed(0)
     checkpoint = save_checkpoint(root / "good" / "student.pt",

@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from facekd.runtime_bench.bench import BenchConfig, run_bench
+from facekd.runtime_bench.latency import TimingPlan
 from facekd.runtime_bench.results import load_result
 from facekd.runtime_bench.targets import (AdbTarget, BenchmarkOutputError, parse_benchmark_model_output,
                                    target_from_dict)
@@ -148,8 +149,8 @@ def test_run_bench_on_adb_target_parses_benchmark_model(tmp_path, monkeypatch):
     binary = tmp_path / "benchmark_model"
     binary.write_bytes(b"\x7fELF")
 
-    config = BenchConfig(threads=[1, 4], batch=[1], warmup_count=2, warmup_seconds=0.5, min_runs=20,
-                         min_seconds=1.0, max_seconds=30.0)
+    config = BenchConfig(threads=[1, 4], batch=[1], timing=TimingPlan(warmup_count=2, warmup_seconds=0.5, min_runs=20,
+                                                                      min_seconds=1.0, max_seconds=30.0))
     target = AdbTarget(serial="R5CX", benchmark_binary=binary)
     result = load_result(run_bench(export, synthetic_pairs(), config, tmp_path / "phone.json", target=target,
                                    progress=False))

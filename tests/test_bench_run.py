@@ -17,6 +17,7 @@ from facekd.export.formats import FORMATS
 from facekd.export.host import peak_gmacs
 from facekd.runtime_bench.bench import (BenchConfig, BenchError, RuntimeSpec, _resumable, run_bench,
                                   run_bench_on_targets, subset_pairs)
+from facekd.runtime_bench.latency import TimingPlan
 from facekd.runtime_bench.report import write_report
 from facekd.runtime_bench.results import load_result
 from facekd.runtime_bench.targets import LocalTarget
@@ -104,8 +105,8 @@ def synthetic_pairs(count: int = 20, folds: int = 10) -> VerificationPairs:
     return VerificationPairs(images, left, right, same, fold, name="synthetic")
 
 
-QUICK = dict(threads=[1], batch=[1, 2], warmup_count=1, warmup_seconds=0.0, min_runs=3, min_seconds=0.0,
-             max_seconds=5.0, worker_timeout_s=120.0)
+QUICK = dict(threads=[1], batch=[1, 2], timing=TimingPlan(warmup_count=1, warmup_seconds=0.0, min_runs=3, min_seconds=0.0,
+                                                          max_seconds=5.0), worker_timeout_s=120.0)
 
 CRASHING_RUNNER = '''
 import os
@@ -297,10 +298,10 @@ def test_interrupted_run_resumes_and_remeasures_only_the_reference(export_dir, t
     # a complete result, or one made with other settings, is measured afresh
     target, pairs = LocalTarget(), synthetic_pairs()
     assert _resumable(out, export_dir.resolve(), target, config, pairs) == []
-    data["config"]["min_runs"] = 4
+    data["config"]["timing"]["min_runs"] = 4
     out.write_text(json.dumps(data))
     assert _resumable(out, export_dir.resolve(), target, config, pairs) == []
-    data["config"]["min_runs"] = 3
+    data["config"]["timing"]["min_runs"] = 3
     out.write_text(json.dumps(data))
     assert len(_resumable(out, export_dir.resolve(), target, config, pairs)) == 2
 

@@ -81,8 +81,8 @@ def test_readme_own_data_commands_work_verbatim(tiny_faces, tiny_pairs, tmp_path
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("FACEKD_CACHE", str(tmp_path / "cache"))
     toy = ["--set", "data.identities_per_batch=3", "--set", "data.images_per_identity=2", "--set", "student.width=0.25",
-           "--set", "train.epochs=1", "--set", "train.threads=1", "--set", "bench.threads=[1]", "--set", "bench.min_runs=3",
-           "--set", "bench.min_seconds=0.05", "--set", "export.golden=false"]
+           "--set", "train.epochs=1", "--set", "train.threads=1", "--set", "bench.threads=[1]", "--set", "bench.timing.min_runs=3",
+           "--set", "bench.timing.min_seconds=0.05", "--set", "export.golden=false"]
     # and fp32 only: after one epoch on 6 generated identities every pair score sits within a hair of the
     # threshold, so any int8 flips half the 20 pairs (worst cosine 0.9994) and the int8 bar rejects it
     toy_export = ["--set", "export.precisions={onnx: [fp32]}"]
@@ -154,7 +154,7 @@ def test_demo_exit_code_propagates_a_rejected_artifact(tiny_faces, tiny_teacher,
                 "student.width=0.25", "data.identities_per_batch=3", "data.images_per_identity=2", "train.epochs=1",
                 "train.eval_every=1", "train.threads=1", "loss.fcd=1.0", "export.calib_count=8", "export.parity_count=8",
                 "export.formats=[onnx-fp32]", "export.golden=false", "export.bars.fp32.worst_cos=1.5", "bench.threads=[1]",
-                "bench.min_runs=3", "bench.min_seconds=0.05", "demo.reference_student=")]]
+                "bench.timing.min_runs=3", "bench.timing.min_seconds=0.05", "demo.reference_student=")]]
     assert main(args) == 3
     out = capsys.readouterr().out
     assert "✗ export  onnx-fp32" in out and "rejected" in out
@@ -163,7 +163,7 @@ def test_demo_exit_code_propagates_a_rejected_artifact(tiny_faces, tiny_teacher,
 TINY_DEMO_SETTINGS = ("student.family=mobilefacenet", "student.width=0.25", "data.identities_per_batch=3",
                       "data.images_per_identity=2", "train.epochs=1", "train.threads=1", "loss.fcd=1.0",
                       "export.calib_count=8", "export.parity_count=8", "export.formats=[onnx-fp32]",
-                      "export.golden=false", "bench.threads=[1]", "bench.min_runs=3", "bench.min_seconds=0.05",
+                      "export.golden=false", "bench.threads=[1]", "bench.timing.min_runs=3", "bench.timing.min_seconds=0.05",
                       "demo.reference_student=")
 
 

@@ -85,3 +85,15 @@ def test_a_config_saved_by_an_earlier_version_loads_with_its_retired_keys_named(
         cfg = load_config(saved)
     assert cfg.export.calib_count == 32
     assert "export.int8_finetune_steps is retired" in caplog.text and "train.int8_aware_epochs" in caplog.text
+
+
+def test_timing_keys_of_an_earlier_version_are_read_into_bench_timing(tmp_path, caplog):
+    saved = tmp_path / "config.yaml"
+    saved.write_text("bench:\n  min_runs: 7\n  threads: [1]\n  timing: {warmup_count: 2}\n")
+    with caplog.at_level("WARNING", logger="facekd.config"):
+        cfg = load_config(saved, ["bench.max_seconds=9"])
+    assert (cfg.bench.timing.min_runs, cfg.bench.timing.warmup_count, cfg.bench.timing.max_seconds) == (7, 2, 9.0)
+    assert cfg.bench.threads == [1]
+    assert "bench.min_runs is bench.timing.min_runs now" in caplog.text and "bench.max_seconds is" in caplog.text
+    with pytest.raises(ConfigError, match="min_runs must be >= 1"):
+        load_config(None, ["bench.timing.min_runs=0"])

@@ -397,7 +397,7 @@ def test_the_demo_on_a_machine_with_nothing_fetches_then_runs_to_its_report(mirr
     monkeypatch.setattr(fetch_module, "default_sources", lambda mirror, lfw_sha256=None: sources)
     toy = ["data.identities_per_batch=4", "train.epochs=1", "train.max_steps_per_epoch=2", "train.threads=1",
            "export.formats=[onnx-fp32]", "export.calib_count=8", "export.parity_count=8", "bench.threads=[1]",
-           "bench.min_runs=3", "bench.min_seconds=0.05", "demo.reference_student="]
+           "bench.timing.min_runs=3", "bench.timing.min_seconds=0.05", "demo.reference_student="]
     out = tmp_path / "demo"
     assert main(["demo", "--quiet", "--out", str(out), *[f"--set={setting}" for setting in toy]]) == 0
     summary = json.loads((out / "demo.json").read_text())

@@ -14,8 +14,8 @@ def tiny_demo_config(tiny_faces, tiny_teacher, tiny_pairs, tmp_path, *extra):
         f"data.aligned_root={tiny_faces}", f"data.val_pairs={tiny_pairs}", f"teacher.path={tiny_teacher}",
         f"teacher.cache_dir={tmp_path / 'cache'}", "student.width=0.25", "data.identities_per_batch=3",
         "data.images_per_identity=2", "train.epochs=1", "train.threads=1", "loss.fcd=1.0",
-        "export.calib_count=8", "export.parity_count=8", "bench.threads=[1]", "bench.min_runs=3",
-        "bench.min_seconds=0.05", "bench.warmup_count=1", "bench.warmup_seconds=0.0", *extra,
+        "export.calib_count=8", "export.parity_count=8", "bench.threads=[1]", "bench.timing.min_runs=3",
+        "bench.timing.min_seconds=0.05", "bench.timing.warmup_count=1", "bench.timing.warmup_seconds=0.0", *extra,
     ])
 
 

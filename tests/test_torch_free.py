@@ -12,8 +12,8 @@ import pytest
 import facekd
 from tests.test_trainer import tiny_pairs, tiny_teacher  # noqa: F401  (fixtures)
 
-QUICK_BENCH = ["bench.threads=[1]", "bench.min_runs=2", "bench.min_seconds=0.0", "bench.warmup_count=1",
-               "bench.warmup_seconds=0.0", "bench.accelerators=false"]
+QUICK_BENCH = ["bench.threads=[1]", "bench.timing.min_runs=2", "bench.timing.min_seconds=0.0", "bench.timing.warmup_count=1",
+               "bench.timing.warmup_seconds=0.0", "bench.accelerators=false"]
 
 
 @pytest.fixture(scope="module")

@@ -205,7 +205,7 @@ class _Bench:
         self.suites = list(suites)
         self.identities = identities
         self.progress = progress
-        self.plan = config.plan()
+        self.plan = config.timing
         self.cores: int | None = None
         self.system: str | None = None
         self.accelerators: list[str] = []

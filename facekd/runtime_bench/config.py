@@ -35,8 +35,8 @@ class RuntimeSpec:
 class BenchConfig:
     """What to measure and how long.
 
-    ``threads`` × ``batch``: one fresh worker per combination. Timing: see
-    :class:`latency.TimingPlan`. ``pairs_per_fold``: pairs kept per fold, half same and half
+    ``threads`` × ``batch``: one fresh worker per combination. ``timing``: warm-up and timed runs
+    of each (:class:`latency.TimingPlan`). ``pairs_per_fold``: pairs kept per fold, half same and half
     different (None = all). ``artifacts``: folder or format names to measure (None = all).
     ``runtimes``: extra ways to run formats; ``accelerators``: add torch-cuda /
     onnxruntime-cuda / onnxruntime-tensorrt where the target has them. ``python_executables``:
@@ -52,11 +52,7 @@ class BenchConfig:
 
     threads: list[int] = field(default_factory=lambda: [1, 2])
     batch: list[int] = field(default_factory=lambda: [1])
-    warmup_count: int = 5
-    warmup_seconds: float = 0.5
-    min_runs: int = 50
-    min_seconds: float = 1.0
-    max_seconds: float = 60.0
+    timing: TimingPlan = field(default_factory=TimingPlan)
     pairs_per_fold: int | None = None
     artifacts: list[str] | None = None
     runtimes: list[RuntimeSpec] = field(default_factory=list)
@@ -90,12 +86,10 @@ class BenchConfig:
             raise BenchError(f"bench.suites names a set twice (sets are named after their file): {names}")
         try:
             self.runtimes = [r if isinstance(r, RuntimeSpec) else RuntimeSpec(**r) for r in self.runtimes]
-            self.plan()
+            if isinstance(self.timing, dict):
+                self.timing = TimingPlan(**self.timing)
         except (TypeError, ValueError) as exc:
             raise BenchError(f"bad bench settings: {exc}") from None
-
-    def plan(self) -> TimingPlan:
-        return TimingPlan(self.warmup_count, self.warmup_seconds, self.min_runs, self.min_seconds, self.max_seconds)
 
     def to_dict(self) -> dict:
         return asdict(self)
