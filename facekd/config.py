@@ -21,6 +21,7 @@ from facekd.core.io import atomic_write_text
 from facekd.core.preprocess import PreprocessSpec
 from facekd.training.views import ViewSpec
 from facekd.core.errors import FacekdError
+from facekd.core.typed import from_data
 
 logger = logging.getLogger(__name__)
 
@@ -45,53 +46,6 @@ class RunConfig(TrainingSection):
     export: ExportConfig = field(default_factory=ExportConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
-
-
-def _coerce(value, hint, key: str):
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if hint is typing.Any:
-        return value
-    if dataclasses.is_dataclass(hint):
-        if isinstance(value, hint):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return _from_dict(hint, value, f"{key}.")
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        item = args[0] if args else typing.Any
-        items = [_coerce(v, item, f"{key}[]") for v in value]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        item = args[1] if len(args) == 2 else typing.Any
-        return {k: _coerce(v, item, f"{key}.{k}") for k, v in value.items()}
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if hint is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if hint is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(hint, type) and isinstance(value, hint):
-        return value
-    raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
 
 
 # keys of earlier versions that configs saved beside older runs still hold: read, warned about, ignored
@@ -125,19 +79,6 @@ def _current_keys(data: dict, prefix: str) -> dict:
             node = node.setdefault(part, {})
         node[leaf] = {**value, **node[leaf]} if isinstance(value, dict) and isinstance(node.get(leaf), dict) else value
     return current
-
-
-def _from_dict(cls, data: dict, prefix: str = ""):
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(unknown_key(prefix + unknown[0], names))
-    kwargs = {name: _coerce(value, hints[name], f"{prefix}{name}") for name, value in data.items()}
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {exc}") from None
 
 
 def to_dict(cfg) -> dict:
@@ -231,7 +172,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     for text in overrides:
         key, value = parse_override(text)
         _set_path(tree, current_key(key), value)
-    return _from_dict(RunConfig, tree)
+    return from_data(RunConfig, tree, ConfigError, unknown=unknown_key)
 
 
 def _merge(base: dict, update: dict, prefix: str) -> None:

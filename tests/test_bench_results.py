@@ -66,13 +66,13 @@ def test_result_round_trip(tmp_path):
     (lambda d: d.update(schema_version=99), "schema_version"),
     (lambda d: d["rows"][0].update(status="great"), "status must be one of"),
     (lambda d: d["rows"][4].update(reason=None), "no reason"),
-    (lambda d: d["rows"][0]["latency"].pop("p50"), "lacks 'p50'"),
-    (lambda d: d["rows"][0]["accuracy"].update(acc="high"), "accuracy.acc must be"),
-    (lambda d: d["rows"][0].update(threads=True), "threads must be"),
-    (lambda d: d["device"].pop("cores"), "lacks 'cores'"),
-    (lambda d: d["rows"][0].update(speed=1), "unknown fields"),
-    (lambda d: d["rows"][0].update(suites={"lfw": {**d["rows"][0]["accuracy"], "pairs": 10}}), "lacks 'flip_test'"),
-    (lambda d: d["rows"][0].update(suites=[]), "suites must be dict"),
+    (lambda d: d["rows"][0]["latency"].pop("p50"), r"rows\[0\].latency lacks p50"),
+    (lambda d: d["rows"][0]["accuracy"].update(acc="high"), "rows\\[0\\].accuracy.acc: expected float, got 'high'"),
+    (lambda d: d["rows"][0].update(threads=True), "rows\\[0\\].threads: expected int, got True"),
+    (lambda d: d["device"].pop("cores"), "device lacks cores"),
+    (lambda d: d["rows"][0].update(speed=1), "rows\\[0\\].speed: unknown field"),
+    (lambda d: d["rows"][0].update(suites={"lfw": {**d["rows"][0]["accuracy"], "pairs": 10}}), "suites.lfw lacks flip_test"),
+    (lambda d: d["rows"][0].update(suites=[]), "suites: expected a mapping"),
 ])
 def test_result_validation_rejects(tmp_path, corrupt, message):
     data = make_result().to_dict()

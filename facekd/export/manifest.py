@@ -10,12 +10,13 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from facekd.core.io import atomic_write_json, sha256_file
 from facekd.core.operating_points import OperatingPoints
 from facekd.core.errors import FacekdError
+from facekd.core.typed import from_data
 
 from .int8 import Int8Record
 
@@ -92,11 +93,10 @@ class Manifest:
             raise ManifestError(
                 f"manifest schema_version {version!r} is not {SCHEMA_VERSION}: re-export with this facekd version"
             )
-        known = {f.name for f in fields(cls)}
-        missing = sorted(name for name in known - set(data) if name not in ("details", "created_utc", "operating_points", "int8"))
-        if missing:
-            raise ManifestError(f"manifest lacks {', '.join(missing)}: re-export the artifact")
-        return cls(**{k: v for k, v in data.items() if k in known})
+        try:
+            return from_data(cls, data, ManifestError, "manifest", ignore_unknown=True)
+        except ManifestError as exc:
+            raise ManifestError(f"{exc}: re-export the artifact") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Manifest":

@@ -4,7 +4,7 @@ Its own small module, so that reading a config imports none of the bench's machi
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 from facekd.core.errors import FacekdError
 from facekd.core.pairs import verification_set_name
@@ -93,10 +93,3 @@ class BenchConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "BenchConfig":
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise BenchError(f"unknown bench settings {unknown}; known: {sorted(f.name for f in fields(cls))}")
-        return cls(**data)

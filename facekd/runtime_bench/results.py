@@ -1,33 +1,13 @@
 """Result files: one JSON per device run, validated on save and on load, merged for reports.
 
-Schema (``schema_version`` 1)::
-
-    {"schema_version": 1, "created": ISO time, "target": "local" | "ssh:user@host:22" | ...,
-     "complete": bool (false while a run is in progress or was interrupted),
-     "export_dir": str, "pairs": {"name", "count", "images"} | null, "config": {...},
-     "device": {"name", "cpu", "cores", "isa": [kernel-deciding CPU features] | null,
-                "peak_gmacs": {"fp32", "int8", "clock_ghz", "basis"} | null (export.host.peak_gmacs),
-                "measured_gmacs": {"fp32": {"1", "all"}, "int8": {"1", "all"} | null, "cores", "how", "disturbed"}
-                                  | null (runtime_bench.ceilings; absent in results written before),
-                "os", "python", "load_before", "load_after"},
-     "rows": [{"artifact", "format", "precision", "runtime", "manifest_sha256",
-               "status": "ok" | "unavailable" | "failed" | "rejected", "reason",
-               "size_bytes", "threads", "batch",
-               "accuracy": {"acc", "std", "tar_at_far": {FAR: TAR}, "auc", "threshold"} | null,
-               "parity": {"mean_cos", "worst_cos", "flip_rate"} | null,
-               "latency": {"init_ms", "first_ms", "mean", "p50", "p90", "p99", "std", "n",
-                           "throughput", "load_before", "load_after"} | null,
-               "memory": {"peak_rss_mb"} | null,
-               "model": {"params", "macs", "role": "student" | "teacher"} | null,
-               "suites": {SET: {"acc", "std", "tar_at_far", "auc", "threshold", "pairs", "flip_test"}} | null,
-               "identities": {"name", "identities", "faces", "genuine_pairs", "impostor_pairs",
-                              "tar_at_far": {FAR: TAR}, "unsupported": {FAR: why}, "eer", "rank1",
-                              "open_set": {...}, "policy": {...} | null} | null,
-               "disturbed": bool, "disturbed_reason": str | null}]}
-
-``suites`` (one entry per benchmark set of ``bench.suites``) and ``identities`` (all pairs of the
-val identities, :func:`facekd.core.verification.measure_identities`) are absent in results written
-before they existed; such files load with them None.
+Schema (``schema_version`` 1): :class:`BenchResult` — the device (:class:`Device`), the bench
+config, the export folder, the pairs, whether the run completed (false while it runs or after an
+interruption) — and its rows, one :class:`Row` per artifact × runtime × threads × batch with
+their sections (:class:`Accuracy`, :class:`ParityMeasure`, :class:`Latency`, :class:`Memory`,
+:class:`ModelFacts`, per benchmark set a :class:`Suite`, the all-pairs :class:`Identities`).
+The annotations are the schema, checked by :func:`facekd.core.typed.from_data`; sections keep keys
+beyond their declared ones (``device.peak_gmacs``/``measured_gmacs``, ``latency`` extras), and
+sections added later (``suites``, ``identities``, ``op_profile``) are None in older files.
 
 Times are milliseconds, throughput images per second, accuracy and rates fractions in 0..1.
 """
@@ -35,56 +15,88 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, NotRequired, TypedDict
 
 from facekd.core.io import atomic_write_json
 from facekd.core.errors import FacekdError
+from facekd.core.typed import from_data
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "unavailable", "failed", "rejected")
 
-_NUMBER = (int, float)
-_OPTIONAL_NUMBER = (int, float, type(None))
-_OPTIONAL_TEXT = (str, type(None))
+class Accuracy(TypedDict):
+    acc: float
+    std: float
+    tar_at_far: dict
+    auc: float
+    threshold: float | None
 
-DEVICE_KEYS = {"name": (str,), "cpu": _OPTIONAL_TEXT, "cores": (int, type(None)), "os": _OPTIONAL_TEXT,
-               "python": _OPTIONAL_TEXT, "load_before": _OPTIONAL_NUMBER, "load_after": _OPTIONAL_NUMBER}
-ACCURACY_KEYS = {"acc": _NUMBER, "std": _NUMBER, "tar_at_far": (dict,), "auc": _NUMBER, "threshold": _OPTIONAL_NUMBER}
-PARITY_KEYS = {"mean_cos": _NUMBER, "worst_cos": _NUMBER, "flip_rate": _OPTIONAL_NUMBER}
-LATENCY_KEYS = {"init_ms": _OPTIONAL_NUMBER, "first_ms": _OPTIONAL_NUMBER, "mean": _NUMBER, "p50": _OPTIONAL_NUMBER,
-                "p90": _OPTIONAL_NUMBER, "p99": _OPTIONAL_NUMBER, "std": _OPTIONAL_NUMBER, "n": (int,),
-                "throughput": _NUMBER, "load_before": _OPTIONAL_NUMBER, "load_after": _OPTIONAL_NUMBER}
-MEMORY_KEYS = {"peak_rss_mb": _OPTIONAL_NUMBER}
-MODEL_KEYS = {"params": (int,), "macs": (int,), "role": (str,)}
-SUITE_KEYS = {**ACCURACY_KEYS, "pairs": (int,), "flip_test": (bool,)}
-IDENTITY_KEYS = {"name": (str,), "identities": (int,), "faces": (int,), "genuine_pairs": (int,),
-                 "impostor_pairs": (int,), "tar_at_far": (dict,), "unsupported": (dict,), "eer": _NUMBER,
-                 "rank1": _NUMBER, "open_set": (dict,), "policy": (dict, type(None))}
-SECTIONS = {"accuracy": ACCURACY_KEYS, "parity": PARITY_KEYS, "latency": LATENCY_KEYS, "memory": MEMORY_KEYS,
-            "model": MODEL_KEYS, "identities": IDENTITY_KEYS}
+
+class Suite(Accuracy):
+    pairs: int
+    flip_test: bool
+
+
+class ParityMeasure(TypedDict):
+    mean_cos: float
+    worst_cos: float
+    flip_rate: float | None
+
+
+class Latency(TypedDict):
+    init_ms: float | None
+    first_ms: float | None
+    mean: float
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    std: float | None
+    n: int
+    throughput: float
+    load_before: float | None
+    load_after: float | None
+
+
+class Memory(TypedDict):
+    peak_rss_mb: float | None
+
+
+class ModelFacts(TypedDict):
+    params: int
+    macs: int
+    role: str
+
+
+class Identities(TypedDict):
+    name: str
+    identities: int
+    faces: int
+    genuine_pairs: int
+    impostor_pairs: int
+    tar_at_far: dict
+    unsupported: dict
+    eer: float
+    rank1: float
+    open_set: dict
+    policy: dict | None
+
+
+class Device(TypedDict):
+    name: str
+    cpu: str | None
+    cores: int | None
+    os: str | None
+    python: str | None
+    load_before: float | None
+    load_after: float | None
+    isa: NotRequired[list | None]  # absent in results written before ISA facts
 
 
 class ResultSchemaError(FacekdError, ValueError):
     """A result file that does not follow the schema; the message names the file and the field."""
-
-
-def _check(value, types: tuple, where: str) -> None:
-    if isinstance(value, bool) and bool not in types:
-        raise ResultSchemaError(f"{where} must be {'/'.join(t.__name__ for t in types)}, got a bool")
-    if not isinstance(value, types):
-        raise ResultSchemaError(f"{where} must be {'/'.join(t.__name__ for t in types)}, got {type(value).__name__}")
-
-
-def _check_section(data, keys: dict, where: str) -> dict:
-    _check(data, (dict,), where)
-    for key, types in keys.items():
-        if key not in data:
-            raise ResultSchemaError(f"{where} lacks {key!r}")
-        _check(data[key], types, f"{where}.{key}")
-    return dict(data)
 
 
 @dataclass
@@ -101,49 +113,23 @@ class Row:
     size_bytes: int | None = None
     threads: int | None = None
     batch: int | None = None
-    accuracy: dict | None = None
-    parity: dict | None = None
-    latency: dict | None = None
-    memory: dict | None = None
-    model: dict | None = None  # {params, macs, role: "student" | "teacher"} from the manifest
+    accuracy: Accuracy | None = None
+    parity: ParityMeasure | None = None
+    latency: Latency | None = None
+    memory: Memory | None = None
+    model: ModelFacts | None = None  # from the manifest
     int8_scheme: str | None = None  # int8 artifacts: Manifest.int8_scheme()
-    suites: dict | None = None  # {set name: accuracy section + pairs + flip_test} with bench.suites
-    identities: dict | None = None  # all-pairs measures of bench.identities (IdentityResult.to_dict() + name)
+    suites: dict[str, Suite] | None = None  # {set name: its measures} with bench.suites
+    identities: Identities | None = None  # all-pairs measures of bench.identities (IdentityResult.to_dict() + name)
     op_profile: dict | None = None  # {runs, total_ms, ops: [{name, type, kernel, ms}] slowest first} or {unavailable}
     disturbed: bool = False
     disturbed_reason: str | None = None
 
-    @classmethod
-    def from_dict(cls, data: dict, where: str = "row") -> "Row":
-        _check(data, (dict,), where)
-        for key in ("artifact", "format", "precision", "runtime", "status"):
-            if key not in data:
-                raise ResultSchemaError(f"{where} lacks {key!r}")
-            _check(data[key], (str,), f"{where}.{key}")
-        if data["status"] not in STATUSES:
-            raise ResultSchemaError(f"{where}.status must be one of {STATUSES}, got {data['status']!r}")
-        if data["status"] != "ok" and not data.get("reason"):
-            raise ResultSchemaError(f"{where} has status {data['status']!r} but no reason")
-        for key, types in (("reason", _OPTIONAL_TEXT), ("manifest_sha256", _OPTIONAL_TEXT), ("int8_scheme", _OPTIONAL_TEXT),
-                           ("size_bytes", (int, type(None))), ("threads", (int, type(None))),
-                           ("batch", (int, type(None))), ("disturbed", (bool,)),
-                           ("disturbed_reason", _OPTIONAL_TEXT)):
-            if key in data:
-                _check(data[key], types, f"{where}.{key}")
-        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
-        for section, keys in SECTIONS.items():
-            if data.get(section) is not None:
-                values[section] = _check_section(data[section], keys, f"{where}.{section}")
-        if data.get("op_profile") is not None:
-            _check(data["op_profile"], (dict,), f"{where}.op_profile")
-        if data.get("suites") is not None:
-            _check(data["suites"], (dict,), f"{where}.suites")
-            values["suites"] = {name: _check_section(entry, SUITE_KEYS, f"{where}.suites.{name}")
-                                for name, entry in data["suites"].items()}
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ResultSchemaError(f"{where} has unknown fields {unknown}")
-        return cls(**values)
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ResultSchemaError(f"status must be one of {STATUSES}, got {self.status!r}")
+        if self.status != "ok" and not self.reason:
+            raise ResultSchemaError(f"status {self.status!r} but no reason")
 
     def key(self) -> tuple:
         return (self.artifact, self.runtime, self.threads, self.batch)
@@ -153,7 +139,7 @@ class Row:
 class BenchResult:
     """Everything one ``run_bench`` call measured on one device."""
 
-    device: dict
+    device: Device
     rows: list[Row]
     config: dict = field(default_factory=dict)
     target: str = "local"
@@ -169,27 +155,11 @@ class BenchResult:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "result") -> "BenchResult":
-        _check(data, (dict,), source)
-        version = data.get("schema_version")
+        version = data.get("schema_version") if isinstance(data, dict) else None
         if version != SCHEMA_VERSION:
             raise ResultSchemaError(
                 f"{source}: schema_version {version!r} is not {SCHEMA_VERSION}; re-run `facekd bench` with this version")
-        for key in ("device", "rows", "created"):
-            if key not in data:
-                raise ResultSchemaError(f"{source} lacks {key!r}")
-        device = _check_section(data["device"], DEVICE_KEYS, f"{source}: device")
-        if "isa" in device:  # absent in results written before ISA facts
-            _check(device["isa"], (list, type(None)), f"{source}: device.isa")
-        _check(data["rows"], (list,), f"{source}: rows")
-        rows = [Row.from_dict(row, f"{source}: rows[{index}]") for index, row in enumerate(data["rows"])]
-        for key, types in (("config", (dict,)), ("target", (str,)), ("export_dir", (str,)),
-                           ("pairs", (dict, type(None))), ("created", (str,)), ("complete", (bool,))):
-            if key in data:
-                _check(data[key], types, f"{source}: {key}")
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ResultSchemaError(f"{source} has unknown fields {unknown}")
-        return cls(**{**{k: data[k] for k in data if k not in ("device", "rows")}, "device": device, "rows": rows})
+        return from_data(cls, data, ResultSchemaError, f"{source}:")
 
     def device_label(self) -> str:
         return f"{self.device['name']} [{self.target}]"
