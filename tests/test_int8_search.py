@@ -1,4 +1,5 @@
-"""The int8 layer search the PT2E converters share (export.int8_search), and ExecuTorch's use of it.
+"""The int8 search every converter shares (export.int8_search.choose_int8) with a PT2E converter's
+choices, and ExecuTorch's use of it.
 
 The search is driven here by a fake converter: an "artifact" is the list of convolutions kept
 float, and its embeddings are the float model's plus noise that only keeping chosen
@@ -14,7 +15,7 @@ from torch import nn
 from facekd.export.faces import FaceSet
 from facekd.export.formats import FORMATS
 from facekd.export.int8 import Int8Plan
-from facekd.export.int8_search import float_run, keep_sensitive_float
+from facekd.export.int8_search import choose_int8, float_run, pt2e_choices
 from facekd.export.parity import worst_cosine
 from facekd.core.preprocess import STUDENT_DEFAULT
 from tests.test_tflite_int8_search import OUTLIER, Tiny
@@ -27,13 +28,13 @@ def faces() -> FaceSet:
 
 
 def _fake_converter(model, batch, noisy: dict[str, float]):
-    """(build, embed): each convolution in ``noisy`` left int8 adds noise of that size."""
-    reference, _ = float_run(model, batch)
+    """(build, embed, built): each convolution in ``noisy`` left int8 adds noise of that size."""
+    reference, order = float_run(model, batch)
     built = []
 
-    def build(kept, order):
-        built.append(list(kept))
-        return list(kept)
+    def build(positions):
+        built.append([order[i] for i in positions])
+        return built[-1]
 
     def embed(kept):
         noise = sum(size for name, size in noisy.items() if name not in kept)
@@ -42,11 +43,15 @@ def _fake_converter(model, batch, noisy: dict[str, float]):
     return build, embed, built
 
 
+def _search(model, batch, target, build, embed, boundary_float=False, dynamic_range=lambda: None):
+    return choose_int8(pt2e_choices(model, batch, build, embed, boundary_float, dynamic_range), target)
+
+
 def test_the_search_doubles_the_float_count_up_to_half_and_stops_at_the_target(faces):
     model = Tiny(OUTLIER)
     batch = torch.from_numpy(faces.inputs(STUDENT_DEFAULT.with_layout("NCHW")))
     build, embed, built = _fake_converter(model, batch, {"1": 0.3})
-    artifact, facts = keep_sensitive_float(model, batch, 0.998, build, embed)
+    artifact, facts = _search(model, batch, 0.998, build, embed)
     # conv "1" reads the outlier channel: ranked first by simulated int8, kept float at count 1, target met
     assert built == [[], ["1"]] and artifact == ["1"] and facts["kept_float"] == ["1"]
     assert facts["worst_cos_on_calibration_before_search"] < 0.998 <= facts["worst_cos_on_calibration"]
@@ -56,7 +61,7 @@ def test_when_no_count_meets_the_target_the_best_measured_artifact_is_kept(faces
     model = Tiny(OUTLIER)
     batch = torch.from_numpy(faces.inputs(STUDENT_DEFAULT.with_layout("NCHW")))
     build, embed, built = _fake_converter(model, batch, {"1": 0.3, "4": 5.0})  # "4" ranks low: never kept float
-    artifact, facts = keep_sensitive_float(model, batch, 1.0, build, embed, boundary_float=True)
+    artifact, facts = _search(model, batch, 1.0, build, embed, boundary_float=True)
     assert [len(kept) for kept in built[:2]] == [0, 1]  # 3 inner convolutions ("0" and "4" are the converter's): cap 1
     assert "0" not in built[1] and "4" not in built[1]
     counts = facts["worst_cos_by_float_count"]
@@ -69,8 +74,8 @@ def test_without_a_target_there_is_no_search(faces):
     model = Tiny(OUTLIER)
     batch = torch.from_numpy(faces.inputs(STUDENT_DEFAULT.with_layout("NCHW")))
     build, embed, built = _fake_converter(model, batch, {"1": 0.3})
-    _, facts = keep_sensitive_float(model, batch, None, build, embed)
-    assert built == [[]] and facts["kept_float"] == [] and "simulated_worst_cos_alone" not in facts
+    _, facts = _search(model, batch, None, build, embed)
+    assert built == [[]] and facts["kept_float"] == [] and "worst_cos_alone" not in facts
 
 
 def test_a_dynamic_range_int8_that_meets_the_target_ships_without_a_search(faces):
@@ -78,22 +83,22 @@ def test_a_dynamic_range_int8_that_meets_the_target_ships_without_a_search(faces
     batch = torch.from_numpy(faces.inputs(STUDENT_DEFAULT.with_layout("NCHW")))
     build, embed, built = _fake_converter(model, batch, {"1": 0.3})
     dynamic = ["1", "dynamic"]  # the fake's way to say: conv "1" carries no int8 noise in this artifact
-    artifact, facts = keep_sensitive_float(model, batch, 0.998, build, embed, boundary_float=True,
+    artifact, facts = _search(model, batch, 0.998, build, embed, boundary_float=True,
                                            dynamic_range=lambda: dynamic)  # as tflite-int8 asks
-    assert artifact is dynamic and built == [[]] and "simulated_worst_cos_alone" not in facts
+    assert artifact is dynamic and built == [[]] and "worst_cos_alone" not in facts
     assert facts["activations"] == "dynamic" and facts["kept_float"] == [] == facts["boundary_float"]  # the static boundary does not apply
-    assert facts["worst_cos_on_calibration_before_search"] < 0.998 <= facts["worst_cos_on_calibration_dynamic_range"]
+    assert facts["worst_cos_on_calibration_before_search"] < 0.998 <= facts["worst_cos_on_calibration_fallback"]
 
 
 def test_a_dynamic_range_int8_that_misses_the_target_leaves_the_search_to_run(faces):
     model = Tiny(OUTLIER)
     batch = torch.from_numpy(faces.inputs(STUDENT_DEFAULT.with_layout("NCHW")))
     build, embed, built = _fake_converter(model, batch, {"1": 0.3})
-    artifact, facts = keep_sensitive_float(model, batch, 0.998, build, embed, dynamic_range=lambda: ["dynamic"])
+    artifact, facts = _search(model, batch, 0.998, build, embed, dynamic_range=lambda: ["dynamic"])
     assert built == [[], ["1"]] and artifact == ["1"] and facts["activations"] == "static"
-    assert facts["worst_cos_on_calibration_dynamic_range"] < 0.998 <= facts["worst_cos_on_calibration"]
-    _, without = keep_sensitive_float(model, batch, 0.998, build, embed, dynamic_range=lambda: None)
-    assert "worst_cos_on_calibration_dynamic_range" not in without and without["kept_float"] == ["1"]
+    assert facts["worst_cos_on_calibration_fallback"] < 0.998 <= facts["worst_cos_on_calibration"]
+    _, without = _search(model, batch, 0.998, build, embed, dynamic_range=lambda: None)
+    assert "worst_cos_on_calibration_fallback" not in without and without["kept_float"] == ["1"]
 
 
 @pytest.mark.skipif(FORMATS["executorch"].unavailable_reason() is not None,
@@ -106,7 +111,7 @@ def test_executorch_int8_searches_and_its_program_is_the_one_measured(faces, tmp
     executorch_format.convert(model, "int8", faces, path, preprocess=STUDENT_DEFAULT, max_batch=1, int8=Int8Plan(search_target=1.0))
     search = executorch_format.inspect(path).details["int8_calibration"]
     assert len(search["worst_cos_by_float_count"]) == 2  # 5 convolutions: 1, then 2 (half) kept float
-    assert set(search["kept_float"]) <= set(search["simulated_worst_cos_alone"])
+    assert set(search["kept_float"]) <= set(search["worst_cos_alone"])
     runner = executorch_format.ExecuTorchRunner()
     runner.load(path, threads=1)
     inputs = faces.inputs(STUDENT_DEFAULT.with_layout("NCHW"))

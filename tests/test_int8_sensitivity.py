@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from facekd.export.formats import FORMATS
+from facekd.export.int8_search import WEIGHTS_ONLY
 from facekd.export.onnx_format import (
-    WEIGHTS_ONLY,
     OnnxRuntimeRunner,
     _embed,
     _weighted_nodes,
@@ -51,7 +51,7 @@ def test_met_target_quantises_every_layer(sensitive_onnx, tmp_path):
     fp32, inputs = sensitive_onnx
     details = inspect(quantize_int8(fp32, tmp_path / "q.onnx", inputs, reduce_range=False, target_worst_cos=0.0)).details
     assert details["float_layers"] == []
-    assert "kept_float" not in details["int8_calibration"]  # no sensitivity run when the target is met
+    assert details["int8_calibration"]["kept_float"] == [] and "worst_cos_alone" not in details["int8_calibration"]  # no ranking when met
 
 
 def test_missed_target_keeps_the_most_sensitive_layers_float(sensitive_onnx, tmp_path):
@@ -64,7 +64,7 @@ def test_missed_target_keeps_the_most_sensitive_layers_float(sensitive_onnx, tmp
     tuned = quantize_int8(fp32, tmp_path / "tuned.onnx", inputs, reduce_range=False, target_worst_cos=0.999)
     details = inspect(tuned).details
     facts = details["int8_calibration"]
-    alone = facts["sensitivity_worst_cos_alone"]
+    alone = facts["worst_cos_alone"]
     assert sorted(alone) == sorted(_weighted_nodes(fp32))
     assert facts["kept_float"][0] == min(alone, key=alone.get)  # most sensitive first
     assert 1 <= len(facts["kept_float"]) <= len(alone) // 2
@@ -98,8 +98,8 @@ def test_missed_target_ships_int8_weights_only_when_they_meet_it(outlier_pixel_o
     details = inspect(shipped).details
     facts = details["int8_calibration"]
     assert max(facts["worst_cos_on_calibration_by_method"].values()) < 0.999  # static int8 missed the target
-    assert facts["activations"] == WEIGHTS_ONLY and "kept_float" not in facts  # no layer search after it
-    assert facts["worst_cos_on_calibration"] == facts["worst_cos_on_calibration_weights_only"] >= 0.999
+    assert facts["activations"] == WEIGHTS_ONLY and "worst_cos_alone" not in facts  # no layer search after it
+    assert facts["worst_cos_on_calibration"] == facts["worst_cos_on_calibration_fallback"] >= 0.999
     assert "QuantizeLinear" not in details["op_census"] and details["op_census"]["DequantizeLinear"] == 2
     assert details["initializer_types"]["int8"] == 2  # both weights stored as int8
 

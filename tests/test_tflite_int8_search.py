@@ -62,7 +62,7 @@ def test_the_most_sensitive_convolution_stays_float(faces, tmp_path):
     details, worst = _convert(Tiny(OUTLIER), faces, tmp_path / "sensitive.tflite")
     search = details["int8_calibration"]
     assert search["worst_cos_on_calibration_before_search"] < TARGET  # measured 0.9966
-    assert min(search["simulated_worst_cos_alone"], key=search["simulated_worst_cos_alone"].get) == "1"
+    assert min(search["worst_cos_alone"], key=search["worst_cos_alone"].get) == "1"
     assert search["kept_float"] == ["1"]
     assert search["worst_cos_on_calibration"] >= TARGET
     assert worst == pytest.approx(search["worst_cos_on_calibration"], abs=1e-4)  # the file is the one measured
@@ -71,7 +71,7 @@ def test_the_most_sensitive_convolution_stays_float(faces, tmp_path):
 def test_no_search_when_the_target_is_met(faces, tmp_path):
     details, worst = _convert(Tiny(1.0), faces, tmp_path / "plain.tflite")
     search = details["int8_calibration"]
-    assert search["kept_float"] == [] and "simulated_worst_cos_alone" not in search
+    assert search["kept_float"] == [] and "worst_cos_alone" not in search
     assert search["worst_cos_on_calibration"] >= TARGET and worst >= TARGET - 1e-4
 
 
@@ -79,7 +79,7 @@ def test_without_a_target_every_inner_convolution_stays_int8(faces, tmp_path):
     details, worst = _convert(Tiny(OUTLIER), faces, tmp_path / "fast.tflite", target=None)
     search = details["int8_calibration"]
     assert search["target_worst_cos_on_calibration"] is None
-    assert search["kept_float"] == [] and "simulated_worst_cos_alone" not in search
+    assert search["kept_float"] == [] and "worst_cos_alone" not in search
     assert worst == pytest.approx(search["worst_cos_on_calibration_before_search"], abs=1e-4) and worst < TARGET
 
 

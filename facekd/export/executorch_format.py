@@ -34,7 +34,7 @@ from facekd.core.io import atomic_write_bytes, atomic_write_json
 from .artifact import ArtifactIO, Runner, package_versions, run_one_by_one, slowest_ops
 from .errors import ExportError
 from .int8 import NO_PLAN, Int8Plan
-from .int8_search import keep_sensitive_float
+from .int8_search import choose_int8, pt2e_choices
 from .onnx_format import INT8_METADATA, METADATA_DETAILS
 
 if TYPE_CHECKING:
@@ -93,15 +93,13 @@ def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path
         return atomic_write_bytes(out_path, _lowered(model, example))
     faces = calibration.inputs(nchw)
 
-    def build(kept: list[str], order: list[str]) -> bytes:
-        return _lowered(_quantized(model, example, faces, frozenset(order.index(name) for name in kept)), example)
-
     def embed(program: bytes) -> np.ndarray:
         method = _method(program)
         return np.concatenate([method.execute([torch.from_numpy(faces[i : i + 1])])[0].numpy() for i in range(len(faces))])
 
-    program, facts = keep_sensitive_float(model, torch.from_numpy(faces), int8.search_target, build, embed,
-                                          dynamic_range=lambda: _dynamic_range_program(model, example))
+    choices = pt2e_choices(model, torch.from_numpy(faces), lambda floats: _lowered(_quantized(model, example, faces, frozenset(floats)), example),
+                           embed, boundary_float=False, fallback=lambda: _dynamic_range_program(model, example))
+    program, facts = choose_int8(choices, int8.search_target, {"calibration_faces": len(faces)})
     atomic_write_json(_facts_path(out_path), facts)
     return atomic_write_bytes(out_path, program)
 

@@ -134,7 +134,8 @@ FORMATS: dict[str, FormatRow] = {
                 "fp32": "IR folder (model.xml + model.bin), float32 weights and compute, dynamic batch",
                 "int8": "NNCF static int8 (FakeQuantize), per-channel 7-bit weights (overflow fix), int8 activations; "
                         "under a worst-cosine target it misses: int8 weights only (activations float, fp32 speed) "
-                        "if that meets it (details.int8_scheme)" + INT8_AWARE,
+                        "if that meets it, else NNCF's accuracy control keeps sensitive layers float "
+                        "(details.int8_calibration)" + INT8_AWARE,
             },
             requires=("openvino", "nncf", "onnx", "onnxscript"), install_hint="pip install 'facekd[openvino]'",
             host="any", layout="NCHW", distributions=("torch", "onnx", "openvino", "nncf"),

@@ -42,7 +42,7 @@ from facekd.core.io import atomic_path
 from .artifact import ArtifactIO, OpProfileUnavailable, Runner, package_versions, run_one_by_one
 from .errors import ExportError
 from .int8 import NO_PLAN, Int8Plan
-from .int8_search import keep_sensitive_float
+from .int8_search import choose_int8, pt2e_choices
 from .onnx_format import INT8_METADATA, METADATA_DETAILS
 
 if TYPE_CHECKING:
@@ -144,9 +144,6 @@ def _int8_by_measurement(model: "nn.Module", wrapped, example, calibration: "Fac
     faces = calibration.inputs(preprocess.with_layout("NHWC"))
     batch = torch.from_numpy(calibration.inputs(preprocess.with_layout("NCHW")))
 
-    def build(kept: list[str], order: list[str]):
-        return _int8_edge_model(wrapped, example, faces, frozenset(order.index(name) for name in kept), boundary)
-
     def embed(edge_model) -> np.ndarray:  # as the runner reads the file: an int8 output dequantised
         with tempfile.TemporaryDirectory() as scratch:
             path = Path(scratch) / "candidate.tflite"
@@ -156,8 +153,9 @@ def _int8_by_measurement(model: "nn.Module", wrapped, example, calibration: "Fac
             return runner.run(faces)
 
     boundary = not plan.full_integer
-    return keep_sensitive_float(model, batch, plan.search_target, build, embed, boundary_float=boundary,
-                                dynamic_range=lambda: _dynamic_range_int8(model, example))
+    choices = pt2e_choices(model, batch, lambda floats: _int8_edge_model(wrapped, example, faces, frozenset(floats), boundary),
+                           embed, boundary_float=boundary, fallback=lambda: _dynamic_range_int8(model, example))
+    return choose_int8(choices, plan.search_target, {"calibration_faces": len(faces)})
 
 
 def _dynamic_range_int8(model: "nn.Module", example):

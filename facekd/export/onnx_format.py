@@ -7,7 +7,7 @@ quantise ("Expected bias to be an initializer").
 
 INT8 is onnxruntime static quantisation in QDQ form, calibrated on real aligned faces (min-max or
 percentile, whichever gives the higher worst cosine to fp32 there; when the export gives a target
-worst cosine and that misses it, the most sensitive layers, measured one at a time, stay float until it is met):
+worst cosine and that misses it, the shared search of ``export.int8_search`` picks what ships):
 per-channel symmetric int8 weights, symmetric int8 activations and float biases, so every
 zero point is an int8 zero and no DequantizeLinear reads int32 — the form TensorRT needs to
 build an explicitly quantised engine from the same file (onnxruntime still fuses it into
@@ -39,11 +39,12 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from facekd.core.io import atomic_path
+from facekd.core.io import atomic_path, sha256_text
 
 from .artifact import ArtifactIO, Runner, slowest_ops
 from .errors import ExportError
 from .int8 import NO_PLAN, Int8Plan
+from .int8_search import WEIGHTS_ONLY, Int8Choices, choose_int8
 from .parity import worst_cosine
 
 if TYPE_CHECKING:
@@ -62,7 +63,6 @@ CALIBRATION_METHODS = ("MinMax", "Percentile")  # onnxruntime CalibrationMethod 
 INT8_METADATA = "facekd.int8"  # metadata_props key: how the int8 model was chosen (json)
 FP16_METADATA = "facekd.fp16"  # metadata_props key: how the fp16 model was made (json; tensorrt_format)
 METADATA_DETAILS = {INT8_METADATA: "int8_calibration", FP16_METADATA: "fp16_conversion"}  # key -> inspect's details name
-WEIGHTS_ONLY = "float (int8 weights only)"  # int8_calibration.activations of the weight-only fallback
 FOLD_WEIGHTS_OPTION = "session.disable_quant_qdq"  # onnxruntime: fold DequantizeLinear of constant weights at load
 
 
@@ -154,35 +154,28 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration_inputs: np.ndarra
     """Static QDQ INT8 of an fp32 ONNX, calibrated on NCHW float inputs (see module docstring).
 
     Each of ``CALIBRATION_METHODS`` quantises the model; the one with the higher worst cosine to
-    fp32 on the calibration faces is kept. Below ``target_worst_cos`` there (None: no target), with
-    ``weights_only_fallback`` int8 weights only (``weights_only_int8``) ship when they meet it; else per-layer
-    sensitivity decides which layers stay float: each weighted layer is quantised alone and
-    ranked by the worst cosine that gives; the most sensitive are excluded from quantisation one
-    at a time until the target is met (at most half the layers; the export's parity gate judges
-    what was reached). What each step measured is stored in the file's metadata
-    (``facekd.int8``), read back by ``inspect``. ``reduce_range``: 7-bit weights for x86 CPUs
-    without VNNI, measured with this CPU's int8 kernels; False: full-range int8 weights,
-    measured on the QDQ arithmetic (independent of this CPU).
+    fp32 on the calibration faces is kept. Below ``target_worst_cos`` there, the shared search
+    (``int8_search.choose_int8``): int8 weights only (``weights_only_int8``, with
+    ``weights_only_fallback``), else weighted layers kept float, ranked by the worst cosine with
+    each quantised alone. What was measured is stored in the file's metadata (``facekd.int8``),
+    read back by ``inspect``. ``reduce_range``: 7-bit weights for x86 CPUs without VNNI, measured
+    with this CPU's int8 kernels; False: full-range int8 weights, measured on the QDQ arithmetic
+    (independent of this CPU).
     """
     import onnx
 
     with tempfile.TemporaryDirectory(dir=out_path.parent) as scratch:
         quantise = _Quantiser(fp32_path, calibration_inputs, reduce_range, Path(scratch))
-        worst_by_method = {method: quantise(method, Path(scratch) / f"{method}.onnx") for method in CALIBRATION_METHODS}
+        worst_by_method = {method: quantise.worst(quantise.build(method)) for method in CALIBRATION_METHODS}
         method = max(worst_by_method, key=worst_by_method.get)
-        chosen, worst = Path(scratch) / f"{method}.onnx", worst_by_method[method]
-        facts = {"calibration_method": method, "calibration_faces": len(calibration_inputs), "activations": "static",
-                 "worst_cos_on_calibration_by_method": worst_by_method, "reduce_range": reduce_range,
-                 "target_worst_cos_on_calibration": target_worst_cos}
-        if target_worst_cos is not None and worst < target_worst_cos and weights_only_fallback:
-            weights_only = weights_only_int8(fp32_path, Path(scratch) / "weights_only.onnx")
-            facts["worst_cos_on_calibration_weights_only"] = weights_only_worst = quantise.worst(weights_only)
-            if weights_only_worst >= target_worst_cos:
-                chosen, worst = weights_only, weights_only_worst
-                facts.update(activations=WEIGHTS_ONLY, worst_cos_on_calibration=worst)
-        if target_worst_cos is not None and worst < target_worst_cos:
-            chosen, worst, search = _keep_sensitive_layers_float(quantise, method, worst, target_worst_cos, progress)
-            facts.update(search, worst_cos_on_calibration=worst)
+        choices = Int8Choices(
+            build=lambda kept: quantise.build(method, exclude=kept), worst=quantise.worst,
+            layers=lambda: _weighted_nodes(fp32_path), alone=lambda layers: quantise.alone(method, layers, progress),
+            fallback=(lambda: weights_only_int8(fp32_path, Path(scratch) / "weights_only.onnx")) if weights_only_fallback else None,
+            fallback_activations=WEIGHTS_ONLY)
+        chosen, facts = choose_int8(choices, target_worst_cos, {
+            "calibration_method": method, "calibration_faces": len(calibration_inputs),
+            "worst_cos_on_calibration_by_method": worst_by_method, "reduce_range": reduce_range})
         quantised = onnx.load(str(chosen))
         onnx.helper.set_model_props(quantised, {INT8_METADATA: json.dumps(facts)})
         with atomic_path(out_path) as tmp:
@@ -191,19 +184,22 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration_inputs: np.ndarra
 
 
 class _Quantiser:
-    """Static QDQ int8 of one fp32 ONNX with a calibration method (ranges calibrated once per method and
-    cached in ``scratch``), scored by the worst cosine to fp32 on the calibration faces."""
+    """Static QDQ int8 of one fp32 ONNX by calibration method (ranges calibrated once per method, every
+    model cached in ``scratch``), scored by the worst cosine to fp32 on the calibration faces."""
 
     def __init__(self, fp32_path: Path, inputs: np.ndarray, reduce_range: bool, scratch: Path):
         self.fp32_path, self.inputs, self.reduce_range, self.scratch = fp32_path, inputs, reduce_range, scratch
         self.reference = _embed(fp32_path, inputs)
 
-    def worst(self, path: Path, optimize: bool = True) -> float:
-        return worst_cosine(_embed(path, self.inputs, optimize=optimize), self.reference)
+    def worst(self, path: Path) -> float:
+        return worst_cosine(_embed(path, self.inputs, optimize=self.reduce_range), self.reference)
 
-    def __call__(self, method: str, path: Path, *, exclude: Sequence[str] = (), only: Sequence[str] | None = None) -> float:
+    def build(self, method: str, *, exclude: Sequence[str] = (), only: Sequence[str] | None = None) -> Path:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+        path = self.scratch / f"{method}-{sha256_text(json.dumps([sorted(exclude), only]))[:12]}.onnx"
+        if path.is_file():
+            return path
         ranges = self.scratch / f"{method}.ranges.json"
         quantize_static(
             str(self.fp32_path), str(path), None if ranges.is_file() else _FaceBatches(self.inputs),
@@ -213,27 +209,14 @@ class _Quantiser:
             calibration_cache_path=str(ranges),
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
         )
-        return self.worst(path, optimize=self.reduce_range)
+        return path
 
+    def alone(self, method: str, layers: Sequence[str], progress: bool) -> dict[str, float]:
+        """{layer: worst cosine with only that layer quantised}."""
+        from tqdm import tqdm
 
-def _keep_sensitive_layers_float(quantise: _Quantiser, method: str, worst: float, target: float,
-                                 progress: bool) -> tuple[Path, float, dict]:
-    """Each weighted layer quantised alone, ranked by the worst cosine that gives; the most sensitive kept
-    float one at a time until ``target`` is met (at most half the layers). (model, its worst, what was measured)."""
-    from tqdm import tqdm
-
-    layers = _weighted_nodes(quantise.fp32_path)
-    probe = quantise.scratch / "one_layer.onnx"
-    alone = {name: quantise(method, probe, only=[name])
-             for name in tqdm(layers, desc="int8 sensitivity", unit="layer", disable=not progress, leave=False)}
-    kept_float, chosen = [], quantise.scratch / f"{method}.onnx"
-    for name in sorted(alone, key=alone.get)[: len(layers) // 2]:
-        if worst >= target:
-            break
-        kept_float.append(name)
-        chosen = quantise.scratch / f"float{len(kept_float)}.onnx"
-        worst = quantise(method, chosen, exclude=kept_float)
-    return chosen, worst, {"sensitivity_worst_cos_alone": alone, "kept_float": kept_float}
+        return {name: self.worst(self.build(method, only=[name]))
+                for name in tqdm(layers, desc="int8 sensitivity", unit="layer", disable=not progress, leave=False)}
 
 
 def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path: Path, *,

@@ -10,19 +10,17 @@ The artifact is a folder ``<name>.openvino/`` holding ``model.xml`` (graph) and 
 - int8: NNCF post-training quantisation (FakeQuantize nodes; symmetric per-channel int8 weights,
   int8 activations) calibrated on real aligned faces, with ``overflow_fix=enable``: weights use
   7 of their 8 bits so the u8×s8 int16 sums of AVX2/AVX-512 kernels without VNNI cannot
-  saturate. The same artifact is faithful on VNNI, AMX and Arm. Accuracy-controlled: layers are
-  returned to float, most sensitive first, until the worst cosine to fp32 on the calibration
-  faces reaches the export's int8 search target (the int8 bar's ``worst_cos`` plus a margin), else
-  ``INT8_TARGET_WORST_COS`` (on the zoo student with 64 faces: 4 of 29 convolutions
-  float, worst cosine on the parity faces 0.984; with 256: 9 float, 0.993, as slow as fp32 on a
-  2-core EPYC). The manifest lists the float layers. When the export sets a worst-cosine target
-  and that search misses it, int8 weights only (``nncf.compress_weights``, symmetric per channel;
-  activations float) ship if they meet it: faithful (demo student: worst cosine 0.99885 on the 546
-  parity faces, 0 flips), a quarter of the file, fp32 speed (interleaved in one process, 1 thread:
-  5.53 vs 5.87 ms); static int8 has no answer to a face whose activations leave the calibrated ranges.
+  saturate. The same artifact is faithful on VNNI, AMX and Arm. What ships is the shared search's
+  choice (``export.int8_search``): static int8 of every layer when it meets the export's
+  worst-cosine target on the calibration faces (always, with no target: an int8-aware student's
+  full-integer plan); else int8 weights only (``nncf.compress_weights``, symmetric per channel;
+  activations float: a quarter of the file at fp32 speed) when they meet it; else NNCF's accuracy
+  control returns the most sensitive layers to float until it is met. The manifest lists the
+  float layers and what was measured (kept in the IR's rt_info).
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -35,6 +33,7 @@ import numpy as np
 from .artifact import ArtifactIO, Runner, slowest_ops
 from .errors import ExportError
 from .int8 import NO_PLAN, Int8Plan
+from .int8_search import WEIGHTS_ONLY, Int8Choices, choose_int8
 from .onnx_format import export_fp32
 from .parity import worst_cosine
 
@@ -45,21 +44,21 @@ if TYPE_CHECKING:
     from .faces import FaceSet
 
 GRAPH_FILE = "model.xml"
-INT8_TARGET_WORST_COS = 0.995  # on the calibration faces when the int8 bar sets no worst_cos; the parity gate judges on others
 MAX_FLOAT_ROUNDS = 8  # at most this many rounds of returning layers to float (each re-validates)
-TARGET_RT_INFO = ["facekd", "int8_target_worst_cos"]  # where the IR records the target its layers were kept float for
+INT8_RT_INFO = ["facekd", "int8_calibration"]  # where the IR keeps what its int8 search measured (json)
 WEIGHTS_ONLY_SCHEME = ("NNCF int8 weights only (compress_weights INT8_SYM, per-channel), activations float: static int8 "
                        "missed the worst-cosine target {target} on the calibration faces")
 INT8_SCHEME = ("NNCF static int8, symmetric per-channel weights in 7 bits (overflow_fix=enable: safe without VNNI), "
-               "most sensitive layers kept float until worst cosine to fp32 >= {target} on the calibration faces")
+               "{floats} layers kept float for worst cosine to fp32 >= {target} on the calibration faces")
 
 
-def _quantize(ov_model, calibration_inputs: np.ndarray, target_worst_cos: float, weights_only_fallback: bool):
-    """NNCF int8 whose worst embedding cosine to the fp32 model on the calibration faces reaches
-    ``target_worst_cos``: NNCF ranks the quantised layers by how much each costs that metric
-    and returns the most sensitive to float, one at a time, until the target is met (or
-    ``MAX_FLOAT_ROUNDS`` rounds have run: the parity gate then judges what was reached). With
-    ``weights_only_fallback``, int8 weights only replace it when it missed and they meet the target."""
+def _quantize(ov_model, calibration_inputs: np.ndarray, target_worst_cos: float | None, weights_only_fallback: bool):
+    """NNCF int8 of ``ov_model`` chosen by the shared search (``int8_search.choose_int8``) on the
+    worst embedding cosine to fp32 on the calibration faces: static int8 of every layer; below
+    ``target_worst_cos``, int8 weights only (with ``weights_only_fallback``) when they meet it, else
+    NNCF's accuracy control, which returns the most sensitive layers to float, one at a time, until
+    the target is met (or ``MAX_FLOAT_ROUNDS`` rounds have run: the parity gate judges what was
+    reached). What was measured is kept in the IR (``INT8_RT_INFO``)."""
     import nncf
     from nncf.quantization.advanced_parameters import (
         AdvancedAccuracyRestorerParameters,
@@ -70,26 +69,30 @@ def _quantize(ov_model, calibration_inputs: np.ndarray, target_worst_cos: float,
     fp32 = _compiled(ov_model)
     reference = np.concatenate([fp32(calibration_inputs[i : i + 1])[0] for i in range(len(calibration_inputs))])
     samples = [(i, calibration_inputs[i : i + 1]) for i in range(len(calibration_inputs))]
+    dataset = nncf.Dataset(samples, lambda item: item[1])
+    preset, advanced = nncf.QuantizationPreset.PERFORMANCE, AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE)
 
     def worst_on(compiled, items) -> float:
         items = list(items)
         outputs = np.concatenate([compiled(face)[0] for _, face in items])
         return worst_cosine(outputs, reference[[index for index, _ in items]])
 
-    quantised = nncf.quantize_with_accuracy_control(
-        ov_model.clone(), calibration_dataset=nncf.Dataset(samples, lambda item: item[1]),
-        validation_dataset=nncf.Dataset(samples, lambda item: item[1]), validation_fn=worst_on,
-        max_drop=1.0 - target_worst_cos, drop_type=nncf.DropType.ABSOLUTE,
-        preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(samples),
-        advanced_quantization_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE),
-        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(max_num_iterations=MAX_FLOAT_ROUNDS),
-    )
-    quantised.set_rt_info(str(target_worst_cos), TARGET_RT_INFO)
-    if not weights_only_fallback or worst_on(_compiled(quantised), samples) >= target_worst_cos:
-        return quantised
-    weights_only = nncf.compress_weights(ov_model.clone(), mode=nncf.CompressWeightsMode.INT8_SYM)
-    weights_only.set_rt_info(str(target_worst_cos), TARGET_RT_INFO)
-    return weights_only if worst_on(_compiled(weights_only), samples) >= target_worst_cos else quantised
+    def accuracy_control(target: float):
+        model = nncf.quantize_with_accuracy_control(
+            ov_model.clone(), calibration_dataset=dataset, validation_dataset=dataset, validation_fn=worst_on,
+            max_drop=1.0 - target, drop_type=nncf.DropType.ABSOLUTE, preset=preset, subset_size=len(samples),
+            advanced_quantization_parameters=advanced, advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(max_num_iterations=MAX_FLOAT_ROUNDS))
+        return model, _float_convolutions(model), worst_on(_compiled(model), samples)
+
+    choices = Int8Choices(
+        build=lambda kept: nncf.quantize(ov_model.clone(), dataset, preset=preset, subset_size=len(samples),
+                                         ignored_scope=nncf.IgnoredScope(names=list(kept)), advanced_parameters=advanced),
+        worst=lambda model: worst_on(_compiled(model), samples), search=accuracy_control,
+        fallback=(lambda: nncf.compress_weights(ov_model.clone(), mode=nncf.CompressWeightsMode.INT8_SYM))
+        if weights_only_fallback else None, fallback_activations=WEIGHTS_ONLY)
+    model, facts = choose_int8(choices, target_worst_cos, {"calibration_faces": len(samples)})
+    model.set_rt_info(json.dumps(facts), INT8_RT_INFO)
+    return model
 
 
 def _compiled(ov_model):
@@ -111,7 +114,7 @@ def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path
         ov_model = ov.convert_model(str(onnx_path))
         if precision == "int8":
             ov_model = _quantize(ov_model, calibration.inputs(preprocess.with_layout("NCHW")),
-                                 int8.search_target or INT8_TARGET_WORST_COS, int8.search_target is not None)
+                                 int8.search_target, weights_only_fallback=int8.search_target is not None)
         folder = scratch / out_path.name
         folder.mkdir()
         ov.save_model(ov_model, str(folder / GRAPH_FILE), compress_to_fp16=False)
@@ -134,9 +137,9 @@ def _float_convolutions(model) -> list[str]:
             and op.input_value(0).get_node().get_type_name() != "FakeQuantize"]
 
 
-def _target(model) -> str:
-    """The worst-cosine target recorded in the IR (IRs made before it was recorded aimed at 0.995)."""
-    return model.get_rt_info(TARGET_RT_INFO).astype(str) if model.has_rt_info(TARGET_RT_INFO) else str(INT8_TARGET_WORST_COS)
+def _int8_facts(model) -> dict:
+    """What the int8 search measured, as kept in the IR ({} for IRs made without it)."""
+    return json.loads(model.get_rt_info(INT8_RT_INFO).astype(str)) if model.has_rt_info(INT8_RT_INFO) else {}
 
 
 def inspect(path: Path) -> ArtifactIO:
@@ -150,11 +153,16 @@ def inspect(path: Path) -> ArtifactIO:
     details = {"op_census": dict(census)}
     int8_constants = sum(op.get_type_name() == "Constant" and op.get_output_element_type(0) == ov.Type.i8
                          for op in model.get_ops())
+    facts = _int8_facts(model)
+    target = facts.get("target_worst_cos_on_calibration")
+    if facts:
+        details["int8_calibration"] = facts
     if census.get("FakeQuantize"):
-        details.update(fake_quantize_nodes=census["FakeQuantize"], int8_reduce_range=True, int8_scheme=INT8_SCHEME.format(target=_target(model)),
-                       float_layers=_float_convolutions(model))
+        floats = _float_convolutions(model)
+        details.update(fake_quantize_nodes=census["FakeQuantize"], int8_reduce_range=True, float_layers=floats,
+                       int8_scheme=INT8_SCHEME.format(floats=len(floats), target=target))
     elif int8_constants:
-        details.update(int8_weight_constants=int8_constants, int8_scheme=WEIGHTS_ONLY_SCHEME.format(target=_target(model)))
+        details.update(int8_weight_constants=int8_constants, int8_scheme=WEIGHTS_ONLY_SCHEME.format(target=target))
     source, sink = model.inputs[0], model.outputs[0]
     return ArtifactIO(
         input_name=source.get_any_name(), input_shape=_dims(source.get_partial_shape()),
