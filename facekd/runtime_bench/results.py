@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import typing
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +24,8 @@ from typing import Iterable, NotRequired, TypedDict
 from facekd.core.io import atomic_write_json
 from facekd.core.errors import FacekdError
 from facekd.core.typed import from_data
+
+from .latency import LatencyStats
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "unavailable", "failed", "rejected")
@@ -46,18 +49,8 @@ class ParityMeasure(TypedDict):
     flip_rate: float | None
 
 
-class Latency(TypedDict):
-    init_ms: float | None
-    first_ms: float | None
-    mean: float
-    p50: float | None
-    p90: float | None
-    p99: float | None
-    std: float | None
-    n: int
-    throughput: float
-    load_before: float | None
-    load_after: float | None
+# a row's latency: the timed runs' summary and the host's load around them
+Latency = TypedDict("Latency", {**typing.get_type_hints(LatencyStats), "load_before": float | None, "load_after": float | None})
 
 
 class Memory(TypedDict):
