@@ -22,9 +22,14 @@ from facekd.stages import train_student
 from facekd.training.checkpoint import INT8_STUDENT, load_checkpoint, save_checkpoint, student_state
 from facekd.training.trainer import Trainer, TrainingError
 from tests.test_trainer import tiny_config, tiny_pairs, tiny_teacher  # noqa: F401 (fixtures)
+from facekd.training.models.derived import DerivedArch, DerivedStudent
 from facekd.training.models.mobilefacenet import MobileFaceNet
-from facekd.core.preprocess import STUDENT_DEFAULT
+from facekd.core.data import load_rgb_file
+from facekd.core.errors import InputError
+from facekd.core.preprocess import STUDENT_DEFAULT, PreprocessSpec
 from facekd.training.quant_aware import FakeInt8Student, SimulatedInt8
+
+RAW = PreprocessSpec(mean=(0.0,) * 3, std=(1.0,) * 3)
 
 OUTLIER = 300.0
 
@@ -189,3 +194,56 @@ def test_export_makes_full_integer_int8_of_the_int8_aware_student_gated_on_its_t
     assert int8["parity"]["worst_cos"] < 0.9  # measured against the float student, another network here
     assert records["int8"].status == "ok"
     assert fp32["int8"] is None and fp32["parity"]["worst_cos"] > 0.9999
+
+
+@pytest.fixture(scope="module")
+def shifted_checkpoint(tmp_path_factory):
+    """A teacher-derived student whose graph starts with its input shift (y = (x − 127.5) / 128), and its
+    int8-aware twin file: the shape of every SFace-derived student."""
+    layers = ({"op": "scale", "shift": 127.5, "scale": 1 / 128},
+              {"op": "conv", "cin": 3, "cout": 8, "kernel": 3, "stride": 2, "padding": 1, "groups": 1, "bias": False},
+              {"op": "bn", "channels": 8, "eps": 1e-5}, {"op": "prelu", "channels": 8},
+              {"op": "conv", "cin": 8, "cout": 8, "kernel": 56, "stride": 1, "padding": 0, "groups": 8, "bias": False},
+              {"op": "conv", "cin": 8, "cout": 16, "kernel": 1, "stride": 1, "padding": 0, "groups": 1, "bias": True})
+    torch.manual_seed(0)
+    model = DerivedStudent(DerivedArch(embedding_size=16, layers=layers)).train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(255 * torch.rand(8, 3, 112, 112))
+    folder = tmp_path_factory.mktemp("shifted")
+    state = student_state(model.eval(), RAW, threshold=0.3)
+    save_checkpoint(folder / INT8_STUDENT, {**state, "int8_aware": {"epochs": 1, "quantizer": "test"}})
+    return save_checkpoint(folder / "student.pt", state)
+
+
+@pytest.mark.skipif(formats.FORMATS["tflite"].unavailable_reason() is not None, reason="litert is not installed")
+def test_tflite_int8_input_takes_int8_as_its_manifest_says(shifted_checkpoint, tiny_faces, tmp_path):
+    images = sorted(tiny_faces.glob("*/*.jpg"))
+    made = {}
+    for int8_input in (False, True):
+        config = ExportConfig(formats=["tflite-int8"], calib_count=8, parity_count=8, threads=1, golden=False,
+                              int8_input=int8_input)
+        export_checkpoint(shifted_checkpoint, tmp_path / str(int8_input), config, images[:8], images, None, progress=False)
+        folder = next(tmp_path.glob(f"{int8_input}/**/tflite-int8"))  # gated on the twin: under rejected/ when it misses
+        runner = formats.FORMATS["tflite"].runner()
+        runner.load(folder / "model.tflite", threads=1)
+        made[int8_input] = (json.loads((folder / "manifest.json").read_text()), runner)
+    (float_in, float_runner), (int8_in, int8_runner) = made[False], made[True]
+    assert float_in["input"]["dtype"] == "float32" and "quantization" not in float_in["input"]
+    quantization = int8_in["input"]["quantization"]
+    assert int8_in["input"]["dtype"] == "int8" and quantization["shift"] == 127.5 and quantization["scale"] > 0
+    assert int8_in["int8"]["scheme"] == "static-full-integer" and int8_in["output"]["dtype"] == "int8"
+    faces = RAW.with_layout("NHWC").apply(np.stack([load_rgb_file(path) for path in images[:4]]))
+    a, b = float_runner.run(faces), int8_runner.run(faces)  # one graph, its input quantised outside it instead of inside
+    cosines = np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosines.min() > 0.999
+
+
+def test_int8_input_needs_an_int8_aware_student(tmp_path, tiny_faces):
+    torch.manual_seed(0)
+    plain = save_checkpoint(tmp_path / "student.pt", student_state(MobileFaceNet(width=0.25).eval(), STUDENT_DEFAULT,
+                                                                    threshold=0.3))
+    images = sorted(tiny_faces.glob("*/*.jpg"))
+    config = ExportConfig(formats=["tflite-int8"], calib_count=4, parity_count=4, threads=1, golden=False, int8_input=True)
+    with pytest.raises(InputError, match="int8_input needs a full-integer int8"):
+        export_checkpoint(plain, tmp_path / "out", config, images[:4], images, None, progress=False)

@@ -195,8 +195,9 @@ def _torch_embeddings(model: "nn.Module", inputs: np.ndarray) -> np.ndarray:
 def _check_io(io: ArtifactIO, expected_input: list, embedding_size: int) -> None:
     """Raise when an artifact's I/O differs from what its manifest will promise."""
     problems = []
+    quantized_input = "input_quantization" in io.details  # int8 input: fed as its manifest says
     quantized_output = "output_quantization" in io.details  # a full-integer model's int8 embedding, with its scale
-    if io.input_dtype != "float32" or (io.output_dtype != "float32" and not quantized_output):
+    if (io.input_dtype != "float32" and not quantized_input) or (io.output_dtype != "float32" and not quantized_output):
         problems.append(f"dtypes {io.input_dtype}->{io.output_dtype}, expected float32->float32")
     if len(io.input_shape) != len(expected_input) or io.input_shape[1:] != expected_input[1:]:
         problems.append(f"input shape {io.input_shape}, expected {expected_input}")
@@ -399,7 +400,9 @@ def _record(run: _Run, job: _Job, artifact: Path, io: ArtifactIO | None, parity:
     manifest = Manifest(
         format=row.name, precision=precision, status=status, reason=reason, file=artifact.name,
         sha256=sha256_artifact(artifact), size_bytes=artifact_size(artifact),
-        input={} if io is None else {"name": io.input_name, "shape": io.input_shape, "layout": row.layout, "dtype": io.input_dtype},
+        input={} if io is None else {"name": io.input_name, "shape": io.input_shape, "layout": row.layout, "dtype": io.input_dtype,
+                                     **({"quantization": io.details["input_quantization"]}
+                                        if "input_quantization" in io.details else {})},
         output={} if io is None else {"name": io.output_name, "shape": io.output_shape, "dtype": io.output_dtype,
                                       **({"quantization": io.details["output_quantization"]}
                                          if "output_quantization" in io.details else {})},
@@ -557,11 +560,12 @@ def _prepare_int8(run: _Run, checkpoint_path: Path) -> None:
         model, _, state = load_student(aware_path)
         if asdict(model.arch) != asdict(run.model.arch):
             raise ExportError(f"{aware_path} holds another student than {checkpoint_path.name}: retrain both in one run")
-        run.int8_model, run.int8_plan = model, Int8Plan(int8_aware=state.get("int8_aware") or {"epochs": None})
+        run.int8_model, run.int8_plan = model, Int8Plan(int8_aware=state.get("int8_aware") or {"epochs": None},
+                                                        integer_input=run.config.int8_input)
         run.int8_preparation["int8_student"] = {"checkpoint": aware_path.name, "sha256": sha256_file(aware_path)}
         run.int8_twin = _twin_reference(run, model)
         return
-    run.int8_plan = Int8Plan(search_target=run.int8_search_target)
+    run.int8_plan = Int8Plan(search_target=run.int8_search_target, integer_input=run.config.int8_input)
     if run.config.int8_equalise:
         model, run.int8_preparation["int8_equalisation"] = equalise_for_int8(
             run.model, run.calibration.inputs(run.preprocess.with_layout("NCHW")))

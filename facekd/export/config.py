@@ -21,4 +21,5 @@ class ExportConfig:
     max_batch: int = 64  # largest batch of formats with a bounded dynamic batch (Core ML, TensorRT)
     golden: bool = True  # write golden vectors for the app tests (failing to is an error)
     teacher: bool = True  # put the teacher's ONNX beside the artifacts, so the bench measures it too
+    int8_input: bool = False  # tflite-int8 of an int8-aware student: int8 input tensor too (NPUs, Edge TPU); manifest input.quantization
     int8_equalise: bool = True  # equalise channel ranges before int8 conversion (export.equalise); chain students only

@@ -30,14 +30,19 @@ WEIGHTS_ONLY_OPS = ("constexpr_affine_dequantize",)  # Core ML: weights stored i
 class Int8Plan:
     """What an int8 converter is asked for: ``search_target`` (worst cosine to float on the
     calibration faces its fallbacks aim at; None: none), or, for a student trained for int8
-    (``int8_aware``: its training record), full-integer with no search."""
+    (``int8_aware``: its training record), full-integer with no search, with an int8 input
+    tensor where ``integer_input`` and the converter can."""
 
     search_target: float | None = None
     int8_aware: dict | None = None
+    integer_input: bool = False  # int8 input tensor too (converters that can: TFLite), the form NPUs take
 
     def __post_init__(self) -> None:
         if self.int8_aware is not None and self.search_target is not None:
             raise InputError("an int8-aware student's int8 is full-integer: it has no search target")
+        if self.integer_input and self.int8_aware is None:
+            raise InputError("export.int8_input needs a full-integer int8: train the student with "
+                             "train.int8_aware_epochs (student_int8.pt beside the checkpoint)")
 
     @property
     def full_integer(self) -> bool:

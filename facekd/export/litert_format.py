@@ -45,6 +45,8 @@ from .int8 import NO_PLAN, Int8Plan
 from .int8_search import choose_int8, pt2e_choices
 from .onnx_format import INT8_METADATA, METADATA_DETAILS
 
+INT8_INPUT_METADATA = "facekd.int8_input"  # metadata key of an int8-input model: {"shift"} subtracted before quantising
+
 if TYPE_CHECKING:
     from torch import nn
     from facekd.core.preprocess import PreprocessSpec
@@ -115,7 +117,49 @@ def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path
             edge_model.export(str(tmp))
             if precision == "int8":
                 _add_metadata(tmp, INT8_METADATA, json.dumps(facts))
+                if int8.integer_input:
+                    _add_metadata(tmp, INT8_INPUT_METADATA, json.dumps({"shift": _take_int8_input(tmp)}))
     return out_path
+
+
+def _take_int8_input(path: Path) -> float:
+    """Make the model's input the int8 tensor its first QUANTIZE writes (NPUs and the Edge TPU take
+    int8 in), in place: that QUANTIZE goes, and with it a SUB of a scalar constant before it (the
+    student's in-graph input shift), whose value is returned for clients to subtract first."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(path)
+    graph = model.subgraphs[0]
+
+    def is_op(op, name: str) -> bool:
+        code = model.operatorCodes[op.opcodeIndex]
+        return max(code.builtinCode, code.deprecatedBuiltinCode) == getattr(schema.BuiltinOperator, name)
+
+    old_input, shift, head = graph.inputs[0], 0.0, 0
+    if graph.tensors[old_input].type == schema.TensorType.INT8:  # the converter folded a leading QUANTIZE into it
+        return shift
+    if is_op(graph.operators[0], "SUB") and graph.operators[0].inputs[0] == old_input:
+        constant = graph.tensors[graph.operators[0].inputs[1]]
+        values = np.frombuffer(bytes(np.asarray(model.buffers[constant.buffer].data, dtype=np.uint8)), dtype=np.float32)
+        if values.size != 1:
+            raise ExportError(f"int8 input: the graph's first SUB subtracts {values.size} values, expected one")
+        shift, head = float(values[0]), 1
+    quantize = graph.operators[head]
+    if not is_op(quantize, "QUANTIZE") or quantize.inputs[0] != (graph.operators[0].outputs[0] if head else old_input):
+        raise ExportError("int8 input: the graph does not begin with a QUANTIZE of its input (is it full-integer?)")
+    floats = {old_input, *(op.outputs[0] for op in graph.operators[:head])}
+    if any(index in floats for op in graph.operators[head + 1:] for index in op.inputs):
+        raise ExportError("int8 input: the float input is read by more than the QUANTIZE")
+    new_input = quantize.outputs[0]
+    graph.tensors[new_input].name, graph.tensors[old_input].name = graph.tensors[old_input].name, b"float_input_unused"
+    graph.operators, graph.inputs = graph.operators[head + 1:], [new_input]
+    for signature in model.signatureDefs or []:
+        for tensor in signature.inputs:
+            if tensor.tensorIndex == old_input:
+                tensor.tensorIndex = new_input
+    flatbuffer_utils.write_model(model, path)
+    return shift
 
 
 def _int8_edge_model(wrapped, example, faces: np.ndarray, float_convolutions: frozenset[int], boundary: bool):
@@ -231,6 +275,7 @@ def inspect(path: Path) -> ArtifactIO:
     tensor_types = Counter(t["dtype"].__name__ for t in interpreter.get_tensor_details())
     metadata = _read_metadata(Path(path))
     output_quantization = _quantization(outputs)
+    input_quantization = _input_quantization(inputs, path)
     return ArtifactIO(
         input_name=inputs["name"], input_shape=[int(d) for d in inputs["shape_signature"]],
         input_dtype=np.dtype(inputs["dtype"]).name,
@@ -243,16 +288,27 @@ def inspect(path: Path) -> ArtifactIO:
             "tensor_types": dict(tensor_types),
             **{name: json.loads(metadata[key]) for key, name in METADATA_DETAILS.items() if key in metadata},
             **({"output_quantization": output_quantization} if output_quantization else {}),
+            **({"input_quantization": input_quantization} if input_quantization else {}),
         },
     )
 
 
 def _quantization(tensor: dict) -> dict | None:
-    """{scale, zero_point} of an integer tensor (float = scale · (q − zero_point)); None for a float one."""
+    """{scale, zero_point} of an integer tensor (float = scale · (q − zero_point)); None for a float one.
+    An int8 input takes q = clamp(round_half_away((x − shift) / scale) + zero_point, −128, 127), x as
+    the manifest's preprocessing makes it (``shift``: ``inspect`` adds it from the file's metadata)."""
     if np.dtype(tensor["dtype"]).kind not in "iu":
         return None
     scale, zero_point = tensor["quantization"]
     return {"scale": float(scale), "zero_point": int(zero_point)}
+
+
+def _input_quantization(tensor: dict, path: str | Path) -> dict | None:
+    """An int8 input's {scale, zero_point, shift} (``_quantization``; the shift from the file's metadata)."""
+    found = _quantization(tensor)
+    if found is not None:
+        found["shift"] = json.loads(_read_metadata(Path(path)).get(INT8_INPUT_METADATA, "{}")).get("shift", 0.0)
+    return found
 
 
 class LiteRTRunner(Runner):
@@ -261,6 +317,7 @@ class LiteRTRunner(Runner):
     def __init__(self) -> None:
         self._interpreter = None
         self._input_index = self._output_index = 0
+        self._input_quantization: dict | None = None
         self._output_quantization: dict | None = None
         self._threads: int | None = None
 
@@ -268,12 +325,22 @@ class LiteRTRunner(Runner):
         self._threads = threads
         self._interpreter = _interpreter_class()(model_path=str(path), num_threads=threads)
         self._interpreter.allocate_tensors()
-        self._input_index = self._interpreter.get_input_details()[0]["index"]
+        source = self._interpreter.get_input_details()[0]
+        self._input_index, self._input_quantization = source["index"], _input_quantization(source, path)
         output = self._interpreter.get_output_details()[0]
         self._output_index, self._output_quantization = output["index"], _quantization(output)
 
+    def _input(self, image: np.ndarray) -> np.ndarray:
+        """``image`` as the model takes it: float32, or quantised to its int8 input (see ``_quantization``)."""
+        if self._input_quantization is None:
+            return np.ascontiguousarray(image, dtype=np.float32)
+        q = self._input_quantization
+        scaled = (image.astype(np.float64) - q["shift"]) / q["scale"]
+        rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)
+        return np.clip(rounded + q["zero_point"], -128, 127).astype(np.int8)
+
     def _run_single(self, image: np.ndarray) -> np.ndarray:
-        self._interpreter.set_tensor(self._input_index, np.ascontiguousarray(image, dtype=np.float32))
+        self._interpreter.set_tensor(self._input_index, self._input(image))
         self._interpreter.invoke()
         output = self._interpreter.get_tensor(self._output_index)
         if self._output_quantization is None:
