@@ -26,7 +26,7 @@ from torch import nn
 from facekd.export import executorch_format
 from facekd.export.faces import FaceSet
 from facekd.training.checkpoint import load_student
-from facekd.training.quant_aware import int8_quantizer
+from facekd.training.quant_aware import observed_int8
 
 COMPUTATIONS = ("float", "sim", "ref", "xnnpack")
 
@@ -39,12 +39,9 @@ def faces_of(identity_file: Path, root: Path, count: int) -> FaceSet:
 
 def computations(model: nn.Module, calibration: np.ndarray, example: tuple) -> dict:
     """{name: callable on one NCHW face} for the float model and its three int8 computations."""
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    observed = prepare_pt2e(torch.export.export(model, example).module(), int8_quantizer())
-    with torch.no_grad():
-        for face in calibration:
-            observed(torch.from_numpy(face[None]))
+    observed = observed_int8(model, torch.from_numpy(calibration))
     method = executorch_format._method(executorch_format._lowered(convert_pt2e(copy.deepcopy(observed)), example))
     return {"float": model, "sim": convert_pt2e(copy.deepcopy(observed)),
             "ref": convert_pt2e(copy.deepcopy(observed), use_reference_representation=True),

@@ -33,7 +33,7 @@ import tempfile
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -275,7 +275,7 @@ def inspect(path: Path) -> ArtifactIO:
     tensor_types = Counter(t["dtype"].__name__ for t in interpreter.get_tensor_details())
     metadata = _read_metadata(Path(path))
     output_quantization = _quantization(outputs)
-    input_quantization = _input_quantization(inputs, path)
+    input_quantization = _input_quantization(inputs, lambda: metadata)
     return ArtifactIO(
         input_name=inputs["name"], input_shape=[int(d) for d in inputs["shape_signature"]],
         input_dtype=np.dtype(inputs["dtype"]).name,
@@ -303,11 +303,12 @@ def _quantization(tensor: dict) -> dict | None:
     return {"scale": float(scale), "zero_point": int(zero_point)}
 
 
-def _input_quantization(tensor: dict, path: str | Path) -> dict | None:
-    """An int8 input's {scale, zero_point, shift} (``_quantization``; the shift from the file's metadata)."""
+def _input_quantization(tensor: dict, metadata: Callable[[], dict[str, str]]) -> dict | None:
+    """An int8 input's {scale, zero_point, shift} (``_quantization``; the shift from the file's
+    ``metadata()``, read only for an integer input)."""
     found = _quantization(tensor)
     if found is not None:
-        found["shift"] = json.loads(_read_metadata(Path(path)).get(INT8_INPUT_METADATA, "{}")).get("shift", 0.0)
+        found["shift"] = json.loads(metadata().get(INT8_INPUT_METADATA, "{}")).get("shift", 0.0)
     return found
 
 
@@ -326,7 +327,7 @@ class LiteRTRunner(Runner):
         self._interpreter = _interpreter_class()(model_path=str(path), num_threads=threads)
         self._interpreter.allocate_tensors()
         source = self._interpreter.get_input_details()[0]
-        self._input_index, self._input_quantization = source["index"], _input_quantization(source, path)
+        self._input_index, self._input_quantization = source["index"], _input_quantization(source, lambda: _read_metadata(Path(path)))
         output = self._interpreter.get_output_details()[0]
         self._output_index, self._output_quantization = output["index"], _quantization(output)
 

@@ -86,8 +86,6 @@ class BenchConfig:
             raise BenchError(f"bench.suites names a set twice (sets are named after their file): {names}")
         try:
             self.runtimes = [r if isinstance(r, RuntimeSpec) else RuntimeSpec(**r) for r in self.runtimes]
-            if isinstance(self.timing, dict):
-                self.timing = TimingPlan(**self.timing)
         except (TypeError, ValueError) as exc:
             raise BenchError(f"bad bench settings: {exc}") from None
 

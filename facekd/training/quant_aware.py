@@ -147,14 +147,21 @@ class FakeInt8Student(nn.Module):
         return self.graph(x)
 
 
-def int8_twin(model: nn.Module, calibration: torch.Tensor) -> nn.Module:
-    """``model`` post-training quantised in torch by ``int8_quantizer()`` on the NCHW faces of
-    ``calibration``, one at a time (PT2E convert: the int8 arithmetic simulated): what a
-    full-integer artifact of it should compute."""
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+def observed_int8(model: nn.Module, calibration: torch.Tensor) -> nn.Module:
+    """``model`` prepared by PT2E with ``int8_quantizer()`` and calibrated on the NCHW faces of
+    ``calibration``, one at a time, as the converters calibrate (histogram ranges depend on it)."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
     observed = prepare_pt2e(_exported_any_batch(model.eval(), calibration[:2]), int8_quantizer())
     with torch.no_grad():
-        for face in calibration:  # one at a time, as the converters calibrate: histogram ranges depend on it
+        for face in calibration:
             observed(face[None])
-    return convert_pt2e(observed)
+    return observed
+
+
+def int8_twin(model: nn.Module, calibration: torch.Tensor) -> nn.Module:
+    """``model`` post-training quantised in torch (``observed_int8``, then PT2E convert: the int8
+    arithmetic simulated): what a full-integer artifact of it should compute."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    return convert_pt2e(observed_int8(model, calibration))
