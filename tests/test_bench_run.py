@@ -17,12 +17,14 @@ from facekd.export.formats import FORMATS
 from facekd.export.host import peak_gmacs
 from facekd.runtime_bench.bench import (BenchConfig, BenchError, RuntimeSpec, _resumable, run_bench,
                                   run_bench_on_targets, subset_pairs)
+from facekd.runtime_bench.client import WorkerClient
 from facekd.runtime_bench.latency import TimingPlan
 from facekd.runtime_bench.report import write_report
 from facekd.runtime_bench.results import load_result
 from facekd.runtime_bench.targets import LocalTarget
 from facekd.training.checkpoint import save_checkpoint, student_state
 from facekd.training.models.mobilefacenet import MobileFaceNet
+from facekd.core.data import FaceFolder
 from facekd.core.pairs import PairsError, VerificationPairs
 from facekd.core.preprocess import STUDENT_DEFAULT
 from tests.conftest import write_toy_bin
@@ -230,12 +232,33 @@ def test_bench_suites_score_every_artifact_as_eval_sets_does(export_dir, tmp_pat
     assert f"| {100 * toy['acc']:.2f} ± {100 * toy['std']:.2f} % |" in torch_line
 
 
-def test_suites_are_measured_only_on_the_artifacts_named(export_dir, tmp_path, tiny_faces):
+def test_suites_and_identities_are_measured_only_on_the_artifacts_named(export_dir, tmp_path, tiny_faces):
     sets = [str(write_toy_bin(tmp_path / "toy_bin.bin", tiny_faces))]
     config = BenchConfig(**{**QUICK, "batch": [1]}, accelerators=False, suites=sets, suite_artifacts=["onnx-fp32"],
                          artifacts=["torch-fp32", "onnx-fp32"])
-    rows = load_result(run_bench(export_dir, synthetic_pairs(), config, tmp_path / "result.json", progress=False)).rows
+    rows = load_result(run_bench(export_dir, synthetic_pairs(), config, tmp_path / "result.json", progress=False,
+                                 identities=FaceFolder(tiny_faces))).rows
     assert {row.artifact: row.suites is not None for row in rows} == {"torch-fp32": False, "onnx-fp32": True}
+    assert {row.artifact: row.identities is not None for row in rows} == {"torch-fp32": False, "onnx-fp32": True}
+
+
+def test_faces_are_embedded_by_the_worker_with_the_most_threads(export_dir, tmp_path, monkeypatch):
+    requests = []
+    original = WorkerClient.request
+
+    def spy(worker, op, **fields):
+        requests.append((id(worker), op, fields.get("threads")))
+        return original(worker, op, **fields)
+
+    monkeypatch.setattr(WorkerClient, "request", spy)
+    config = BenchConfig(**{**QUICK, "threads": [1, 2], "batch": [1]}, accelerators=False, artifacts=["onnx-fp32"])
+    rows = load_result(run_bench(export_dir, synthetic_pairs(), config, tmp_path / "result.json", progress=False)).rows
+    onnx = [row for row in rows if row.artifact == "onnx-fp32"]
+    assert [row.threads for row in onnx] == [1, 2]  # rows keep the configured order
+    assert onnx[0].accuracy == onnx[1].accuracy and onnx[0].accuracy is not None
+    assert onnx[0].op_profile is not None and onnx[1].op_profile is None  # the profile stays at the first setting
+    threads_of = {worker: threads for worker, op, threads in requests if op == "load"}
+    assert {threads_of[worker] for worker, op, _ in requests if op == "embed"} == {2}
 
 
 def test_fixed_batch_artifact_refuses_other_batches(tmp_path):

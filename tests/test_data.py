@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from facekd.core.data import (
+    UNLABELLED,
     BadImageError,
     DatasetError,
     FaceFolder,
@@ -78,6 +79,18 @@ def test_unknown_identities_are_named(tmp_path):
 def test_missing_root_is_a_clear_error(tmp_path):
     with pytest.raises(DatasetError, match="does not exist"):
         FaceFolder(tmp_path / "nowhere")
+
+
+def test_unlabelled_folders_expand_variables_and_name_an_unset_one(tmp_path, monkeypatch):
+    root = make_faces(tmp_path / "faces", {"alice": 2})
+    make_faces(tmp_path / "home" / "extra", {"anyone": 3})
+    monkeypatch.setenv("FACES_HOME", str(tmp_path / "home"))
+    folder = FaceFolder(root, unlabelled=["$FACES_HOME/extra"])
+    assert folder.unlabelled_roots == [tmp_path / "home" / "extra"]
+    assert list(folder.labels).count(UNLABELLED) == 3
+    monkeypatch.delenv("FACES_HOME")
+    with pytest.raises(DatasetError, match=r"\$FACES_HOME/extra does not exist \(an environment variable.*unlabelled=\[\]"):
+        FaceFolder(root, unlabelled=["$FACES_HOME/extra"])
 
 
 def test_file_list_digest_tracks_file_list_and_labels(tmp_path):

@@ -14,7 +14,8 @@ from torch import nn
 
 from facekd.core.data import FaceFolder
 from facekd.core.preprocess import SFACE, PreprocessSpec
-from facekd.training.teacher import OnnxTeacher, Teacher, TeacherError, TorchTeacher, load_teacher
+from facekd.training.onnx_graph import prelu_as_maximum
+from facekd.training.teacher import CPU_CHUNK, OnnxTeacher, Teacher, TeacherError, TorchTeacher, load_teacher
 from facekd.training.teacher_cache import StaleCacheError, TeacherCache, build_teacher_cache, cache_key
 from tests.test_trainer import tiny_teacher  # noqa: F401  (fixture)
 
@@ -171,6 +172,33 @@ def test_onnx_teacher_embeds_any_batch(tmp_path, batch, extra_inputs):
     embeddings = teacher.embed(images)
     assert embeddings.dtype == np.float32
     np.testing.assert_allclose(embeddings, expected, atol=1e-5)
+
+
+def test_onnx_teacher_runs_prelus_as_maxima_exactly_in_chunks(tmp_path):
+    image = helper.make_tensor_value_info("data", TensorProto.FLOAT, ["N", 3, 8, 8])
+    output = helper.make_tensor_value_info("fc1", TensorProto.FLOAT, ["N", 4])
+    weights = np.random.default_rng(1).normal(size=(3, 4)).astype(np.float32)
+    initializers = [numpy_helper.from_array(np.array([0.25, -0.5, 1.0], np.float32).reshape(3, 1, 1), "a"),
+                    numpy_helper.from_array(np.array([2.0, 0.1, 0.1], np.float32).reshape(3, 1, 1), "b"),
+                    numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes"),
+                    numpy_helper.from_array(weights, "W")]
+    nodes = [helper.make_node("Sub", ["data", "data_mean"], ["centred"]),
+             helper.make_node("PRelu", ["centred", "a"], ["first"]),
+             helper.make_node("PRelu", ["first", "b"], ["second"]),  # a slope above 1: stays a PRelu
+             helper.make_node("ReduceMean", ["second", "axes"], ["pooled"], keepdims=0),
+             helper.make_node("MatMul", ["pooled", "W"], ["fc1"])]
+    initializers.append(numpy_helper.from_array(np.full((1, 3, 1, 1), 0.5, np.float32), "data_mean"))
+    graph = helper.make_graph(nodes, "prelus", [image], [output], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    onnx.save(model, str(tmp_path / "teacher.onnx"))
+    assert prelu_as_maximum(onnx.load(str(tmp_path / "teacher.onnx"))) == 1
+
+    import onnxruntime as ort
+    images = np.random.default_rng(0).integers(0, 256, (CPU_CHUNK * 2 + 3, 8, 8, 3), dtype=np.uint8)
+    plain = ort.InferenceSession(str(tmp_path / "teacher.onnx"), providers=["CPUExecutionProvider"])
+    raw = plain.run(None, {"data": SPEC_8.apply(images)})[0]
+    expected = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    np.testing.assert_array_equal(OnnxTeacher(tmp_path / "teacher.onnx", SPEC_8).embed(images), expected)
 
 
 def test_onnx_teacher_identity_tracks_file_and_preprocess(tmp_path):

@@ -65,7 +65,8 @@ class FaceFolder:
 
     ``identities`` (default: every sub-folder, sorted) fixes which identities are used and their
     label order. ``unlabelled`` folders add faces without identity (every image below them, any
-    layout) with label ``UNLABELLED`` (-1), after the labelled ones. With ``skip_bad=True`` every
+    layout; ``$VARIABLE`` and ``~`` in their paths are expanded) with label ``UNLABELLED`` (-1), after
+    the labelled ones. With ``skip_bad=True`` every
     image is decoded once up front and the unreadable ones are left out and listed in
     ``skipped``; otherwise loading one raises BadImageError.
     """
@@ -99,10 +100,12 @@ class FaceFolder:
                 if entry.is_file() and entry.suffix.lower() in suffixes
             )
             samples.extend((f"{identity}/{name}", label) for name in files)
-        self.unlabelled_roots = [Path(folder) for folder in unlabelled]
+        self.unlabelled_roots = [Path(os.path.expandvars(folder)).expanduser() for folder in unlabelled]
         for number, folder in enumerate(self.unlabelled_roots):
             if not folder.is_dir():
-                raise DatasetError(f"unlabelled folder {folder} does not exist: pass folders of aligned faces")
+                unset = " (an environment variable in it is not set)" if "$" in str(folder) else ""
+                raise DatasetError(f"unlabelled folder {folder} does not exist{unset}: pass folders of aligned "
+                                   "faces, or train without them: --set data.unlabelled=[] --set data.unlabelled_per_batch=0")
             files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
                            if p.is_file() and p.suffix.lower() in suffixes)
             if not files:

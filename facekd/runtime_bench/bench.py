@@ -8,7 +8,8 @@ and ``rejected/...``) and each runtime that can run its format:
    on the target (CoreML off macOS, TensorRT not installed, ...) -> ``unavailable`` row;
 2. per (threads, batch): a fresh worker process loads the artifact (``init_ms``), times the
    first run, warms up and times runs (:mod:`runtime_bench.latency`), reports its peak RSS;
-3. once per artifact × runtime the worker embeds every pair image; the parent scores the pairs
+3. once per artifact × runtime the worker with the most threads embeds every pair image (workers
+   run most threads first; rows keep the configured order); the parent scores the pairs
    (10-fold accuracy, AUC, TAR@FAR via :mod:`training.verification`) and compares with the
    torch-fp32 reference: mean/worst cosine per image and the decision-flip rate at the
    manifest threshold;
@@ -373,52 +374,74 @@ class _Bench:
                 yield threads, batch
 
     def measure_with_worker(self, artifact: Artifact, runtime: RuntimeSpec) -> Iterator[Row]:
-        """Rows of one artifact × runtime: a fresh worker per (threads, batch); the first worker
-        that times successfully also embeds the pair images for accuracy and parity."""
+        """Rows of one artifact × runtime, in the configured order: a fresh worker per (threads, batch).
+        Workers run with the most threads first, and the first of them that times successfully also
+        embeds every face (accuracy, parity, suites, identities: one set for every row of the
+        artifact), so that embedding uses every thread the bench was asked for."""
         is_reference = artifact.name == self.config.reference and runtime.name == DEFAULT_RUNTIME
+        configurations = list(self.configurations())
+        rows: dict[tuple[int, int], Row] = {}
         quality: tuple[dict, dict | None, dict | None, dict | None] | None = None
         quality_failure: str | None = None
-        for threads, batch in self.configurations():
+        for threads, batch in sorted(configurations, key=lambda config: -config[0]):
             row = self.base_row(artifact, runtime.name, threads, batch)
             fixed = artifact.fixed_batch()
             if fixed and batch != fixed:
-                yield self._status(row, "unavailable", f"artifact takes batch {fixed} only (fixed input shape)")
+                rows[threads, batch] = self._status(row, "unavailable", f"artifact takes batch {fixed} only (fixed input shape)")
                 continue
-            step = "start"
-            try:
-                with self.target.start_worker(runtime.python_executable, timeout_s=self.config.worker_timeout_s) as worker:
-                    step = "load"
-                    loaded = worker.request(
-                        "load", format=artifact.format, precision=artifact.precision,
-                        path=self.target.put(artifact.model_path), threads=threads,
-                        layout=artifact.manifest.input["layout"], runner=runtime.runner, options=runtime.options)
-                    step = "time"
-                    timing = worker.request("time", input=self.target.put(self.batch_input(artifact, batch)),
-                                            batch=batch, **self.plan.to_dict())
-                    self.fill_latency(row, loaded["init_ms"], timing, batch)
-                    if (threads, batch) == next(self.configurations()) and self.config.op_profile_runs:
-                        step = "profile"
-                        row.op_profile = self.profile_ops(worker, artifact, batch)
-                    if quality is None and quality_failure is None:
-                        step = "embed"
-                        try:
-                            quality = self.embed_and_score(worker, artifact, runtime, is_reference)
-                        except ValueError as exc:
-                            quality_failure = f"accuracy: {exc}"
-            except WorkerError as exc:
-                if exc.kind == "unavailable":
-                    yield self._status(self.base_row(artifact, runtime.name), "unavailable", str(exc))
-                    return
-                self._status(row, "failed", f"{step} failed: {exc}")
-            except (WorkerDied, TargetError) as exc:
-                self._status(row, "failed", str(exc))
-            if step == "embed" and row.status == "failed" and quality_failure is None:
-                quality_failure = f"accuracy: {row.reason}"
-            if quality is not None:
+            embed = quality is None and quality_failure is None
+            answer = self._run_worker(row, artifact, runtime, profile=(threads, batch) == configurations[0],
+                                      embed=embed, is_reference=is_reference)
+            if answer == "unavailable":
+                yield self._status(self.base_row(artifact, runtime.name), "unavailable", row.reason)
+                return
+            if embed and isinstance(answer, tuple):
+                quality = answer
+            elif embed and answer:
+                quality_failure = answer
+            rows[threads, batch] = row
+        for config in configurations:
+            row = rows[config]
+            if quality is not None and row.status == "ok":
                 row.accuracy, row.parity, row.suites, row.identities = quality
             elif row.status == "ok" and quality_failure:
                 self._status(row, "failed", quality_failure)
             yield row
+
+    def _run_worker(self, row: Row, artifact: Artifact, runtime: RuntimeSpec, profile: bool, embed: bool,
+                    is_reference: bool) -> tuple | str | None:
+        """Fill ``row`` from one worker at its threads × batch: latency, the op profile when ``profile``,
+        and with ``embed`` the artifact's quality measures, returned (or why they failed, as text).
+        Returns "unavailable" (``row`` then says why) when the runtime cannot run here at all."""
+        step = "start"
+        try:
+            with self.target.start_worker(runtime.python_executable, timeout_s=self.config.worker_timeout_s) as worker:
+                step = "load"
+                loaded = worker.request(
+                    "load", format=artifact.format, precision=artifact.precision,
+                    path=self.target.put(artifact.model_path), threads=row.threads,
+                    layout=artifact.manifest.input["layout"], runner=runtime.runner, options=runtime.options)
+                step = "time"
+                timing = worker.request("time", input=self.target.put(self.batch_input(artifact, row.batch)),
+                                        batch=row.batch, **self.plan.to_dict())
+                self.fill_latency(row, loaded["init_ms"], timing, row.batch)
+                if profile and self.config.op_profile_runs:
+                    step = "profile"
+                    row.op_profile = self.profile_ops(worker, artifact, row.batch)
+                if embed:
+                    step = "embed"
+                    try:
+                        return self.embed_and_score(worker, artifact, runtime, is_reference)
+                    except ValueError as exc:
+                        return f"accuracy: {exc}"
+        except WorkerError as exc:
+            if exc.kind == "unavailable":
+                self._status(row, "unavailable", str(exc))
+                return "unavailable"
+            self._status(row, "failed", f"{step} failed: {exc}")
+        except (WorkerDied, TargetError) as exc:
+            self._status(row, "failed", str(exc))
+        return f"accuracy: {row.reason}" if step == "embed" and row.status == "failed" else None
 
     def profile_ops(self, worker: WorkerClient, artifact: Artifact, batch: int) -> dict:
         """The runtime's own per-op profile of this row: the slowest ops, or why there is none."""
@@ -461,12 +484,16 @@ class _Bench:
 
         return embed
 
+    def measured_beyond_pairs(self, artifact: Artifact) -> bool:
+        """Whether the suites and the identities' all-pairs measures are taken on ``artifact``."""
+        wanted = self.config.suite_artifacts
+        return wanted is None or artifact.name in wanted
+
     def score_suites(self, worker: WorkerClient, artifact: Artifact) -> dict | None:
         """Per set of ``bench.suites`` what ``facekd eval --sets`` reports for this artifact
         (accuracy ± std, TAR@FAR, AUC, threshold) plus its pair count and whether flip-test was
         on; None without suites."""
-        wanted = self.config.suite_artifacts
-        if not self.suites or (wanted is not None and artifact.name not in wanted):
+        if not self.suites or not self.measured_beyond_pairs(artifact):
             return None
         embed, flip_test = self.worker_embed_fn(worker, artifact), self.config.flip_test
         return {pairs.name: {**accuracy_entry(evaluate(embed, pairs, flip_test=flip_test, batch_size=SUITE_CHUNK)),
@@ -476,7 +503,7 @@ class _Bench:
     def score_identities(self, worker: WorkerClient, artifact: Artifact) -> dict | None:
         """All-pairs measures of every face of ``bench.identities`` through this artifact, with the
         strangers its manifest's operating-point rule lets match (None without identities)."""
-        if self.identities is None:
+        if self.identities is None or not self.measured_beyond_pairs(artifact):
             return None
         embeddings = embed_folder(self.worker_embed_fn(worker, artifact), self.identities, batch_size=SUITE_CHUNK)
         points = artifact.manifest.deploy_points() if not artifact.is_teacher else None

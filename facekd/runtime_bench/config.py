@@ -45,8 +45,8 @@ class BenchConfig:
     artifact parity is measured against. ``targets``: dicts for
     :func:`targets.target_from_dict` (used by callers that bench several targets).
     ``suites``: benchmark sets as ``facekd eval --sets`` takes them (``lfw.bin``,
-    ``PAIRS.txt=IMAGES_ROOT``), each measured in full on every artifact × runtime;
-    ``flip_test``: their embeddings average image and mirror image (the val-pairs accuracy and
+    ``PAIRS.txt=IMAGES_ROOT``), each measured in full on every artifact × runtime (or on those of
+    ``suite_artifacts``, which also limits ``identities``' all-pairs measures); ``flip_test``: their embeddings average image and mirror image (the val-pairs accuracy and
     parity stay single-view, so they remain comparable with export's gate).
     """
 
@@ -63,7 +63,7 @@ class BenchConfig:
     reference: str = REFERENCE_ARTIFACT
     targets: list[dict] = field(default_factory=lambda: [{"kind": "local"}])
     suites: list[str] = field(default_factory=list)
-    suite_artifacts: list[str] | None = None  # artifacts the suites are measured on (None: every one)
+    suite_artifacts: list[str] | None = None  # artifacts the suites and identities are measured on (None: every one)
     flip_test: bool = False
     identities: str = ""  # ROOT or IDENTITIES.txt=ROOT; "" = the run's data.val_identities; "none" = skip
     gallery_size: int = 100

@@ -126,3 +126,25 @@ def input_normalisation(model: onnx.ModelProto) -> tuple[float, float] | None:
             scale *= value if node.op_type == "Mul" else 1.0 / value
         current, found = node.output[0], True
     return (shift, scale) if found else None
+
+
+def prelu_as_maximum(model: onnx.ModelProto) -> int:
+    """Rewrite each PRelu whose slopes are constants a <= 1 as Max(x, x·a), in place; returns how many.
+
+    Exact: x >= 0 gives x >= a·x, x < 0 gives a·x >= x, so Max picks what PRelu computes, the same
+    float product included. onnxruntime's CPU PRelu kernel is slow beside its Mul and Max."""
+    graph = model.graph
+    slopes = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    nodes, rewritten = [], 0
+    for node in graph.node:
+        slope = slopes.get(node.input[1]) if node.op_type == "PRelu" else None
+        if slope is None or slope.size == 0 or float(slope.max()) > 1.0:
+            nodes.append(node)
+            continue
+        scaled = f"{node.output[0]}__prelu_scaled"
+        nodes += [onnx.helper.make_node("Mul", [node.input[0], node.input[1]], [scaled]),
+                  onnx.helper.make_node("Max", [node.input[0], scaled], [node.output[0]])]
+        rewritten += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return rewritten
