@@ -54,7 +54,7 @@ def eval_text(evaluation: dict, command: str) -> str:
     """The card's lines on the measures where users live, from `facekd eval --json`."""
     lines = []
     for found in evaluation.get("identities", {}).values():
-        tar = ", ".join(f"{far} **{_percent(value)}**" for far, value in sorted(found["tar_at_far"].items(), reverse=True))
+        tar = ", ".join(f"{far} **{_percent(value)}**" for far, value in sorted(found["tar_at_far"].items()))
         open_set = found.get("open_set") or {}
         lines.append(
             f"all pairs of {found['identities']} val identities ({found['faces']:,} faces, {found['genuine_pairs']:,} genuine / "
@@ -77,7 +77,8 @@ def bench_text(result: dict, command: str) -> str:
         return min(mine, key=lambda row: row["latency"]["p50"]) if mine else None
     student, teacher = fastest("student"), fastest("teacher")
     device = result["device"]
-    text = f"- **Bench** ({device.get('cpu')}, {device.get('cores')} cores; 1 thread, batch 1)"
+    text = (f"- **Bench** ({device.get('cpu')} [{' '.join(device.get('isa') or [])}], {device.get('cores')} cores, "
+            f"{result.get('created', '')[:10]}; 1 thread, batch 1)")
     if student and teacher:
         ratio = teacher["latency"]["p50"] / student["latency"]["p50"]
         params = teacher["model"]["params"] / student["model"]["params"]
