@@ -122,9 +122,9 @@ def check_teacher(cfg: RunConfig, run_dir: Path, progress: bool = True) -> dict:
     teacher = load_teacher(cfg.teacher.path, cfg.teacher.preprocess)
     inside = getattr(teacher, "input_normalisation", None)
     graph = f"; the graph itself then computes (x − {inside[0]:g})·{inside[1]:g}" if inside else ""
-    log.info("teacher %s: input %s %s, fed %s (teacher.preprocess)%s", Path(cfg.teacher.path).name,
+    log.info("teacher %s: input %s %s, fed %s (teacher.preprocess)%s; runs on %s", Path(cfg.teacher.path).name,
              getattr(teacher, "input_name", "?"), getattr(teacher, "input_shape", "?"),
-             cfg.teacher.preprocess.describe(), graph)
+             cfg.teacher.preprocess.describe(), graph, getattr(teacher, "runtime", "torch"))
     checked = {"teacher": cfg.teacher.path, "preprocess": cfg.teacher.preprocess.to_dict(), "val": None}
     pairs = load_val_pairs(cfg)
     if pairs is not None:

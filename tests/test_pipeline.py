@@ -59,7 +59,8 @@ def test_demo_report_shows_the_reference_student_beside_the_new_one(tiny_faces, 
     assert len(summary["results"]) == 2
     reference_rows = json.loads(open(summary["results"][1]).read())["rows"]
     names = {r["artifact"] for r in reference_rows if r["status"] == "ok"}
-    assert names == {"reference torch-fp32", "reference onnx-fp32", "reference tflite-fp32"}
+    assert names == {"reference torch-fp32", "reference tflite-fp32"}
+    assert {r["threads"] for r in reference_rows if r["status"] == "ok"} == {1, 2}
     report = (tmp_path / "demo" / "report" / "report.md").read_text()
-    assert "reference onnx-fp32" in report and "torch-fp32" in report
+    assert "reference tflite-fp32" in report and "torch-fp32" in report
     assert report.count("## ") == 1  # one device table holding both students

@@ -198,7 +198,9 @@ def test_onnx_teacher_runs_prelus_as_maxima_exactly_in_chunks(tmp_path):
     plain = ort.InferenceSession(str(tmp_path / "teacher.onnx"), providers=["CPUExecutionProvider"])
     raw = plain.run(None, {"data": SPEC_8.apply(images)})[0]
     expected = raw / np.linalg.norm(raw, axis=1, keepdims=True)
-    np.testing.assert_array_equal(OnnxTeacher(tmp_path / "teacher.onnx", SPEC_8).embed(images), expected)
+    exact = OnnxTeacher(tmp_path / "teacher.onnx", SPEC_8, runtime="onnxruntime")
+    np.testing.assert_array_equal(exact.embed(images), expected)
+    np.testing.assert_allclose(OnnxTeacher(tmp_path / "teacher.onnx", SPEC_8).embed(images), expected, atol=1e-6)
 
 
 def test_onnx_teacher_identity_tracks_file_and_preprocess(tmp_path):
@@ -248,7 +250,11 @@ def test_shipped_int8_sface_loads_and_matches_fp32(facekd_home):
     images = np.stack([folder.load_rgb(i) for i in range(3)])
     shipped = OnnxTeacher(facekd_home / "models" / "sface" / "sface_int8bq_original.onnx", SFACE, threads=1)
     reference = OnnxTeacher(facekd_home / "models" / "sface" / "sface_fp32.onnx", SFACE, threads=1)
-    assert shipped.fixed_batch == 1 and shipped.embedding_size == reference.embedding_size == 128
+    assert shipped.embedding_size == reference.embedding_size == 128
+    assert shipped.runtime == reference.runtime == "OpenVINO CPU" and shipped.chunk == CPU_CHUNK  # batch 1 lifted
+    exact = OnnxTeacher(facekd_home / "models" / "sface" / "sface_int8bq_original.onnx", SFACE, runtime="onnxruntime")
+    assert exact.fixed_batch == 1 and exact.runtime == "onnxruntime CPU"
+    np.testing.assert_allclose(shipped.embed(images), exact.embed(images), atol=1e-5)
     cosines = np.sum(shipped.embed(images) * reference.embed(images), axis=1)
     assert cosines.min() > 0.999
 
