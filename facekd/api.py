@@ -91,16 +91,14 @@ class FaceModel:
         return scores >= self.operating_points.verification_threshold(far), scores
 
     def calibrate(self, identities: str | os.PathLike) -> OperatingPoints:
-        """Operating points from all pairs of ``identities`` (``ROOT/<identity>/<image>`` or ``LIST.txt=ROOT``)."""
+        """Operating points from ``identities`` (``ROOT/<identity>/<image>`` or ``LIST.txt=ROOT``): all their
+        pairs, and open-set galleries of them."""
         from facekd.core.data import read_identity_set
-        from facekd.core.verification import all_pairs_scores, check_identity_set, embed_folder, operating_points
+        from facekd.core.verification import calibrate, check_identity_set, embed_folder
 
         folder = read_identity_set(str(identities))
-        labels = np.asarray(folder.labels)
-        check_identity_set(labels)
-        embeddings = embed_folder(self.embed_batch, folder)
-        self.operating_points = operating_points(all_pairs_scores(embeddings, labels), str(identities),
-                                                 len(set(labels.tolist())), len(labels))
+        check_identity_set(np.asarray(folder.labels))
+        self.operating_points = calibrate(embed_folder(self.embed_batch, folder), folder.labels, str(identities))
         return self.operating_points
 
     def export(self, out: str | os.PathLike, formats: Sequence[str] | None = None, config: str | os.PathLike | None = None,

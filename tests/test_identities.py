@@ -15,8 +15,9 @@ from scipy.stats import beta, binom
 from facekd.cli import main
 from facekd.core import verification
 from facekd.core.operating_points import OperatingPointError, OperatingPoints
-from facekd.core.verification import (IdentitySetError, all_pairs_scores, equal_error_rate, l2_normalise,
-                                   measure_identities, operating_points, open_set_trials, open_set_at_threshold)
+from facekd.core.verification import (IdentitySetError, all_pairs_scores, calibrate, equal_error_rate,
+                                      identification_points, l2_normalise, measure_identities, operating_points,
+                                      open_set_trials, open_set_at_threshold)
 
 
 ZOO_STUDENT = Path(__file__).resolve().parents[1] / "zoo" / "sface-derived-k60" / "student.pt"
@@ -120,6 +121,33 @@ def test_the_rule_takes_the_largest_far_at_most_the_target_and_refuses_below_the
     assert OperatingPoints.from_dict(json.loads(json.dumps(points.to_dict()))) == points
 
 
+def test_identification_is_no_lower_than_the_calibrated_gallerys_threshold():
+    """The Java core's OperatingPointsTest.identificationIsNoLowerThanTheCalibratedGallerysThreshold, in Python."""
+    base = points_at((0.01, 0.21), (1e-3, 0.30), (1e-4, 0.37), (1e-5, 0.45), (7.8e-6, 0.47))
+    galleries = [{"gallery_size": m, "fpir": f, "threshold": t, "strangers_above": 40, "probes": 50_000}
+                 for m, f, t in ((10, 0.01, 0.33), (10, 0.001, 0.40), (100, 0.01, 0.41), (100, 0.001, 0.50))]
+    points = OperatingPoints(**{**base.to_dict(), "identification": galleries})
+    expected = {(0.01, 1): 0.33, (0.01, 10): 0.33, (0.01, 11): 0.41, (0.01, 100): 0.41, (0.01, 101): 0.45,
+                (0.05, 100): 0.41, (0.005, 100): 0.50, (0.0009, 1): 0.37}
+    assert {case: points.identification_threshold(*case) for case in expected} == expected
+    assert points.verification_threshold(1e-4) == base.verification_threshold(1e-4)
+    assert OperatingPoints.from_dict(json.loads(json.dumps(points.to_dict()))) == points
+    with pytest.raises(OperatingPointError, match="gallery_size >= 1"):
+        OperatingPoints(**{**base.to_dict(), "identification": [{**galleries[0], "gallery_size": 0}]})
+
+
+def test_gallery_points_hold_their_fpir_on_the_galleries_they_were_calibrated_on():
+    embeddings, labels = clustered(150, 3, noise=1.2)
+    points = identification_points(l2_normalise(embeddings), labels)
+    assert {p.gallery_size for p in points} == {10, 30, 100}  # 300 and 200 need more identities than 150
+    for point in points:
+        trials = open_set_trials(embeddings, labels, point.gallery_size, verification.CALIBRATION_TRIALS, seed=1)
+        strangers = np.concatenate([t.stranger_scores for t in trials])
+        assert point.probes == len(strangers) and point.strangers_above == np.sum(strangers >= point.threshold)
+        assert verification.MIN_IMPOSTORS <= point.strangers_above <= point.fpir * point.probes
+        assert beta.ppf(0.95, point.strangers_above + 1, point.probes - point.strangers_above) <= point.fpir
+
+
 def test_eval_on_a_folder_of_one_identity_is_one_line_error(tiny_faces, tmp_path, capsys):
     one = tmp_path / "one"
     (one / "solo").mkdir(parents=True)
@@ -144,18 +172,18 @@ def val_faces(facekd_home):
 
 
 def test_on_real_faces_strangers_stay_under_the_fpir_when_calibrated_on_other_people(val_faces):
-    """Operating points from all pairs of half the val identities; on the other half, 100 people
-    enrolled (5 random galleries): strangers are matched to someone at most at the FPIR, enrolled
+    """Operating points (all pairs and open-set galleries) from half the val identities; on the other half,
+    100 people enrolled (5 random galleries): strangers are matched to someone at most at the FPIR, enrolled
     people still found. On a finite set of strangers "at most 1 %" is a one-sided binomial test:
     the count matched must not be significantly above 1 % of them (5 % level)."""
     embeddings, labels = val_faces
     calibration = labels % 2 == 0
-    points = operating_points(all_pairs_scores(embeddings[calibration], labels[calibration]), "even val identities",
-                              len(np.unique(labels[calibration])), int(calibration.sum()))
+    points = calibrate(embeddings[calibration], labels[calibration], "even val identities")
+    assert {p.gallery_size for p in points.identification} >= {10, 30, 100}
     threshold = points.identification_threshold(0.01, 100)
     trials = open_set_trials(embeddings[~calibration], labels[~calibration], gallery_size=100, trials=5)
     strangers = sum(len(t.stranger_scores) for t in trials)
     matched = sum(int(np.sum(t.stranger_scores >= threshold)) for t in trials)
     assert strangers > 1000 and matched <= binom.ppf(0.95, strangers, 0.01), (matched, strangers)
     assert open_set_at_threshold(trials, threshold)["fnir"] < 0.2
-    assert points.verification_threshold(1e-4) == threshold  # 1 % over 100 templates is 1e-4 per comparison
+    assert threshold >= points.verification_threshold(1e-4)  # 1 % over 100 templates is 1e-4 per comparison

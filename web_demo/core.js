@@ -192,7 +192,10 @@ export function align(image, landmarks, size = 112) {
 // here. Verification at FAR f (0 < f < 1): the candidates are the points with far <= f·(1 + 1e-9);
 // the one with the largest far gives the threshold, none is an error. Identification at FPIR p
 // against a gallery of N templates (N < 1 counts as 1): the same choice at the per-comparison FAR
-// p / N (union bound: P(any of N impostor comparisons accepted) <= N·FAR). Accept: cosine >= threshold.
+// p / N (union bound: P(any of N impostor comparisons accepted) <= N·FAR); and where the export
+// calibrated open-set galleries ("identification"), no lower than the threshold of the smallest
+// calibrated gallery size >= N (the largest beyond them) at its largest FPIR <= p·(1 + 1e-9).
+// Accept: cosine >= threshold.
 
 export const DEFAULT_VERIFICATION_FAR = 1e-4;
 export const DEFAULT_IDENTIFICATION_FPIR = 0.01;
@@ -239,8 +242,9 @@ function optCount(json, key, where) {
 
 /** The manifest's "operating_points": thresholds calibrated at false accept rates (far descending). */
 export class OperatingPoints {
-  constructor(points, meta = {}) {
+  constructor(points, meta = {}, galleries = []) {
     this.points = Object.freeze(points.map((p) => Object.freeze({ ...p })));
+    this.galleries = Object.freeze(galleries.map((g) => Object.freeze({ ...g })));
     this.source = meta.source ?? "";
     this.identities = meta.identities ?? -1;
     this.faces = meta.faces ?? -1;
@@ -292,6 +296,23 @@ export class OperatingPoints {
       genuinePairs: optCount(json, "genuine_pairs", where),
       impostorPairs: optCount(json, "impostor_pairs", where),
       minImpostors: optCount(json, "min_impostors", where),
+    }, OperatingPoints.#galleries(json, where));
+  }
+
+  static #galleries(json, where) {
+    if (json.identification === undefined || json.identification === null) return [];
+    if (!Array.isArray(json.identification)) throw new ModelError(`${where}: 'identification' must be an array`);
+    return json.identification.map((item, i) => {
+      const at = `${where}.identification[${i}]`;
+      if (item === null || typeof item !== "object" || Array.isArray(item)) throw new ModelError(`${at} must be an object`);
+      const gallerySize = optCount(item, "gallery_size", at);
+      const { fpir, threshold } = item;
+      if (gallerySize < 1) throw new ModelError(`${at}: 'gallery_size' must be a positive integer`);
+      if (typeof fpir !== "number" || !(fpir > 0 && fpir < 1)) throw new ModelError(`${at}: fpir ${fpir} is not in (0, 1)`);
+      if (typeof threshold !== "number" || !(threshold >= -1 && threshold <= 1)) {
+        throw new ModelError(`${at}: threshold ${threshold} is not a cosine in [-1, 1]`);
+      }
+      return { gallerySize, fpir, threshold };
     });
   }
 
@@ -332,7 +353,16 @@ export class OperatingPoints {
         + `below the calibrated range (smallest ${formatG(this.smallestFar, 2)}): enrol at most ${most} templates or raise the FPIR`,
         { requestedFar: far, smallestFar: this.smallestFar, maxTemplates: most });
     }
-    return point.threshold;
+    const gallery = this.#galleryPoint(fpir, n);
+    return gallery ? Math.max(point.threshold, gallery.threshold) : point.threshold;
+  }
+
+  #galleryPoint(fpir, n) {
+    const candidates = this.galleries.filter((g) => g.fpir <= fpir * (1 + FAR_SLACK));
+    if (candidates.length === 0) return null;
+    const sizes = [...new Set(candidates.map((g) => g.gallerySize))].sort((a, b) => a - b);
+    const size = sizes.find((m) => m >= n) ?? sizes[sizes.length - 1];
+    return candidates.filter((g) => g.gallerySize === size).reduce((best, g) => (g.fpir > best.fpir ? g : best));
   }
 
   /** The most templates a gallery may hold at `fpir`: floor(fpir / smallestFar · (1 + 1e-9)), the selection's slack. */

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from .operating_points import DEFAULT_IDENTIFY_FPIR, OperatingPoint, OperatingPoints
+from .operating_points import DEFAULT_IDENTIFY_FPIR, IdentificationPoint, OperatingPoint, OperatingPoints
 from .pairs import VerificationPairs
 
 if TYPE_CHECKING:
@@ -188,6 +188,9 @@ OPERATING_FARS = (1e-2, 5e-3, 2e-3, 1e-3, 5e-4, 2e-4, 1e-4, 5e-5, 2e-5, 1e-5, 5e
 REPORTED_FARS = (1e-3, 1e-4, 1e-5)
 MIN_IMPOSTORS = 10  # a FAR is reported only when this many impostor pairs score at or above its threshold
 POINT_CONFIDENCE = 0.95  # operating points hold their FAR with this one-sided confidence (Clopper–Pearson)
+CALIBRATION_GALLERIES = (10, 30, 100, 200, 300)  # people enrolled in the open-set galleries export calibrates
+CALIBRATION_FPIRS = (1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2)
+CALIBRATION_TRIALS = 200  # random galleries per size (the bench's measures draw theirs with another seed)
 PAIR_CHUNK = 1024  # rows of the similarity matrix per step: 1024 × 10⁴ faces is 40 MB of float32
 
 
@@ -260,15 +263,20 @@ def allowed_impostors(far: float, impostor_pairs: int, confidence: float | None 
 def far_threshold(scores: AllPairsScores, far: float, confidence: float | None = None) -> tuple[float, int] | None:
     """(threshold, impostors at or above it) keeping at most :func:`allowed_impostors` impostor
     pairs at or above the threshold, or None when fewer than MIN_IMPOSTORS would back it."""
-    allowed = allowed_impostors(far, scores.impostor_pairs, confidence)
-    if allowed < MIN_IMPOSTORS or allowed >= len(scores.top_impostors):
+    return threshold_above(scores.top_impostors, allowed_impostors(far, scores.impostor_pairs, confidence))
+
+
+def threshold_above(top: np.ndarray, allowed: int) -> tuple[float, int] | None:
+    """(threshold, scores at or above it) with at most ``allowed`` of the descending ``top`` scores at or
+    above it, cut between two of them; None when fewer than MIN_IMPOSTORS would be above it, or every score."""
+    if allowed < MIN_IMPOSTORS or allowed >= len(top):
         return None
-    top = scores.top_impostors
     if top[allowed - 1] > top[allowed]:
         threshold = float((top[allowed - 1] + top[allowed]) / 2.0)
     else:  # a tie straddles the cut: step above it
         threshold = float(np.nextafter(top[allowed - 1], np.inf))
-    return threshold, int(np.sum(top >= threshold))
+    above = int(np.sum(top >= threshold))
+    return (threshold, above) if above >= MIN_IMPOSTORS else None
 
 
 def genuine_accept_rate(scores: AllPairsScores, threshold: float) -> float:
@@ -284,9 +292,10 @@ def equal_error_rate(scores: AllPairsScores) -> float:
     return float((false_accept[crossing] + false_reject[crossing]) / 2.0)
 
 
-def operating_points(scores: AllPairsScores, source: str, identities: int, faces: int) -> OperatingPoints:
+def operating_points(scores: AllPairsScores, source: str, identities: int, faces: int,
+                     identification: Sequence[IdentificationPoint] = ()) -> OperatingPoints:
     """Thresholds at every FAR of OPERATING_FARS the impostor pairs support, each holding its FAR
-    with POINT_CONFIDENCE (so fewer impostors sit above it than ⌊FAR · n⌋)."""
+    with POINT_CONFIDENCE (so fewer impostors sit above it than ⌊FAR · n⌋), beside ``identification``."""
     points = []
     for far in OPERATING_FARS:
         found = far_threshold(scores, far, POINT_CONFIDENCE)
@@ -297,7 +306,34 @@ def operating_points(scores: AllPairsScores, source: str, identities: int, faces
         raise IdentitySetError(f"{source}: {scores.impostor_pairs} impostor pairs support no FAR down to "
                                f"{OPERATING_FARS[0]:g} with {MIN_IMPOSTORS} impostors above it: add identities")
     return OperatingPoints(points, source, identities, faces, len(scores.genuine), scores.impostor_pairs, MIN_IMPOSTORS,
-                           POINT_CONFIDENCE)
+                           POINT_CONFIDENCE, list(identification))
+
+
+def identification_points(embeddings: np.ndarray, labels: np.ndarray, seed: int = 1) -> list[IdentificationPoint]:
+    """Open-set thresholds: for each gallery size of CALIBRATION_GALLERIES the set supports,
+    CALIBRATION_TRIALS random galleries (:func:`gallery_split`); per FPIR of CALIBRATION_FPIRS the
+    threshold whose pooled strangers matched hold that FPIR with POINT_CONFIDENCE (as the FAR points)."""
+    identities, counts = np.unique(labels, return_counts=True)
+    points = []
+    for size in CALIBRATION_GALLERIES:
+        if size > np.sum(counts >= 2) or size >= len(identities):
+            continue
+        trials = open_set_trials(embeddings, labels, size, CALIBRATION_TRIALS, seed=seed)
+        strangers = np.sort(np.concatenate([t.stranger_scores for t in trials]))[::-1]
+        for fpir in CALIBRATION_FPIRS:
+            found = threshold_above(strangers, allowed_impostors(fpir, len(strangers), POINT_CONFIDENCE))
+            if found is not None:
+                points.append(IdentificationPoint(size, fpir, found[0], found[1], len(strangers)))
+    return points
+
+
+def calibrate(embeddings: np.ndarray, labels: np.ndarray, source: str, progress: bool = False) -> OperatingPoints:
+    """The operating points of a set of identities never trained on: thresholds at target FARs from
+    all their pairs, and open-set gallery thresholds (:func:`identification_points`)."""
+    labels = np.asarray(labels)
+    check_identity_set(labels)
+    return operating_points(all_pairs_scores(embeddings, labels, progress=progress), source, len(np.unique(labels)),
+                            len(labels), identification_points(l2_normalise(embeddings), labels))
 
 
 def first_faces(labels: np.ndarray) -> np.ndarray:

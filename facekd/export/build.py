@@ -36,8 +36,8 @@ from facekd.core.io import atomic_path, atomic_write_json, remove_stale_temp_fil
 from facekd.core.pairs import VerificationPairs
 from facekd.core.preprocess import PreprocessSpec
 from facekd.training.checkpoint import INT8_STUDENT, load_student
-from facekd.core.verification import (IdentitySetError, all_pairs_scores, best_threshold, check_identity_set,
-                                      embed_folder, embed_pairs, l2_normalise, operating_points, pair_scores)
+from facekd.core.verification import (IdentitySetError, best_threshold, calibrate, embed_folder, embed_pairs,
+                                      l2_normalise, pair_scores)
 
 from .artifact import ArtifactIO
 from .cost import onnx_cost, torch_cost
@@ -157,15 +157,13 @@ def _threshold(model: "nn.Module", preprocess: PreprocessSpec, state: dict, pair
 
 def _operating_points(model: "nn.Module", preprocess: PreprocessSpec, identities: FaceFolder,
                       progress: bool) -> tuple[OperatingPoints | None, np.ndarray]:
-    """Thresholds at target FARs from all pairs of ``identities`` embedded by the PyTorch model
-    (None, with a warning, when they support no FAR), and those embeddings."""
+    """The operating points of ``identities`` embedded by the PyTorch model (``calibrate``; None, with a
+    warning, when they support no FAR), and those embeddings."""
     embeddings = embed_folder(student_embed_fn(model, preprocess), identities, progress=progress)
     source = (f"all pairs of {len(identities.classes)} identities ({len(identities)} faces) under {identities.root}, "
               "PyTorch model")
     try:
-        check_identity_set(identities.labels)
-        scores = all_pairs_scores(embeddings, identities.labels, progress=progress)
-        return operating_points(scores, source, len(identities.classes), len(identities)), embeddings
+        return calibrate(embeddings, identities.labels, source, progress=progress), embeddings
     except IdentitySetError as exc:
         logger.warning("manifests without operating points (clients fall back to the best-accuracy threshold): %s", exc)
         return None, embeddings

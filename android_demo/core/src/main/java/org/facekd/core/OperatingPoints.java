@@ -18,7 +18,9 @@ import java.util.List;
  *       threshold. None: {@link CalibrationRangeException}.
  *   <li>{@link #identificationThreshold(double, int) identification at FPIR p} against a gallery of
  *       N templates (N &lt; 1 counts as 1): the same choice at the per-comparison FAR p / N (union
- *       bound: P(any of N impostor comparisons accepted) &lt;= N·FAR).
+ *       bound: P(any of N impostor comparisons accepted) &lt;= N·FAR); and where the export calibrated
+ *       open-set galleries ({@code identification}), no lower than the threshold of the smallest
+ *       calibrated gallery size &gt;= N (the largest beyond them) at its largest FPIR &lt;= p·(1 + 1e-9).
  * </ul>
  * Accepting is unchanged: same person iff {@code cosine >= threshold}.
  */
@@ -65,7 +67,33 @@ public final class OperatingPoints {
         }
     }
 
+    /** One open-set gallery point: at most {@code fpir} of strangers matched in galleries of {@code gallerySize}. */
+    public static final class GalleryPoint {
+        private final int gallerySize;
+        private final double fpir;
+        private final double threshold;
+
+        GalleryPoint(int gallerySize, double fpir, double threshold) {
+            this.gallerySize = gallerySize;
+            this.fpir = fpir;
+            this.threshold = threshold;
+        }
+
+        public int gallerySize() {
+            return gallerySize;
+        }
+
+        public double fpir() {
+            return fpir;
+        }
+
+        public double threshold() {
+            return threshold;
+        }
+    }
+
     private final List<Point> points;
+    private final List<GalleryPoint> galleries;
     private final String source;
     private final long identities;
     private final long faces;
@@ -73,9 +101,10 @@ public final class OperatingPoints {
     private final long impostorPairs;
     private final long minImpostors;
 
-    private OperatingPoints(List<Point> points, String source, long identities, long faces, long genuinePairs,
-            long impostorPairs, long minImpostors) {
+    private OperatingPoints(List<Point> points, List<GalleryPoint> galleries, String source, long identities,
+            long faces, long genuinePairs, long impostorPairs, long minImpostors) {
         this.points = Collections.unmodifiableList(points);
+        this.galleries = Collections.unmodifiableList(galleries);
         this.source = source;
         this.identities = identities;
         this.faces = faces;
@@ -129,9 +158,36 @@ public final class OperatingPoints {
             }
             points.add(new Point(far, threshold, impostorsAbove, tar));
         }
-        return new OperatingPoints(points, json.optString("source", ""), optCount(json, "identities", where),
+        return new OperatingPoints(points, galleries(json, where), json.optString("source", ""),
+                optCount(json, "identities", where),
                 optCount(json, "faces", where), optCount(json, "genuine_pairs", where),
                 optCount(json, "impostor_pairs", where), optCount(json, "min_impostors", where));
+    }
+
+    private static List<GalleryPoint> galleries(Json.Obj json, String where) {
+        List<GalleryPoint> galleries = new ArrayList<>();
+        if (!json.has("identification")) {
+            return galleries;
+        }
+        List<Json.Obj> items = json.objects("identification");
+        for (int i = 0; i < items.size(); i++) {
+            Json.Obj item = items.get(i);
+            String at = where + ".identification[" + i + "]";
+            long size = optCount(item, "gallery_size", at);
+            double fpir = item.number("fpir");
+            double threshold = item.number("threshold");
+            if (size < 1 || size > Integer.MAX_VALUE) {
+                throw new ContractException(at + ": 'gallery_size' must be a positive integer");
+            }
+            if (!(fpir > 0 && fpir < 1)) {
+                throw new ContractException(at + ": fpir " + fpir + " is not in (0, 1)");
+            }
+            if (!(threshold >= -1 && threshold <= 1)) {
+                throw new ContractException(at + ": threshold " + threshold + " is not a cosine in [-1, 1]");
+            }
+            galleries.add(new GalleryPoint((int) size, fpir, threshold));
+        }
+        return galleries;
     }
 
     /** Parses operating points from JSON text (e.g. a golden fixture's field); {@code source} names it in errors. */
@@ -173,7 +229,8 @@ public final class OperatingPoints {
     /**
      * Threshold for 1:N identification at a false positive identification rate against a gallery
      * of {@code comparisons} templates (values below 1 count as 1): the verification threshold at
-     * the per-comparison FAR {@code fpir / comparisons}.
+     * the per-comparison FAR {@code fpir / comparisons}, raised to the calibrated gallery's where
+     * higher (see the class comment).
      *
      * @throws IllegalArgumentException if {@code fpir} is not in (0, 1)
      * @throws CalibrationRangeException if the gallery is too large for the calibrated range; its
@@ -191,7 +248,30 @@ public final class OperatingPoints {
                     + formatG(smallestFar(), 2) + "): enrol at most " + most + " templates or raise the FPIR",
                     far, smallestFar(), most);
         }
-        return point.threshold;
+        GalleryPoint gallery = galleryPoint(fpir, n);
+        return gallery == null ? point.threshold : Math.max(point.threshold, gallery.threshold);
+    }
+
+    private GalleryPoint galleryPoint(double fpir, int n) {
+        double limit = fpir * (1 + FAR_SLACK);
+        int size = -1;
+        int largest = -1;
+        for (GalleryPoint gallery : galleries) {
+            if (gallery.fpir <= limit) {
+                largest = Math.max(largest, gallery.gallerySize);
+                if (gallery.gallerySize >= n && (size < 0 || gallery.gallerySize < size)) {
+                    size = gallery.gallerySize;
+                }
+            }
+        }
+        size = size < 0 ? largest : size;
+        GalleryPoint chosen = null;
+        for (GalleryPoint gallery : galleries) {
+            if (gallery.gallerySize == size && gallery.fpir <= limit && (chosen == null || gallery.fpir > chosen.fpir)) {
+                chosen = gallery;
+            }
+        }
+        return chosen;
     }
 
     /**
@@ -232,6 +312,11 @@ public final class OperatingPoints {
     /** The points, far descending. */
     public List<Point> points() {
         return points;
+    }
+
+    /** The open-set gallery points, as exported (empty for an export that calibrated none). */
+    public List<GalleryPoint> galleries() {
+        return galleries;
     }
 
     /** What the points were measured on, as exported; empty if not recorded. */

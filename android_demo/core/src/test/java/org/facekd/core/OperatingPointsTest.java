@@ -101,6 +101,42 @@ class OperatingPointsTest {
         assertEquals(0.47, op.identificationThreshold(0.1, 12820));
     }
 
+    /** {@link #POINTS} with open-set galleries of 10 and 100 people calibrated at FPIR 0.01 and 0.001. */
+    static OperatingPoints withGalleries() {
+        String galleries = ", \"identification\": ["
+                + "{\"gallery_size\": 10, \"fpir\": 0.01, \"threshold\": 0.33, \"strangers_above\": 700, \"probes\": 70000},"
+                + "{\"gallery_size\": 10, \"fpir\": 0.001, \"threshold\": 0.40, \"strangers_above\": 60, \"probes\": 70000},"
+                + "{\"gallery_size\": 100, \"fpir\": 0.01, \"threshold\": 0.41, \"strangers_above\": 500, \"probes\": 50000},"
+                + "{\"gallery_size\": 100, \"fpir\": 0.001, \"threshold\": 0.50, \"strangers_above\": 40, \"probes\": 50000}]}";
+        return OperatingPoints.parse(POINTS.substring(0, POINTS.length() - 1) + galleries, "test");
+    }
+
+    @Test
+    void identificationIsNoLowerThanTheCalibratedGallerysThreshold() {
+        OperatingPoints op = withGalleries();
+        assertEquals(4, op.galleries().size());
+        assertEquals(0.33, op.identificationThreshold(0.01, 1), "the 10-person gallery is stricter than FAR 0.01");
+        assertEquals(0.33, op.identificationThreshold(0.01, 10));
+        assertEquals(0.41, op.identificationThreshold(0.01, 11), "the smallest calibrated gallery >= 11 is 100");
+        assertEquals(0.41, op.identificationThreshold(0.01, 100), "the gallery's 0.41 over the FAR rule's 0.37");
+        assertEquals(0.45, op.identificationThreshold(0.01, 101), "beyond the galleries: the FAR rule where higher");
+        assertEquals(0.41, op.identificationThreshold(0.05, 100), "the largest calibrated FPIR <= 0.05 is 0.01");
+        assertEquals(0.50, op.identificationThreshold(0.005, 100), "FPIR 0.005: the 0.001 gallery point");
+        assertEquals(0.37, op.identificationThreshold(0.0009, 1), "no gallery point at or below FPIR 0.0009");
+        assertEquals(points().verificationThreshold(1e-4), op.verificationThreshold(1e-4), "verification is unchanged");
+    }
+
+    @Test
+    void malformedGalleryPointsAreRefused() {
+        String bad = POINTS.substring(0, POINTS.length() - 1)
+                + ", \"identification\": [{\"gallery_size\": 0, \"fpir\": 0.01, \"threshold\": 0.4}]}";
+        ContractException error = assertThrows(ContractException.class, () -> OperatingPoints.parse(bad, "op.json"));
+        assertEquals("op.json: operating_points.identification[0]: 'gallery_size' must be a positive integer",
+                error.getMessage());
+        String far = bad.replace("\"gallery_size\": 0, \"fpir\": 0.01", "\"gallery_size\": 5, \"fpir\": 1.5");
+        assertThrows(ContractException.class, () -> OperatingPoints.parse(far, "op.json"));
+    }
+
     @Test
     void identificationPastTheCalibratedRangeSaysHowManyTemplatesFit() {
         OperatingPoints op = points();
