@@ -259,6 +259,31 @@ def test_shipped_int8_sface_loads_and_matches_fp32(facekd_home):
     assert cosines.min() > 0.999
 
 
+@pytest.mark.realdata
+def test_the_teacher_artifact_is_the_float_network_the_file_computes(facekd_home, tmp_path):
+    """export_teacher writes the int8bq SFace as float (no DequantizeLinear, PRelus as Max where exact): the same
+    embeddings as onnxruntime on the file itself."""
+    import onnxruntime as ort
+
+    from facekd.export.build import TEACHER_ARTIFACT, export_teacher
+
+    source = facekd_home / "models" / "sface" / "sface_int8bq_original.onnx"
+    record = export_teacher(source, SFACE, tmp_path)
+    artifact = tmp_path / TEACHER_ARTIFACT / "model.onnx"
+    assert record.status == "ok" and artifact.is_file()
+    ops = [node.op_type for node in onnx.load(str(artifact)).graph.node]
+    original = [node.op_type for node in onnx.load(str(source)).graph.node]
+    assert "DequantizeLinear" not in ops and "DequantizeLinear" in original
+    assert ops.count("Max") + ops.count("PRelu") == original.count("PRelu") > 10 * ops.count("PRelu")  # slopes > 1 stay
+    folder = FaceFolder(facekd_home / "data" / "lfw" / "aligned_112", identities=["Halle_Berry"])
+    batch = SFACE.apply(np.stack([folder.load_rgb(i) for i in range(3)]))
+    exact = OnnxTeacher(source, SFACE, runtime="onnxruntime")
+    session = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
+    ours = np.concatenate([session.run(None, {"data": batch[i:i + 1]})[0] for i in range(len(batch))])
+    theirs = np.concatenate([exact.session.run(None, {exact.input_name: batch[i:i + 1]})[0] for i in range(len(batch))])
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
 def test_a_second_run_waits_for_the_first_builder_and_reuses_its_cache(tiny_faces, tiny_teacher, tmp_path):  # noqa: F811
     """The user cache is shared by every run: while one run builds a key (holds `<cache>.lock`), another
     run with the same key says it waits, then opens the finished cache instead of writing beside it."""

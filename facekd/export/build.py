@@ -584,25 +584,23 @@ TEACHER_ARTIFACT = "teacher-onnx-fp32"
 
 
 def export_teacher(teacher_path: str | os.PathLike, preprocess: PreprocessSpec, out_dir: str | os.PathLike) -> ExportRecord:
-    """Put the teacher's ONNX beside the student's artifacts (``teacher-onnx-fp32/``, hard-linked
-    when possible) with a manifest whose ``details.model.role`` is "teacher", so the benchmark
-    measures it with the same workers: what the student kept and what it paid."""
+    """Put the teacher's float network (``training.onnx_graph.plain_graph``: what the teacher cache runs)
+    beside the student's artifacts (``teacher-onnx-fp32/``) with a manifest whose ``details.model.role``
+    is "teacher", so the benchmark measures it with the same workers: what the student kept and what it paid."""
+    import onnx
+
+    from facekd.training.onnx_graph import plain_graph
+
     teacher_path = Path(teacher_path)
     folder = Path(out_dir) / TEACHER_ARTIFACT
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     artifact = folder / "model.onnx"
-    cleaned = _without_unused_inputs(teacher_path)
-    if cleaned is not None:  # e.g. OpenCV zoo's int8bq files: onnxruntime demands values for unused weight inputs
-        with atomic_path(artifact) as tmp:
-            tmp.write_bytes(cleaned)
-    else:
-        try:
-            os.link(teacher_path, artifact)
-        except OSError:  # another file system, or links not allowed
-            with atomic_path(artifact) as tmp:
-                shutil.copyfile(teacher_path, tmp)
+    model = onnx.load(str(teacher_path))
+    plain_graph(model)
+    with atomic_path(artifact) as tmp:
+        tmp.write_bytes(model.SerializeToString())
     row = FORMATS["onnx"]
     io = row.inspect(artifact)
     spec = preprocess.with_layout("NCHW")
@@ -614,8 +612,8 @@ def export_teacher(teacher_path: str | os.PathLike, preprocess: PreprocessSpec, 
         output={"name": io.output_name, "shape": io.output_shape, "dtype": io.output_dtype},
         preprocess=spec.to_dict(), embedding_size=int(embedding_size), threshold=None,
         threshold_source="none: the bench picks the teacher's best threshold on the pairs", calibration=None,
-        parity=None, converter_versions={}, quantization="the teacher's own file" + (
-            ", its unused graph inputs dropped" if cleaned is not None else ", unchanged"),
+        parity=None, converter_versions={}, quantization="the teacher's file as float: unused inputs dropped, quantised "
+        "weights dequantised, PRelus as Max(x, x·a) (exact)",
         source={"teacher": teacher_path.name, "sha256": sha256_file(teacher_path)},
         details={**io.details, "model": {**onnx_cost(artifact), "role": "teacher"}},
         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -624,15 +622,3 @@ def export_teacher(teacher_path: str | os.PathLike, preprocess: PreprocessSpec, 
     return ExportRecord("teacher-onnx", "fp32", "ok", manifest.reason, path=artifact.relative_to(out_dir).as_posix(),
                         size_bytes=manifest.size_bytes)
 
-
-def _without_unused_inputs(path: Path) -> bytes | None:
-    """The ONNX file without graph inputs that are initializers or unused (as onnxruntime needs it to run
-    alone), or None when it has none to drop."""
-    import onnx
-
-    from facekd.training.onnx_graph import clean_graph
-
-    model = onnx.load(str(path))
-    inputs = len(model.graph.input)
-    clean_graph(model)
-    return model.SerializeToString() if len(model.graph.input) != inputs else None

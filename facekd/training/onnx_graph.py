@@ -148,3 +148,12 @@ def prelu_as_maximum(model: onnx.ModelProto) -> int:
     del graph.node[:]
     graph.node.extend(nodes)
     return rewritten
+
+
+def plain_graph(model: onnx.ModelProto) -> None:
+    """The float network a teacher file computes, in place: unused inputs dropped (:func:`clean_graph`),
+    constant weight dequantisation folded into float, PRelus as Max(x, x·a) (all exact). The teacher
+    cache runs it, and export puts it beside the student as the teacher's artifact."""
+    clean_graph(model)
+    fold_dequantized_weights(model)
+    prelu_as_maximum(model)

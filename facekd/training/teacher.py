@@ -47,8 +47,8 @@ class OnnxTeacher:
     or on the CPU with OpenVINO when it is installed (``runtime="auto"``; faster on these convolutions).
 
     A model whose batch dimension is fixed (e.g. to 1) is run in chunks of that size; on the CPU in
-    chunks of ``CPU_CHUNK``. Its weights are read dequantised (int8 blocks folded into float) and its
-    PRelus run as Max(x, x·a) (exact, and faster on onnxruntime's CPU).
+    chunks of ``CPU_CHUNK``. It runs the file's float network (``onnx_graph.plain_graph``: int8 weight
+    blocks folded into float, PRelus as Max(x, x·a), which onnxruntime's CPU runs faster; all exact).
     On CUDA it runs on GPU ``device_id`` (default: ``LOCAL_RANK``, so each torchrun process has its own GPU).
     """
 
@@ -57,7 +57,7 @@ class OnnxTeacher:
         import onnx
         import onnxruntime as ort
 
-        from .onnx_graph import clean_graph, fold_dequantized_weights, input_normalisation, prelu_as_maximum
+        from .onnx_graph import clean_graph, input_normalisation, plain_graph
 
         path = Path(path)
         if not path.is_file():
@@ -71,8 +71,7 @@ class OnnxTeacher:
         if len(model.graph.input) != 1 or len(model.graph.output) < 1:
             raise TeacherError(f"{path}: expected one image input and an embedding output, found inputs "
                                f"{[i.name for i in model.graph.input]}")
-        fold_dequantized_weights(model)
-        prelu_as_maximum(model)
+        plain_graph(model)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
