@@ -92,6 +92,10 @@ def _train_stage(cfg: RunConfig, out: Path, progress: bool, timings: dict) -> Pa
 def _export_stage(cfg: RunConfig, out: Path, student: Path, progress: bool, timings: dict) -> Path:
     export_dir = out / f"export-{_digest(sha256_file(student), to_dict(cfg.export))}"
     started = _announce(2, str(export_dir))
+    if cfg.train.int8_aware_epochs == 0:
+        log.info("int8 artifacts are post-training (dynamic range or int8 weights only): the student had no int8-aware "
+                 "epochs (--set train.int8_aware_epochs=1 makes them full-integer, about 1.5x faster than fp32, for a "
+                 "few more minutes of training; see docs/measurements.md, INT8)")
     if (export_dir / "export_summary.json").exists():
         log.info("reusing finished export %s", export_dir)
     else:

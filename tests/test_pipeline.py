@@ -42,6 +42,8 @@ def test_demo_chain_writes_report_and_reuses_finished_stages(tiny_faces, tiny_te
     reused = [r.getMessage() for r in caplog.records if r.getMessage().startswith("reusing")]
     assert len(reused) == 3  # train, export, bench
     assert (out / "student.pt").resolve().stat().st_mtime_ns == student_mtime
+    skipped = [r.getMessage() for r in caplog.records if "int8 artifacts are post-training" in r.getMessage()]
+    assert len(skipped) == 1 and "train.int8_aware_epochs=1" in skipped[0]  # the demo says what it skips
 
 
 def test_demo_report_shows_the_reference_student_beside_the_new_one(tiny_faces, tiny_teacher, tiny_pairs, tmp_path):
