@@ -37,6 +37,7 @@ def test_demo_chain_writes_report_and_reuses_finished_stages(tiny_faces, tiny_te
     assert "**Ship " in report and "Student vs teacher (teacher-onnx-fp32)" in report
 
     student_mtime = (out / "student.pt").resolve().stat().st_mtime_ns
+    caplog.clear()  # what the second run says
     with caplog.at_level(logging.INFO, logger="facekd.pipeline"):
         run_demo(cfg, out, progress=False)
     reused = [r.getMessage() for r in caplog.records if r.getMessage().startswith("reusing")]

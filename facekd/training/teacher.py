@@ -1,6 +1,7 @@
 """Teachers: anything that turns aligned uint8 RGB faces into L2-normalised embeddings."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -44,7 +45,8 @@ CPU_CHUNK = 16  # images per onnxruntime CPU run: faster per image than larger b
 
 class OnnxTeacher:
     """An ONNX face-recognition model run with onnxruntime (CUDA execution provider when present, else CPU),
-    or on the CPU with OpenVINO when it is installed (``runtime="auto"``; faster on these convolutions).
+    or on the CPU with OpenVINO when it is installed (``runtime="auto"``; faster on these convolutions),
+    in a process of its own (``openvino_process``).
 
     A model whose batch dimension is fixed (e.g. to 1) is run in chunks of that size; on the CPU in
     chunks of ``CPU_CHUNK``. It runs the file's float network (``onnx_graph.plain_graph``: int8 weight
@@ -111,17 +113,22 @@ class OnnxTeacher:
             self._use_openvino(model, expected, threads)
 
     def _use_openvino(self, model, shape: list, threads: int | None) -> None:
-        """Run on OpenVINO in chunks of ``CPU_CHUNK`` (even where the file fixes its batch), else of the fixed batch."""
+        """Run on OpenVINO (in a process of its own) in chunks of ``CPU_CHUNK``, even where the file fixes its
+        batch, else of the fixed batch; onnxruntime where OpenVINO is not installed or cannot take the graph."""
+        if importlib.util.find_spec("openvino") is None:
+            return
+        from .openvino_process import OpenVinoProcess
+
         for chunk in dict.fromkeys((CPU_CHUNK, self.chunk)):
-            self._openvino = _openvino_model(model, [chunk, *shape[1:]], threads)
-            if self._openvino is not None:
-                self.fixed_batch = self.chunk = chunk
-                self.runtime = "OpenVINO CPU"
+            runner = OpenVinoProcess(model.SerializeToString(), [chunk, *shape[1:]], threads)
+            if runner.error is None:
+                self._openvino, self.fixed_batch, self.chunk, self.runtime = runner, chunk, chunk, "OpenVINO CPU"
                 return
+            log.debug("OpenVINO cannot run this teacher at batch %d (%s): onnxruntime runs it", chunk, runner.error)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         if self._openvino is not None:
-            return self._openvino(batch)[0].reshape(len(batch), -1)
+            return self._openvino.run(batch).reshape(len(batch), -1)
         return self.session.run(None, {self.input_name: batch})[0].reshape(len(batch), -1)
 
     def embed(self, images: np.ndarray) -> np.ndarray:
@@ -140,26 +147,6 @@ class OnnxTeacher:
         if padding <= 0:
             return chunk
         return np.concatenate([chunk, np.zeros((padding, *chunk.shape[1:]), chunk.dtype)])
-
-
-def _openvino_model(model, shape: list[int], threads: int | None):
-    """The graph compiled by OpenVINO for the CPU in fp32 for inputs of ``shape``, or None where OpenVINO is
-    not installed or cannot take this graph at that batch (onnxruntime runs it then)."""
-    try:
-        import openvino as ov
-    except ImportError:
-        return None
-    try:
-        core = ov.Core()
-        network = core.read_model(model.SerializeToString())
-        network.reshape(shape)
-        if network.outputs[0].get_partial_shape()[0].get_length() != shape[0]:
-            return None  # a graph that flattens its batch away
-        settings = {"INFERENCE_PRECISION_HINT": "f32", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
-        return core.compile_model(network, "CPU", settings)
-    except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
-        log.debug("OpenVINO cannot run this teacher at %s (%s): onnxruntime runs it", shape, exc)
-        return None
 
 
 class TorchTeacher:
