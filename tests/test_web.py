@@ -125,6 +125,7 @@ def test_page_identifies_at_the_operating_point_like_python_and_java(page, expor
     """The page's rule on the export's identification fixture (real val faces, 100 people enrolled):
     the threshold and every decision agree with Python's, and strangers stay within the FPIR."""
     fixture = json.loads((export_dir / "golden" / "identification.json").read_text())
+    assert fixture["expected"]["strangers_borderline"] >= 0 and fixture["expected"]["mated_borderline"] >= 0
     checked = page.evaluate("f => window.facekd.checkIdentificationFixture(f)", fixture)
     assert checked["problems"] == []
     assert checked["threshold"] == pytest.approx(fixture["expected"]["threshold"], abs=1e-12)

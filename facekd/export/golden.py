@@ -11,7 +11,9 @@ Layout of ``<out>/golden/``:
 - ``identification.json``: the open-set case both clients are tested on, from all faces of the val
   identities: ``{"schema_version", "fpir", "operating_points", "gallery": [{"name", "embedding"}]
   (GALLERY_PEOPLE people, their first face), "mated": [...] (their other faces), "strangers": [...]
-  (every face of everyone else), "expected": {"threshold", "strangers_matched", "mated_found"}}``,
+  (every face of everyone else), "expected": {"threshold", "strangers_matched", "mated_found", "strangers_borderline",
+  "mated_borderline"}}`` (borderline: scores within SCORE_TOLERANCE of the threshold; a client's counts may
+  differ from the expected ones by at most those),
   expected as the Python rule (:mod:`training.operating_points`) computes it.
 """
 from __future__ import annotations
@@ -42,6 +44,7 @@ logger = logging.getLogger(__name__)
 GOLDEN_SCHEMA_VERSION = 1
 GALLERY_PEOPLE = 100
 GALLERY_FPIR = 0.01
+SCORE_TOLERANCE = 1e-5  # cosines this close to a threshold may land on either side in another client's arithmetic
 IDENTITIES = 4
 PER_IDENTITY = 2
 RESIZE_SIDE = 128
@@ -120,6 +123,12 @@ def _entries(indices: np.ndarray, embeddings: np.ndarray, names: list[str]) -> l
     return [{"name": names[i], "embedding": [float(v) for v in embeddings[i]]} for i in indices]
 
 
+def _borderline(scores: np.ndarray, threshold: float) -> int:
+    """Scores within SCORE_TOLERANCE of the threshold: a client computing in float32 may decide them either way
+    (the thresholds are cut between measured scores of these very faces)."""
+    return int(np.sum(np.abs(scores - threshold) <= SCORE_TOLERANCE))
+
+
 def write_identification_fixture(path: Path, embeddings: np.ndarray, labels: np.ndarray, classes: Sequence[str],
                                  points: "OperatingPoints") -> Path | None:
     """``identification.json`` (see the module docstring): GALLERY_PEOPLE random identities with two
@@ -139,5 +148,7 @@ def write_identification_fixture(path: Path, embeddings: np.ndarray, labels: np.
         "gallery": _entries(gallery, embeddings, names), "mated": _entries(mated, embeddings, names),
         "strangers": _entries(strangers, embeddings, names),
         "expected": {"threshold": threshold, "strangers_matched": int(np.sum(trial.stranger_scores >= threshold)),
-                     "mated_found": int(np.sum(trial.mated_correct & (trial.mated_scores >= threshold)))},
+                     "mated_found": int(np.sum(trial.mated_correct & (trial.mated_scores >= threshold))),
+                     "strangers_borderline": _borderline(trial.stranger_scores, threshold),
+                     "mated_borderline": _borderline(trial.mated_scores[trial.mated_correct], threshold)},
     })

@@ -111,12 +111,21 @@ class GoldenIdentificationTest {
                 OperatingPoints.formatG(fpir), enrolled.size(), threshold, strangersMatched, strangers.size(),
                 strangerShare, matedFound, mated.size()));
 
-        assertEquals(expected.integer("strangers_matched"), strangersMatched, "strangers named as someone");
+        // scores within the export's tolerance of the threshold may fall either way in float32 arithmetic
+        assertTrue(Math.abs(expected.integer("strangers_matched") - strangersMatched) <= borderline(expected, "strangers"),
+                "strangers named as someone: " + strangersMatched + ", Python " + expected.integer("strangers_matched"));
         // "at most the FPIR" on a finite set of strangers: not significantly above it (one-sided binomial, 5 %)
         assertTrue(strangersMatched <= binomialQuantile(strangers.size(), fpir, 0.95), strangersMatched + " of "
                 + strangers.size() + " strangers named: significantly more than FPIR " + fpir);
-        assertEquals(expected.integer("mated_found"), matedFound, "mated probes identified as themselves");
+        assertTrue(Math.abs(expected.integer("mated_found") - matedFound) <= borderline(expected, "mated"),
+                "mated probes identified as themselves: " + matedFound + ", Python " + expected.integer("mated_found"));
         assertTrue(matedFound > 0, "no mated probe was found at threshold " + threshold);
+    }
+
+    /** Probes of {@code kind} whose Python score lies within the export's tolerance of the threshold (0 if not recorded). */
+    static int borderline(Json.Obj expected, String kind) {
+        String key = kind + "_borderline";
+        return expected.has(key) ? expected.integer(key) : 0;
     }
 
     /** Smallest k with P(X <= k) >= q for X ~ Binomial(n, p). */
