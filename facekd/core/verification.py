@@ -313,12 +313,12 @@ def identification_points(embeddings: np.ndarray, labels: np.ndarray, seed: int 
     """Open-set thresholds: for each gallery size of CALIBRATION_GALLERIES the set supports,
     CALIBRATION_TRIALS random galleries (:func:`gallery_split`); per FPIR of CALIBRATION_FPIRS the
     threshold whose pooled strangers matched hold that FPIR with POINT_CONFIDENCE (as the FAR points)."""
-    identities, counts = np.unique(labels, return_counts=True)
     points = []
     for size in CALIBRATION_GALLERIES:
-        if size > np.sum(counts >= 2) or size >= len(identities):
+        try:
+            trials = open_set_trials(embeddings, labels, size, CALIBRATION_TRIALS, seed=seed)
+        except IdentitySetError:  # too few identities for a gallery of this size (gallery_split says why)
             continue
-        trials = open_set_trials(embeddings, labels, size, CALIBRATION_TRIALS, seed=seed)
         strangers = np.sort(np.concatenate([t.stranger_scores for t in trials]))[::-1]
         for fpir in CALIBRATION_FPIRS:
             found = threshold_above(strangers, allowed_impostors(fpir, len(strangers), POINT_CONFIDENCE))
@@ -333,7 +333,7 @@ def calibrate(embeddings: np.ndarray, labels: np.ndarray, source: str, progress:
     labels = np.asarray(labels)
     check_identity_set(labels)
     return operating_points(all_pairs_scores(embeddings, labels, progress=progress), source, len(np.unique(labels)),
-                            len(labels), identification_points(l2_normalise(embeddings), labels))
+                            len(labels), identification_points(embeddings, labels))
 
 
 def first_faces(labels: np.ndarray) -> np.ndarray:

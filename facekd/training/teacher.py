@@ -100,7 +100,7 @@ class OnnxTeacher:
         batch = model_input.shape[0]
         self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
         self.chunk = self.fixed_batch or (CPU_CHUNK if on_cpu else None)
-        self.runtime, self._openvino = "onnxruntime " + ("CPU" if on_cpu else "CUDA"), None
+        self._runtime, self._openvino = "onnxruntime " + ("CPU" if on_cpu else "CUDA"), None
         self.name = str(path)
         self.identity = _identity(sha256_file(path), preprocess)
         dummy = np.zeros((1, preprocess.size, preprocess.size, 3), dtype=np.uint8)
@@ -109,20 +109,29 @@ class OnnxTeacher:
             raise TeacherError(f"{path}: its first output has shape {list(raw.shape)} for one image; a face-recognition "
                                "teacher must output embeddings [N, D]: export the embedding, not a feature map")
         self.embedding_size = int(raw.shape[1])
-        if on_cpu and runtime != "onnxruntime":
-            self._use_openvino(model, expected, threads)
+        use_openvino = on_cpu and runtime != "onnxruntime" and importlib.util.find_spec("openvino") is not None
+        # started on first use: a teacher loaded only for its identity (an existing cache) starts no process
+        self._pending_openvino = (model.SerializeToString(), expected, threads) if use_openvino else None
 
-    def _use_openvino(self, model, shape: list, threads: int | None) -> None:
+    @property
+    def runtime(self) -> str:
+        """What embeds the faces: "OpenVINO CPU", "onnxruntime CPU" or "onnxruntime CUDA"."""
+        self._start_openvino()
+        return self._runtime
+
+    def _start_openvino(self) -> None:
         """Run on OpenVINO (in a process of its own) in chunks of ``CPU_CHUNK``, even where the file fixes its
-        batch, else of the fixed batch; onnxruntime where OpenVINO is not installed or cannot take the graph."""
-        if importlib.util.find_spec("openvino") is None:
+        batch, else of the fixed batch; onnxruntime where OpenVINO cannot take the graph."""
+        if self._pending_openvino is None:
             return
+        model, shape, threads = self._pending_openvino
+        self._pending_openvino = None
         from .openvino_process import OpenVinoProcess
 
         for chunk in dict.fromkeys((CPU_CHUNK, self.chunk)):
-            runner = OpenVinoProcess(model.SerializeToString(), [chunk, *shape[1:]], threads)
+            runner = OpenVinoProcess(model, [chunk, *shape[1:]], threads)
             if runner.error is None:
-                self._openvino, self.fixed_batch, self.chunk, self.runtime = runner, chunk, chunk, "OpenVINO CPU"
+                self._openvino, self.fixed_batch, self.chunk, self._runtime = runner, chunk, chunk, "OpenVINO CPU"
                 return
             log.debug("OpenVINO cannot run this teacher at batch %d (%s): onnxruntime runs it", chunk, runner.error)
 
@@ -132,6 +141,7 @@ class OnnxTeacher:
         return self.session.run(None, {self.input_name: batch})[0].reshape(len(batch), -1)
 
     def embed(self, images: np.ndarray) -> np.ndarray:
+        self._start_openvino()
         inputs = self.preprocess.apply(np.asarray(images, dtype=np.uint8))
         if self.chunk is None:
             return l2_normalise(self._run(inputs))
