@@ -24,6 +24,7 @@ from facekd.export.parity import DEFAULT_BARS, Parity, ParityBar, ParityReferenc
 from facekd.export.torch_format import TorchRunner
 from facekd.training.checkpoint import CheckpointError, save_checkpoint, student_state
 from facekd.core.data import load_rgb_file
+from facekd.core.host import usable_cores
 from facekd.training.models.mobilefacenet import MobileFaceNet
 from facekd.core.pairs import VerificationPairs
 from facekd.core.preprocess import STUDENT_DEFAULT
@@ -174,6 +175,42 @@ def test_a_native_crash_in_an_own_process_row_fails_that_artifact_only(checkpoin
     assert records[1].parity == records[2].parity
     assert Manifest.load(tmp_path / "isolated-fp32" / "manifest.json").status == "ok"
     verify_artifact(tmp_path / "isolated-fp32" / "manifest.json")
+
+def meet_the_other_lane(model, precision, calibration, out_path, **kwargs):
+    """A converter that finishes only when the other row's converter runs at the same time: each
+    writes its marker (with its PyTorch threads) and waits up to 20 s for the other's."""
+    import time
+
+    import torch
+
+    mine, other = ("own", "in-process") if "isolated" in out_path.parent.name else ("in-process", "own")
+    markers = out_path.parent.parent
+    (markers / f"{mine}.marker").write_text(str(torch.get_num_threads()))
+    deadline = time.monotonic() + 20
+    while not (markers / f"{other}.marker").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the {other} lane never ran beside this one")
+        time.sleep(0.05)
+    return formats.FORMATS["torch"].convert(model, precision, calibration, out_path, **kwargs)
+
+
+@pytest.mark.skipif(usable_cores() < 2, reason="one core: export runs one lane")
+@pytest.mark.parametrize("concurrent", [True, False])
+def test_own_process_rows_convert_beside_the_others_on_half_the_cores(concurrent, checkpoint, faces, tmp_path, monkeypatch):
+    monkeypatch.setitem(formats.FORMATS, "isolated", replace(formats.FORMATS["torch"], name="isolated",
+                                                             convert=meet_the_other_lane, own_process=True))
+    monkeypatch.setitem(formats.FORMATS, "local", replace(formats.FORMATS["torch"], name="local", convert=meet_the_other_lane))
+    config = _config(formats=["isolated", "local"], threads=None, concurrent=concurrent)
+    records = export_checkpoint(checkpoint, tmp_path, config, faces[:8], faces, None, progress=False)
+
+    summary = json.loads((tmp_path / "export_summary.json").read_text())
+    assert [r.format for r in records] == ["isolated", "local"] == [r["format"] for r in summary]  # the job order
+    if concurrent:
+        assert [r.status for r in records] == ["ok", "ok"]
+        assert {(tmp_path / f"{lane}.marker").read_text() for lane in ("own", "in-process")} == {str(usable_cores() // 2)}
+    else:  # one after the other: the first waits in vain
+        assert records[0].status == "failed" and "never ran beside" in records[0].reason
+
 
 def test_all_formats_records_unavailable_ones_instead_of_failing(checkpoint, faces, tmp_path, monkeypatch):
     if TENSORRT_INSTALLED:

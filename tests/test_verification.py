@@ -11,6 +11,7 @@ from facekd.core.verification import (
     best_threshold,
     cross_validated_decisions,
     mcnemar,
+    embed_once,
     embed_pairs,
     evaluate_scores,
     pair_scores,
@@ -169,3 +170,24 @@ def test_mcnemar_counts_the_pairs_one_model_alone_gets_right():
     nearly = base.copy()
     nearly[80:82], nearly[0] = True, False  # 2 against 1: no evidence either way
     assert mcnemar(nearly, base)["p_value"] > 0.5
+
+
+def test_embed_once_embeds_each_distinct_face_once_and_answers_repeats_alike():
+    faces = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    calls = []
+
+    def features(images: np.ndarray) -> np.ndarray:
+        return images.reshape(len(images), -1)[:, :4].astype(np.float32) + 1
+
+    def embed_fn(images: np.ndarray) -> np.ndarray:
+        calls.append(len(images))
+        return features(images)
+
+    embed = embed_once(embed_fn)
+    first = embed(faces[[0, 1, 1, 2]])  # a repeat inside one batch is embedded once
+    second = embed(np.stack([faces[2], faces[3], faces[0].copy()]))  # equal pixels, another array
+    assert calls == [3, 1]
+    np.testing.assert_array_equal(first, features(faces[[0, 1, 1, 2]]))
+    np.testing.assert_array_equal(second, features(faces[[2, 3, 0]]))
+    embed(faces[:1].reshape(1, 16, 4, 3))  # the same bytes in another shape: another face
+    assert calls == [3, 1, 1]

@@ -9,17 +9,21 @@ Output folder::
 
 One format failing never stops the others: its record says "failed" with a one-line reason. Rows
 marked ``own_process`` (native runtimes that crashed beside the others in one process) convert and
-run their parity in a spawned child, so even a crash of theirs fails that artifact only.
+run their parity in a spawned child, so even a crash of theirs fails that artifact only; those
+children run beside the in-process conversions (``export.concurrent``).
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import multiprocessing
 import os
 import shutil
 import signal
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -31,13 +35,14 @@ from tqdm import tqdm
 
 from facekd.core.chatter import library_output
 from facekd.core.data import BadImageError, FaceFolder
+from facekd.core.host import usable_cores
 from facekd.training.evaluate import student_embed_fn
 from facekd.core.io import atomic_path, atomic_write_json, remove_stale_temp_files, sha256_file
 from facekd.core.pairs import VerificationPairs
 from facekd.core.preprocess import PreprocessSpec
 from facekd.training.checkpoint import INT8_STUDENT, load_student
-from facekd.core.verification import (IdentitySetError, best_threshold, calibrate, embed_folder, embed_pairs,
-                                      l2_normalise, pair_scores)
+from facekd.core.verification import (EmbedFn, IdentitySetError, best_threshold, calibrate, embed_folder,
+                                      embed_images, embed_once, embed_pairs, l2_normalise, pair_scores)
 
 from .artifact import ArtifactIO
 from .cost import onnx_cost, torch_cost
@@ -143,11 +148,10 @@ def _pair_faces(pairs: VerificationPairs, count: int) -> tuple[FaceSet, np.ndarr
     return FaceSet(names, images), subset.left, subset.right
 
 
-def _threshold(model: "nn.Module", preprocess: PreprocessSpec, state: dict, pairs: VerificationPairs | None,
-               progress: bool) -> tuple[float | None, str]:
-    """The verification threshold: recomputed with the PyTorch model on ``pairs``, else the checkpoint's."""
+def _threshold(embed_fn: EmbedFn, state: dict, pairs: VerificationPairs | None, progress: bool) -> tuple[float | None, str]:
+    """The verification threshold: recomputed with the PyTorch model (``embed_fn``) on ``pairs``, else the checkpoint's."""
     if pairs is not None and len(pairs):
-        embeddings = embed_pairs(student_embed_fn(model, preprocess), pairs, progress=progress)
+        embeddings = embed_pairs(embed_fn, pairs, progress=progress)
         threshold, accuracy = best_threshold(pair_scores(embeddings, pairs), pairs.same)
         return threshold, f"best accuracy ({accuracy:.4f}) of the PyTorch model on {len(pairs)} pairs of {pairs.name}"
     if state.get("threshold") is not None:
@@ -155,11 +159,10 @@ def _threshold(model: "nn.Module", preprocess: PreprocessSpec, state: dict, pair
     return None, "none: no pairs given and the checkpoint has no threshold"
 
 
-def _operating_points(model: "nn.Module", preprocess: PreprocessSpec, identities: FaceFolder,
-                      progress: bool) -> tuple[OperatingPoints | None, np.ndarray]:
-    """The operating points of ``identities`` embedded by the PyTorch model (``calibrate``; None, with a
-    warning, when they support no FAR), and those embeddings."""
-    embeddings = embed_folder(student_embed_fn(model, preprocess), identities, progress=progress)
+def _operating_points(embed_fn: EmbedFn, identities: FaceFolder, progress: bool) -> tuple[OperatingPoints | None, np.ndarray]:
+    """The operating points of ``identities`` embedded by the PyTorch model (``embed_fn``; ``calibrate``; None,
+    with a warning, when they support no FAR), and those embeddings."""
+    embeddings = embed_folder(embed_fn, identities, progress=progress)
     source = (f"all pairs of {len(identities.classes)} identities ({len(identities)} faces) under {identities.root}, "
               "PyTorch model")
     try:
@@ -186,8 +189,9 @@ def _torch_threads(threads: int | None):
 def _torch_embeddings(model: "nn.Module", inputs: np.ndarray) -> np.ndarray:
     import torch
 
-    with torch.inference_mode():
-        return np.concatenate([model(torch.from_numpy(inputs[i : i + 64])).numpy() for i in range(0, len(inputs), 64)])
+    with torch.inference_mode():  # channels-last input: as student_embed_fn
+        return np.concatenate([model(torch.from_numpy(inputs[i : i + 64]).contiguous(memory_format=torch.channels_last)).numpy()
+                               for i in range(0, len(inputs), 64)])
 
 
 def _check_io(io: ArtifactIO, expected_input: list, embedding_size: int) -> None:
@@ -481,10 +485,11 @@ def export_checkpoint(
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(out_dir)
     golden_candidates = [image for image in (pairs.images if pairs is not None else []) if not isinstance(image, np.ndarray)]
+    embed_fn = embed_once(student_embed_fn(model, preprocess))  # pairs, parity faces and identities overlap
     with _torch_threads(config.threads):
-        threshold, threshold_source = _threshold(model, preprocess, state, pairs, progress)
-        reference_inputs = parity_faces.inputs(preprocess.with_layout("NCHW"))
-        reference = ParityReference(l2_normalise(_torch_embeddings(model, reference_inputs)), left, right, threshold)
+        threshold, threshold_source = _threshold(embed_fn, state, pairs, progress)
+        reference = ParityReference(embed_images(embed_fn, len(parity_faces), parity_faces.images.__getitem__),
+                                    left, right, threshold)
         run = _Run(
             out_dir=out_dir, config=config, model=model, preprocess=preprocess, calibration=calibration,
             parity_faces=parity_faces, reference=reference, threshold_source=threshold_source,
@@ -492,7 +497,7 @@ def export_checkpoint(
             cost=torch_cost(model, preprocess.size), progress=progress,
         )
         points, identity_embeddings = (None, None) if identities is None else _operating_points(
-            model, preprocess, identities, progress)
+            embed_fn, identities, progress)
         run.operating_points = None if points is None else points.to_dict()
         if any(precision == "int8" and not unavailable for _, precision, unavailable in jobs):
             _prepare_int8(run, checkpoint_path)
@@ -533,19 +538,46 @@ def _write_golden(run: _Run, candidates: list, threshold: float | None, identiti
 
 
 def _export_jobs(run: _Run, jobs: list) -> list[ExportRecord]:
-    """Every job, one after the other; the summary is rewritten after each, so progress survives an interruption."""
-    records = []
-    bar = tqdm(jobs, desc="export", unit="artifact", disable=not run.progress)
-    for row, precision, unavailable in bar:
-        bar.set_postfix_str(f"{row.name}-{precision}")
+    """Every job; the summary is rewritten after each, so progress survives an interruption. With
+    ``export.concurrent``, the jobs of ``own_process`` rows run one after another in a second lane,
+    beside the in-process ones: a conversion mostly keeps one core busy."""
+    done: dict[int, ExportRecord] = {}
+    lock = threading.Lock()
+    bar = tqdm(total=len(jobs), desc="export", unit="artifact", disable=not run.progress)
+
+    def run_job(index: int, run: _Run) -> None:
+        row, precision, unavailable = jobs[index]
         if unavailable:
             record = ExportRecord(row.name, precision, "unavailable", unavailable)
         else:
             record = (_export_in_child if row.own_process else _export_one)(run, row, precision)
         logger.info("%s-%s: %s %s", row.name, precision, record.status, record.reason)
-        records.append(record)
-        atomic_write_json(run.out_dir / SUMMARY, [r.to_dict() for r in records])
-    return records
+        with lock:
+            done[index] = record
+            atomic_write_json(run.out_dir / SUMMARY, [done[i].to_dict() for i in sorted(done)])
+            bar.set_postfix_str(f"{row.name}-{precision}")
+            bar.update()
+
+    second = [i for i, (row, _, unavailable) in enumerate(jobs) if row.own_process and not unavailable]
+    second = second if run.config.concurrent and usable_cores() > 1 else []
+    for layout in {row.layout for row, _, _ in jobs}:
+        run.inputs(layout)  # cached once, for both lanes
+    if second:  # each lane on its half of the cores: threads spinning on one core are time lost to the other lane
+        run = replace(run, config=replace(run.config, threads=run.config.threads or usable_cores() // 2))
+    lane = ThreadPoolExecutor(max_workers=1)
+    try:
+        lane_run = copy.deepcopy(run) if second else run  # its children are sent this copy, which no conversion touches
+        pending = [lane.submit(run_job, index, lane_run) for index in second]
+        with _torch_threads(run.config.threads):
+            for index in range(len(jobs)):
+                if index not in second:
+                    run_job(index, run)
+        for future in pending:
+            future.result()
+    finally:
+        lane.shutdown(cancel_futures=True)  # interrupted: the lane's running job ends, the rest never start
+        bar.close()
+    return [done[i] for i in range(len(jobs))]
 
 
 def _prepare_int8(run: _Run, checkpoint_path: Path) -> None:

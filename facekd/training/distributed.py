@@ -6,6 +6,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from facekd.core.host import usable_cores
+
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -37,8 +39,4 @@ def close_process_group() -> None:
 
 def cpu_threads_per_process() -> int:
     """This machine's cores (those this process may use) split among the ranks running on it."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, local_world_size()))
+    return max(1, usable_cores() // max(1, local_world_size()))
