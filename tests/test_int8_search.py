@@ -101,6 +101,26 @@ def test_a_dynamic_range_int8_that_misses_the_target_leaves_the_search_to_run(fa
     assert "worst_cos_on_calibration_fallback" not in without and without["kept_float"] == ["1"]
 
 
+def test_without_static_first_a_fallback_that_meets_the_target_ships_and_no_static_int8_is_made(faces):
+    model = Tiny(OUTLIER)
+    batch = torch.from_numpy(faces.inputs(STUDENT_DEFAULT.with_layout("NCHW")))
+    build, embed, built = _fake_converter(model, batch, {"1": 0.3})
+    dynamic = ["1", "dynamic"]
+    artifact, facts = choose_int8(pt2e_choices(model, batch, build, embed, True, lambda: dynamic), 0.998, static_first=False)
+    assert artifact is dynamic and built == [] and facts["activations"] == "dynamic"
+    assert "worst_cos_on_calibration_before_search" not in facts and facts["worst_cos_on_calibration_fallback"] >= 0.998
+
+
+def test_without_static_first_a_fallback_that_misses_leaves_static_int8_and_the_search_to_run(faces):
+    model = Tiny(OUTLIER)
+    batch = torch.from_numpy(faces.inputs(STUDENT_DEFAULT.with_layout("NCHW")))
+    build, embed, built = _fake_converter(model, batch, {"1": 0.3})
+    artifact, facts = choose_int8(pt2e_choices(model, batch, build, embed, False, lambda: ["dynamic"]), 0.998,
+                                  static_first=False)
+    assert built == [[], ["1"]] and artifact == ["1"] and facts["activations"] == "static"
+    assert facts["worst_cos_on_calibration_fallback"] < 0.998 <= facts["worst_cos_on_calibration"]
+
+
 @pytest.mark.skipif(FORMATS["executorch"].unavailable_reason() is not None,
                     reason=FORMATS["executorch"].unavailable_reason() or "")
 def test_executorch_int8_searches_and_its_program_is_the_one_measured(faces, tmp_path):

@@ -118,6 +118,16 @@ def test_missed_target_ships_int8_weights_only_when_they_meet_it(outlier_pixel_o
     assert "int8_weights" not in fp32_runner.info()
 
 
+def test_weights_only_first_builds_no_static_int8_when_they_meet_the_target(outlier_pixel_onnx, tmp_path):
+    fp32, inputs = outlier_pixel_onnx
+    shipped = quantize_int8(fp32, tmp_path / "q.onnx", inputs, reduce_range=False, target_worst_cos=0.999,
+                            weights_only_fallback=True, static_first=False)
+    facts = inspect(shipped).details["int8_calibration"]
+    assert facts["activations"] == WEIGHTS_ONLY and facts["worst_cos_on_calibration_fallback"] >= 0.999
+    assert "worst_cos_on_calibration_before_search" not in facts and "worst_cos_on_calibration_by_method" not in facts
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["q.onnx"]  # nothing half-made left behind
+
+
 def _openvino_static_and_shipped(fp32: Path, inputs: np.ndarray, out_dir: Path) -> dict:
     """In a spawned child (the export runs OpenVINO in its own process too: native runtimes crashed
     beside the others in one): NNCF int8 of ``fp32`` without and with the weights-only fallback, at

@@ -595,7 +595,8 @@ def _prepare_int8(run: _Run, checkpoint_path: Path) -> None:
         run.int8_preparation["int8_student"] = {"checkpoint": aware_path.name, "sha256": sha256_file(aware_path)}
         run.int8_twin = _twin_reference(run, model)
         return
-    run.int8_plan = Int8Plan(search_target=run.int8_search_target, integer_input=run.config.int8_input)
+    run.int8_plan = Int8Plan(search_target=run.int8_search_target, integer_input=run.config.int8_input,
+                             static_first=run.config.int8_static_first)
     if run.config.int8_equalise:
         model, run.int8_preparation["int8_equalisation"] = equalise_for_int8(
             run.model, run.calibration.inputs(run.preprocess.with_layout("NCHW")))

@@ -23,4 +23,5 @@ class ExportConfig:
     teacher: bool = True  # put the teacher's ONNX beside the artifacts, so the bench measures it too
     int8_input: bool = False  # tflite-int8 of an int8-aware student: int8 input tensor too (NPUs, Edge TPU); manifest input.quantization
     concurrent: bool = True  # convert OpenVINO and ExecuTorch (child processes) beside the other formats, each lane on half the cores
+    int8_static_first: bool = True  # post-training int8: static first (False: dynamic-range / weights-only first, static if that misses the bar)
     int8_equalise: bool = True  # equalise channel ranges before int8 conversion (export.equalise); chain students only

@@ -99,7 +99,8 @@ def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path
 
     choices = pt2e_choices(model, torch.from_numpy(faces), lambda floats: _lowered(_quantized(model, example, faces, frozenset(floats)), example),
                            embed, boundary_float=False, fallback=lambda: _dynamic_range_program(model, example))
-    program, facts = choose_int8(choices, int8.search_target, {"calibration_faces": len(faces)})
+    program, facts = choose_int8(choices, int8.search_target, {"calibration_faces": len(faces)},
+                                 static_first=int8.static_first)
     atomic_write_json(_facts_path(out_path), facts)
     return atomic_write_bytes(out_path, program)
 

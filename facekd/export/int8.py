@@ -10,7 +10,8 @@ The plan:
   (``export.int8_twin``); what int8 costs is measured against the float student.
 - otherwise → static int8 with the converter's own fallbacks under a worst-cosine target on the
   calibration faces (``export.int8_search``): dynamic-range (TFLite, ExecuTorch) or weights-only
-  (ONNX, OpenVINO) int8, or the most sensitive layers kept float.
+  (ONNX, OpenVINO) int8, or the most sensitive layers kept float; with ``export.int8_static_first``
+  off, the dynamic-range / weights-only int8 is tried first.
 
 The record's ``scheme``: ``static-full-integer`` (all weighted layers int8, int8 activations),
 ``static`` (int8 activations, some weighted layers float), ``dynamic`` (activations quantised per
@@ -36,6 +37,7 @@ class Int8Plan:
     search_target: float | None = None
     int8_aware: dict | None = None
     integer_input: bool = False  # int8 input tensor too (converters that can: TFLite), the form NPUs take
+    static_first: bool = True  # False: the dynamic-range / weights-only fallback is tried before static int8
 
     def __post_init__(self) -> None:
         if self.int8_aware is not None and self.search_target is not None:

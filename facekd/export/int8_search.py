@@ -4,7 +4,9 @@ worst-cosine target on the calibration faces (``Int8Plan.search_target``; None: 
 1. static int8, every layer the converter quantises int8;
 2. if that misses the target: the converter's fallback — dynamic-range int8 (TFLite, ExecuTorch:
    activations quantised per inference from their own range, so no face is clipped by ranges
-   calibrated on others) or int8 weights only (ONNX, OpenVINO: activations float) — when it meets it;
+   calibrated on others) or int8 weights only (ONNX, OpenVINO: activations float) — when it meets it.
+   For a student whose static int8 is known to miss (``Int8Plan.static_first`` off,
+   ``export.int8_static_first``) the fallback comes first, and static int8 only when it misses;
 3. else layers kept float, most sensitive first: each candidate ranked once by the worst cosine
    with only it int8, then 1, 2, 4, … of them (at most half) kept float, each count built and
    measured, until the target is met; when none meets it, the best one measured ships. A converter
@@ -15,7 +17,8 @@ A converter says what it can make through ``Int8Choices``; the facts (the manife
 dynamic | ``WEIGHTS_ONLY``), ``target_worst_cos_on_calibration``,
 ``worst_cos_on_calibration_before_search``, ``worst_cos_on_calibration`` (of what ships),
 ``kept_float``, ``boundary_float`` (layers the converter keeps float itself), and, where tried,
-``worst_cos_on_calibration_fallback``, ``worst_cos_alone``, ``worst_cos_by_float_count``.
+``worst_cos_on_calibration_before_search`` (static int8 of every layer), ``worst_cos_on_calibration_fallback``,
+``worst_cos_alone``, ``worst_cos_by_float_count``.
 """
 from __future__ import annotations
 
@@ -53,26 +56,38 @@ class Int8Choices(Generic[Artifact]):
     boundary_float: list[str] = field(default_factory=list)
 
 
-def choose_int8(choices: Int8Choices[Artifact], target: float | None, facts: dict | None = None) -> tuple[Artifact, dict]:
-    """(the int8 artifact that ships, what was measured): the three steps of the module docstring."""
+def choose_int8(choices: Int8Choices[Artifact], target: float | None, facts: dict | None = None, *,
+                static_first: bool = True) -> tuple[Artifact, dict]:
+    """(the int8 artifact that ships, what was measured): the three steps of the module docstring;
+    without ``static_first``, the fallback is tried before static int8 (and static only when it misses)."""
+    facts = {**(facts or {}), "activations": "static", "target_worst_cos_on_calibration": target, "kept_float": [],
+             "boundary_float": list(choices.boundary_float)}
+    if target is not None and not static_first and (fallback := _fallback_meeting(choices, target, facts)) is not None:
+        return fallback, facts
     artifact = choices.build([])
     worst = choices.worst(artifact)
-    facts = {**(facts or {}), "activations": "static", "target_worst_cos_on_calibration": target,
-             "worst_cos_on_calibration_before_search": worst, "worst_cos_on_calibration": worst, "kept_float": [],
-             "boundary_float": list(choices.boundary_float)}
+    facts.update(worst_cos_on_calibration_before_search=worst, worst_cos_on_calibration=worst)
     if target is None or worst >= target:
         return artifact, facts
-    fallback = None if choices.fallback is None else choices.fallback()
-    if fallback is not None:
-        facts["worst_cos_on_calibration_fallback"] = fallback_worst = choices.worst(fallback)
-        if fallback_worst >= target:
-            facts.update(activations=choices.fallback_activations, worst_cos_on_calibration=fallback_worst, boundary_float=[])
-            return fallback, facts
+    if static_first and (fallback := _fallback_meeting(choices, target, facts)) is not None:
+        return fallback, facts
     if choices.search is not None:
         artifact, kept, worst = choices.search(target)
         facts.update(kept_float=kept, worst_cos_on_calibration=worst)
         return artifact, facts
     return _keep_sensitive_float(choices, target, (worst, [], artifact), facts)
+
+
+def _fallback_meeting(choices: Int8Choices[Artifact], target: float, facts: dict) -> Artifact | None:
+    """The converter's fallback when it meets ``target`` (its worst cosine recorded in ``facts`` either way)."""
+    fallback = None if choices.fallback is None else choices.fallback()
+    if fallback is None:
+        return None
+    facts["worst_cos_on_calibration_fallback"] = fallback_worst = choices.worst(fallback)
+    if fallback_worst < target:
+        return None
+    facts.update(activations=choices.fallback_activations, worst_cos_on_calibration=fallback_worst, boundary_float=[])
+    return fallback
 
 
 def _keep_sensitive_float(choices: Int8Choices[Artifact], target: float, static: tuple, facts: dict) -> tuple[Artifact, dict]:

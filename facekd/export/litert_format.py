@@ -199,7 +199,7 @@ def _int8_by_measurement(model: "nn.Module", wrapped, example, calibration: "Fac
     boundary = not plan.full_integer
     choices = pt2e_choices(model, batch, lambda floats: _int8_edge_model(wrapped, example, faces, frozenset(floats), boundary),
                            embed, boundary_float=boundary, fallback=lambda: _dynamic_range_int8(model, example))
-    return choose_int8(choices, plan.search_target, {"calibration_faces": len(faces)})
+    return choose_int8(choices, plan.search_target, {"calibration_faces": len(faces)}, static_first=plan.static_first)
 
 
 def _dynamic_range_int8(model: "nn.Module", example):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections import Counter
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -150,32 +151,31 @@ def _weighted_nodes(path: Path) -> list[str]:
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration_inputs: np.ndarray, *, reduce_range: bool = True,
                   target_worst_cos: float | None = None, weights_only_fallback: bool = False,
-                  progress: bool = False) -> Path:
+                  static_first: bool = True, progress: bool = False) -> Path:
     """Static QDQ INT8 of an fp32 ONNX, calibrated on NCHW float inputs (see module docstring).
 
     Each of ``CALIBRATION_METHODS`` quantises the model; the one with the higher worst cosine to
     fp32 on the calibration faces is kept. Below ``target_worst_cos`` there, the shared search
-    (``int8_search.choose_int8``): int8 weights only (``weights_only_int8``, with
-    ``weights_only_fallback``), else weighted layers kept float, ranked by the worst cosine with
-    each quantised alone. What was measured is stored in the file's metadata (``facekd.int8``),
-    read back by ``inspect``. ``reduce_range``: 7-bit weights for x86 CPUs without VNNI, measured
-    with this CPU's int8 kernels; False: full-range int8 weights, measured on the QDQ arithmetic
-    (independent of this CPU).
+    (``int8_search.choose_int8``, which tries int8 weights only first without ``static_first``):
+    int8 weights only (``weights_only_int8``, with ``weights_only_fallback``), else weighted layers
+    kept float, ranked by the worst cosine with each quantised alone. What was measured is stored in
+    the file's metadata (``facekd.int8``), read back by ``inspect``. ``reduce_range``: 7-bit weights
+    for x86 CPUs without VNNI, measured with this CPU's int8 kernels; False: full-range int8
+    weights, measured on the QDQ arithmetic (independent of this CPU).
     """
     import onnx
 
     with tempfile.TemporaryDirectory(dir=out_path.parent) as scratch:
         quantise = _Quantiser(fp32_path, calibration_inputs, reduce_range, Path(scratch))
-        worst_by_method = {method: quantise.worst(quantise.build(method)) for method in CALIBRATION_METHODS}
-        method = max(worst_by_method, key=worst_by_method.get)
         choices = Int8Choices(
-            build=lambda kept: quantise.build(method, exclude=kept), worst=quantise.worst,
-            layers=lambda: _weighted_nodes(fp32_path), alone=lambda layers: quantise.alone(method, layers, progress),
+            build=lambda kept: quantise.build(quantise.best_method, exclude=kept), worst=quantise.worst,
+            layers=lambda: _weighted_nodes(fp32_path), alone=lambda layers: quantise.alone(quantise.best_method, layers, progress),
             fallback=(lambda: weights_only_int8(fp32_path, Path(scratch) / "weights_only.onnx")) if weights_only_fallback else None,
             fallback_activations=WEIGHTS_ONLY)
-        chosen, facts = choose_int8(choices, target_worst_cos, {
-            "calibration_method": method, "calibration_faces": len(calibration_inputs),
-            "worst_cos_on_calibration_by_method": worst_by_method, "reduce_range": reduce_range})
+        chosen, facts = choose_int8(choices, target_worst_cos, {"calibration_faces": len(calibration_inputs),
+                                                                "reduce_range": reduce_range}, static_first=static_first)
+        if "worst_cos_on_calibration_before_search" in facts:  # static int8 was made: by each method
+            facts.update(calibration_method=quantise.best_method, worst_cos_on_calibration_by_method=quantise.worst_by_method)
         quantised = onnx.load(str(chosen))
         onnx.helper.set_model_props(quantised, {INT8_METADATA: json.dumps(facts)})
         with atomic_path(out_path) as tmp:
@@ -190,6 +190,14 @@ class _Quantiser:
     def __init__(self, fp32_path: Path, inputs: np.ndarray, reduce_range: bool, scratch: Path):
         self.fp32_path, self.inputs, self.reduce_range, self.scratch = fp32_path, inputs, reduce_range, scratch
         self.reference = _embed(fp32_path, inputs)
+
+    @cached_property
+    def worst_by_method(self) -> dict[str, float]:
+        return {method: self.worst(self.build(method)) for method in CALIBRATION_METHODS}
+
+    @property
+    def best_method(self) -> str:
+        return max(self.worst_by_method, key=self.worst_by_method.get)
 
     def worst(self, path: Path) -> float:
         return worst_cosine(_embed(path, self.inputs, optimize=self.reduce_range), self.reference)
@@ -228,7 +236,8 @@ def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path
         with tempfile.TemporaryDirectory(dir=out_path.parent) as scratch:
             fp32_path = export_fp32(model, Path(scratch) / "fp32.onnx", preprocess)
             return quantize_int8(fp32_path, out_path, calibration.inputs(preprocess.with_layout("NCHW")),
-                                 target_worst_cos=int8.search_target, weights_only_fallback=True, progress=progress)
+                                 target_worst_cos=int8.search_target, weights_only_fallback=True,
+                                 static_first=int8.static_first, progress=progress)
     raise ExportError(f"onnx has no precision {precision!r}")
 
 

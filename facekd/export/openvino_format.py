@@ -46,13 +46,14 @@ if TYPE_CHECKING:
 GRAPH_FILE = "model.xml"
 MAX_FLOAT_ROUNDS = 8  # at most this many rounds of returning layers to float (each re-validates)
 INT8_RT_INFO = ["facekd", "int8_calibration"]  # where the IR keeps what its int8 search measured (json)
-WEIGHTS_ONLY_SCHEME = ("NNCF int8 weights only (compress_weights INT8_SYM, per-channel), activations float: static int8 "
-                       "missed the worst-cosine target {target} on the calibration faces")
+WEIGHTS_ONLY_SCHEME = ("NNCF int8 weights only (compress_weights INT8_SYM, per-channel), activations float: {why} "
+                       "the worst-cosine target {target} on the calibration faces")
 INT8_SCHEME = ("NNCF static int8, symmetric per-channel weights in 7 bits (overflow_fix=enable: safe without VNNI), "
                "{floats} layers kept float for worst cosine to fp32 >= {target} on the calibration faces")
 
 
-def _quantize(ov_model, calibration_inputs: np.ndarray, target_worst_cos: float | None, weights_only_fallback: bool):
+def _quantize(ov_model, calibration_inputs: np.ndarray, target_worst_cos: float | None, weights_only_fallback: bool,
+              static_first: bool = True):
     """NNCF int8 of ``ov_model`` chosen by the shared search (``int8_search.choose_int8``) on the
     worst embedding cosine to fp32 on the calibration faces: static int8 of every layer; below
     ``target_worst_cos``, int8 weights only (with ``weights_only_fallback``) when they meet it, else
@@ -90,7 +91,7 @@ def _quantize(ov_model, calibration_inputs: np.ndarray, target_worst_cos: float 
         worst=lambda model: worst_on(_compiled(model), samples), search=accuracy_control,
         fallback=(lambda: nncf.compress_weights(ov_model.clone(), mode=nncf.CompressWeightsMode.INT8_SYM))
         if weights_only_fallback else None, fallback_activations=WEIGHTS_ONLY)
-    model, facts = choose_int8(choices, target_worst_cos, {"calibration_faces": len(samples)})
+    model, facts = choose_int8(choices, target_worst_cos, {"calibration_faces": len(samples)}, static_first=static_first)
     model.set_rt_info(json.dumps(facts), INT8_RT_INFO)
     return model
 
@@ -114,7 +115,8 @@ def convert(model: "nn.Module", precision: str, calibration: "FaceSet", out_path
         ov_model = ov.convert_model(str(onnx_path))
         if precision == "int8":
             ov_model = _quantize(ov_model, calibration.inputs(preprocess.with_layout("NCHW")),
-                                 int8.search_target, weights_only_fallback=int8.search_target is not None)
+                                 int8.search_target, weights_only_fallback=int8.search_target is not None,
+                                 static_first=int8.static_first)
         folder = scratch / out_path.name
         folder.mkdir()
         ov.save_model(ov_model, str(folder / GRAPH_FILE), compress_to_fp16=False)
@@ -162,7 +164,9 @@ def inspect(path: Path) -> ArtifactIO:
         details.update(fake_quantize_nodes=census["FakeQuantize"], int8_reduce_range=True, float_layers=floats,
                        int8_scheme=INT8_SCHEME.format(floats=len(floats), target=target))
     elif int8_constants:
-        details.update(int8_weight_constants=int8_constants, int8_scheme=WEIGHTS_ONLY_SCHEME.format(target=target))
+        why = ("static int8 missed" if "worst_cos_on_calibration_before_search" in facts
+               else "static int8 not tried (export.int8_static_first off); these meet")
+        details.update(int8_weight_constants=int8_constants, int8_scheme=WEIGHTS_ONLY_SCHEME.format(why=why, target=target))
     source, sink = model.inputs[0], model.outputs[0]
     return ArtifactIO(
         input_name=source.get_any_name(), input_shape=_dims(source.get_partial_shape()),
