@@ -24,7 +24,7 @@ from facekd.runtime_bench.results import load_result
 from facekd.runtime_bench.targets import LocalTarget
 from facekd.training.checkpoint import save_checkpoint, student_state
 from facekd.training.models.mobilefacenet import MobileFaceNet
-from facekd.core.data import FaceFolder
+from facekd.core.data import FaceFolder, load_rgb_file
 from facekd.core.pairs import PairsError, VerificationPairs
 from facekd.core.preprocess import STUDENT_DEFAULT
 from tests.conftest import write_toy_bin
@@ -240,6 +240,34 @@ def test_suites_and_identities_are_measured_only_on_the_artifacts_named(export_d
                                  identities=FaceFolder(tiny_faces))).rows
     assert {row.artifact: row.suites is not None for row in rows} == {"torch-fp32": False, "onnx-fp32": True}
     assert {row.artifact: row.identities is not None for row in rows} == {"torch-fp32": False, "onnx-fp32": True}
+
+
+def test_faces_the_pairs_share_with_the_identities_are_embedded_once(export_dir, tmp_path, tiny_faces, monkeypatch):
+    files = sorted(tiny_faces.glob("*/*.jpg"))  # 6 people × 4 faces; the pairs use the first 4 people's
+    left, right, same, folds = [], [], [], []
+    for fold in range(8):
+        person = fold % 4
+        left += [4 * person, 4 * person + 1]
+        right += [4 * person + 2, 4 * ((person + 1) % 4)]
+        same += [True, False]
+        folds += [fold, fold]
+    pairs = VerificationPairs([load_rgb_file(path) for path in files[:16]], left, right, same, folds, name="shared")
+    embedded, original = [], WorkerClient.request
+
+    def spy(worker, op, **fields):
+        if op == "embed":
+            embedded.append(len(np.load(fields["input"], mmap_mode="r")))
+        return original(worker, op, **fields)
+
+    monkeypatch.setattr(WorkerClient, "request", spy)
+    config = BenchConfig(**{**QUICK, "batch": [1]}, accelerators=False, suite_artifacts=["onnx-fp32"],
+                         artifacts=["torch-fp32", "onnx-fp32"])
+    rows = {row.artifact: row for row in load_result(run_bench(export_dir, pairs, config, tmp_path / "result.json",
+                                                               progress=False, identities=FaceFolder(tiny_faces))).rows}
+    assert sorted(embedded) == [8, 16, 16]  # torch: the pairs' 16; onnx: those 16, then the 8 the pairs lack
+    assert rows["onnx-fp32"].accuracy["acc"] == pytest.approx(rows["torch-fp32"].accuracy["acc"])
+    assert rows["onnx-fp32"].parity["worst_cos"] > 0.9999  # the same faces as the reference's, in pair order
+    assert rows["onnx-fp32"].identities["faces"] == 24
 
 
 def test_faces_are_embedded_by_the_worker_with_the_most_threads(export_dir, tmp_path, monkeypatch):

@@ -45,8 +45,8 @@ from facekd.export.manifest import Manifest, ManifestError, verify_artifact
 from facekd.core.io import sha256_file
 from facekd.core.pairs import VerificationPairs, read_verification_set
 from facekd.core.preprocess import PreprocessSpec
-from facekd.core.verification import (VerificationResult, embed_folder, evaluate, evaluate_scores, l2_normalise,
-                                      measure_identities, pair_scores)
+from facekd.core.verification import (EmbedFn, VerificationResult, embed_folder, embed_images, embed_once, evaluate,
+                                      evaluate_scores, l2_normalise, measure_identities, pair_scores)
 
 from .accelerated import ACCELERATED_RUNTIMES, runtime_options
 from .client import WorkerClient, WorkerDied, WorkerError
@@ -457,11 +457,18 @@ class _Bench:
 
     def embed_and_score(self, worker: WorkerClient, artifact: Artifact, runtime: RuntimeSpec,
                         is_reference: bool) -> tuple[dict, dict | None, dict | None, dict | None]:
-        """(accuracy, parity, suites, identities) of one artifact × runtime, embedded by ``worker``."""
-        local_output = self.workdir / f"embeddings-{artifact.name}-{runtime.name}.npy"
-        embeddings = self.embed_file(worker, artifact, self.target.put(self.inputs(artifact)), local_output)
+        """(accuracy, parity, suites, identities) of one artifact × runtime, embedded by ``worker``; where
+        the identities are measured too, a face the pairs share with them is embedded once."""
+        if self.identities is not None and self.measured_beyond_pairs(artifact):
+            embed = embed_once(self.worker_embed_fn(worker, artifact))
+            images = self.images()
+            embeddings = embed_images(embed, len(images), images.__getitem__, batch_size=SUITE_CHUNK)
+        else:
+            embed = None
+            local_output = self.workdir / f"embeddings-{artifact.name}-{runtime.name}.npy"
+            embeddings = self.embed_file(worker, artifact, self.target.put(self.inputs(artifact)), local_output)
         return (*self.quality(embeddings, artifact, is_reference), self.score_suites(worker, artifact),
-                self.score_identities(worker, artifact))
+                self.score_identities(worker, artifact, embed))
 
     def embed_file(self, worker: WorkerClient, artifact: Artifact, remote_input: str, local_output: Path) -> np.ndarray:
         """Raw embeddings of the preprocessed images at ``remote_input`` (on the target), via ``local_output``."""
@@ -500,12 +507,12 @@ class _Bench:
                              "pairs": len(pairs), "flip_test": flip_test}
                 for pairs in self.suites}
 
-    def score_identities(self, worker: WorkerClient, artifact: Artifact) -> dict | None:
-        """All-pairs measures of every face of ``bench.identities`` through this artifact, with the
-        strangers its manifest's operating-point rule lets match (None without identities)."""
+    def score_identities(self, worker: WorkerClient, artifact: Artifact, embed: EmbedFn | None = None) -> dict | None:
+        """All-pairs measures of every face of ``bench.identities`` through this artifact (``embed``, else
+        its worker), with the strangers its manifest's operating-point rule lets match (None without identities)."""
         if self.identities is None or not self.measured_beyond_pairs(artifact):
             return None
-        embeddings = embed_folder(self.worker_embed_fn(worker, artifact), self.identities, batch_size=SUITE_CHUNK)
+        embeddings = embed_folder(embed or self.worker_embed_fn(worker, artifact), self.identities, batch_size=SUITE_CHUNK)
         points = artifact.manifest.deploy_points() if not artifact.is_teacher else None
         result = measure_identities(embeddings, self.identities.labels, self.config.gallery_size, self.config.fpir,
                                     points=points)
