@@ -14,8 +14,7 @@ worst-cosine target on the calibration faces (``Int8Plan.search_target``; None: 
 
 A converter says what it can make through ``Int8Choices``; the facts (the manifest's
 ``details.int8_calibration``) have the same keys for every format: ``activations`` (static |
-dynamic | ``WEIGHTS_ONLY``), ``target_worst_cos_on_calibration``,
-``worst_cos_on_calibration_before_search``, ``worst_cos_on_calibration`` (of what ships),
+dynamic | ``WEIGHTS_ONLY``), ``target_worst_cos_on_calibration``, ``worst_cos_on_calibration`` (of what ships),
 ``kept_float``, ``boundary_float`` (layers the converter keeps float itself), and, where tried,
 ``worst_cos_on_calibration_before_search`` (static int8 of every layer), ``worst_cos_on_calibration_fallback``,
 ``worst_cos_alone``, ``worst_cos_by_float_count``.
