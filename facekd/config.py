@@ -157,23 +157,46 @@ def parse_override(text: str) -> tuple[str, object]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Defaults <- YAML file <- `key.sub=value` overrides (values parsed as YAML scalars/lists)."""
+    """Defaults <- YAML files <- `key.sub=value` overrides (values parsed as YAML scalars/lists).
+
+    A file may name another it builds on (``extends: <path>``, relative to the file): that one is applied first.
+    """
     tree = to_dict(RunConfig())
-    if path:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of sections")
+    for loaded in _config_chain(Path(path)) if path else []:
         _merge(tree, loaded, "")
     for text in overrides:
         key, value = parse_override(text)
         _set_path(tree, current_key(key), value)
     return from_data(RunConfig, tree, ConfigError, unknown=unknown_key)
+
+
+def _read_config_file(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections")
+    return loaded
+
+
+def _config_chain(path: Path) -> list[dict]:
+    """The mappings of ``path`` and of the files it extends, the furthest base first."""
+    chain, seen = [], []
+    while True:
+        if path.resolve() in seen:
+            raise ConfigError(f"config file {path} extends itself (through {' -> '.join(map(str, seen))})")
+        seen.append(path.resolve())
+        loaded = _read_config_file(path)
+        base = loaded.pop("extends", None)
+        chain.insert(0, loaded)
+        if base is None:
+            return chain
+        if not isinstance(base, str) or not base:
+            raise ConfigError(f"config file {path}: extends must name one config file, got {base!r}")
+        path = path.parent / base
 
 
 def _merge(base: dict, update: dict, prefix: str) -> None:

@@ -1,10 +1,14 @@
 """Run config: YAML + overrides, typed, unknown keys refused, round trip."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from facekd.config import ConfigError, RunConfig, load_config, save_config
 from facekd.core.preprocess import PreprocessSpec
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_defaults_yaml_and_overrides_layer_in_order(tmp_path):
@@ -37,6 +41,32 @@ def test_round_trip_through_saved_yaml(tmp_path):
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
+
+
+def test_a_file_builds_on_the_one_it_extends_and_overrides_come_last(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "recipe.yaml").write_text("train: {epochs: 3, seed: 5}\nloss: {hard_fcd: 100.0}\n")
+    (tmp_path / "ci.yaml").write_text("extends: base/recipe.yaml\ntrain: {epochs: 1}\n")
+    cfg = load_config(tmp_path / "ci.yaml", ["train.seed=8"])
+    assert (cfg.train.epochs, cfg.train.seed, cfg.loss.hard_fcd) == (1, 8, 100.0)
+    assert load_config(tmp_path / "ci.yaml").train.seed == 5
+
+
+def test_a_config_extending_itself_or_nothing_is_one_clear_error(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: missing.yaml\n")
+    with pytest.raises(ConfigError, match="missing.yaml does not exist"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_the_ci_config_trains_the_demo_student():
+    ci, demo = load_config(REPO / "configs" / "ci.yaml"), load_config(REPO / "facekd" / "demo.yaml")
+    assert (ci.student, ci.data, ci.teacher, ci.loss, ci.optim, ci.train) == (
+        demo.student, demo.data, demo.teacher, demo.loss, demo.optim, demo.train)
+    assert ci.demo.reference_student == "" and ci.bench.threads == [1]
 
 
 def test_bad_file_is_one_clear_error(tmp_path):
